@@ -1,0 +1,358 @@
+"""The plain Python API: sandbox lifecycle, reloads, versions, ``run``.
+
+Every function takes a sandbox id and raises a :class:`SandboxError` subclass
+with a message that says what to do.  Nothing here imports IPython.
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ._artifact import Artifact, compile_source
+from ._diff import VersionDiff, diff_sources
+from ._errors import (CompileError, SandboxError, SandboxExistsError, SandboxNotFoundError,
+                      SandboxTimeout)
+from ._reload import (Change, ReloadOptions, ReloadResult, StateHandler, combine, execute,
+                      no_change, plan_change)
+from ._sandbox import Sandbox, SandboxInfo, SandboxState, validate_sandbox_id
+from ._versions import VersionInfo, VersionStore
+
+_registry: dict[str, SandboxState] = {}
+_registry_lock = threading.RLock()
+_default_store = VersionStore()
+#: Called with ``(event, sandbox_id, payload)`` after every change; the Jupyter
+#: glue (widgets, comm) subscribes here.
+listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
+
+
+def _emit(event: str, sandbox_id: str, **payload: Any) -> None:
+    for cb in list(listeners):
+        try:
+            cb(event, sandbox_id, payload)
+        except Exception:  # a broken listener must never break a reload
+            pass
+
+
+def set_default_store(store: VersionStore) -> None:
+    """Store used by sandboxes created from now on."""
+    global _default_store
+    _default_store = store
+
+
+def _state(sandbox_id: str) -> SandboxState:
+    with _registry_lock:
+        st = _registry.get(sandbox_id)
+    if st is None:
+        validate_sandbox_id(sandbox_id)
+        known = ", ".join(sorted(_registry)) or "none"
+        raise SandboxNotFoundError(f"no sandbox {sandbox_id!r} (existing: {known}); "
+                                   "create it with create_sandbox()")
+    return st
+
+
+def _options(state_handler: StateHandler | None, use_state_preservation: bool,
+             coordinate_dependencies: bool, suspend_timeout: float) -> ReloadOptions:
+    if state_handler is not None and not callable(state_handler):
+        raise SandboxError(f"state_handler must be callable(old_state, old_version, "
+                           f"new_version), got {type(state_handler).__name__}")
+    if not isinstance(suspend_timeout, (int, float)) or suspend_timeout < 0:
+        raise SandboxError(f"suspend_timeout must be a number of seconds >= 0, "
+                           f"got {suspend_timeout!r}")
+    name = None
+    if state_handler is not None:
+        name = getattr(state_handler, "__qualname__", None) or repr(state_handler)
+    return ReloadOptions(state_handler, name, use_state_preservation, coordinate_dependencies,
+                         float(suspend_timeout))
+
+
+# ------------------------------------------------------------------ lifecycle
+def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
+                   sandbox_path: str | Path | None = None, max_versions: int | None = 10,
+                   store: VersionStore | None = None) -> SandboxInfo:
+    """Create an empty sandbox, optionally loading every ``.py`` file of ``sandbox_path``.
+
+    ``max_versions`` bounds each module's retained history (``None`` keeps all).
+    """
+    validate_sandbox_id(sandbox_id)
+    if max_versions is not None and (not isinstance(max_versions, int) or max_versions < 1):
+        raise SandboxError(f"max_versions must be a positive int or None, got {max_versions!r}")
+    path = Path(sandbox_path) if sandbox_path is not None else None
+    sources: dict[str, str] = {}
+    if path is not None:
+        if not path.is_dir():
+            raise SandboxError(f"sandbox_path {str(path)!r} is not a directory")
+        sources = {p.stem: p.read_text(encoding="utf-8") for p in sorted(path.glob("*.py"))
+                   if p.stem != "__init__"}
+    with _registry_lock:
+        if sandbox_id in _registry:
+            raise SandboxExistsError(f"sandbox {sandbox_id!r} already exists; use "
+                                     "get_sandbox() or destroy_sandbox() first")
+        st = SandboxState(sandbox_id, max_versions=max_versions, sandbox_path=path,
+                          store=store or _default_store)
+        _registry[sandbox_id] = st
+    try:
+        import sys
+        sys.modules[st.package_name] = st.package
+        if sources:
+            hot_reload_source(sandbox_id, sources)
+        if supervisor is not None:
+            from ._live import start_sandbox_supervisor
+            start_sandbox_supervisor(st, supervisor)
+    except BaseException:
+        with _registry_lock:
+            _registry.pop(sandbox_id, None)
+        st.unregister_all()
+        raise
+    _emit("sandbox_created", sandbox_id)
+    return st.info()
+
+
+def destroy_sandbox(sandbox_id: str) -> None:
+    """Stop the sandbox's servers and drop its modules from ``sys.modules``."""
+    st = _state(sandbox_id)
+    with st.lock:
+        from ._live import stop_all
+        stop_all(st)
+        st.unregister_all()
+        st.status = "destroyed"
+        with _registry_lock:
+            _registry.pop(sandbox_id, None)
+    _emit("sandbox_destroyed", sandbox_id)
+
+
+def restart_sandbox(sandbox_id: str) -> SandboxInfo:
+    """Reload every module fresh at its current version and restart the supervisor tree."""
+    st = _state(sandbox_id)
+    with st.lock:
+        from ._live import restart_tree
+        execute(st, [], ReloadOptions(), fresh=True)
+        st.restart_count += 1
+        restart_tree(st)
+    _emit("sandbox_restarted", sandbox_id)
+    return st.info()
+
+
+def list_sandboxes() -> list[SandboxInfo]:
+    with _registry_lock:
+        states = list(_registry.values())
+    return [s.info() for s in states]
+
+
+def get_sandbox_info(sandbox_id: str) -> SandboxInfo:
+    return _state(sandbox_id).info()
+
+
+def get_sandbox(sandbox_id: str) -> Sandbox:
+    return _state(sandbox_id).handle
+
+
+# -------------------------------------------------------------------- reloads
+def hot_reload(sandbox_id: str, artifact: Artifact | bytes, *,
+               state_handler: StateHandler | None = None, use_state_preservation: bool = True,
+               coordinate_dependencies: bool = True, suspend_timeout: float = 5.0
+               ) -> ReloadResult:
+    """Load compiled code into a sandbox, in place, as a new version.
+
+    A module the sandbox does not have yet is added as version 1.  Code identical
+    to the current version gives ``"no_change"``; code identical to an older
+    retained version re-activates that version instead of recording a duplicate.
+    """
+    started = time.perf_counter()
+    art = Artifact.coerce(artifact)
+    st = _state(sandbox_id)
+    opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
+                    suspend_timeout)
+    with st.lock:
+        change = plan_change(st, art)
+        if change is None:
+            return no_change(st, art.module, started)
+        status = "hot_reloaded" if change.action == "new" else "rolled_back"
+        (result,) = execute(st, [change], opts, status=status)
+    _emit("reloaded", sandbox_id, module=art.module, version=result.new_version,
+          status=result.status)
+    return result
+
+
+def hot_reload_source(sandbox_id: str, source: str | Mapping[str, str],
+                      module: str | None = None, *, state_handler: StateHandler | None = None,
+                      use_state_preservation: bool = True, coordinate_dependencies: bool = True,
+                      suspend_timeout: float = 5.0) -> ReloadResult:
+    """Compile and load source; a ``{module: source}`` dict loads as one transaction."""
+    if isinstance(source, Mapping):
+        if module is not None:
+            raise SandboxError("pass module= only with a single source string")
+        return _reload_many(sandbox_id, source, state_handler, use_state_preservation,
+                            coordinate_dependencies, suspend_timeout)
+    _state(sandbox_id)
+    art = compile_source(source, module)
+    return hot_reload(sandbox_id, art, state_handler=state_handler,
+                      use_state_preservation=use_state_preservation,
+                      coordinate_dependencies=coordinate_dependencies,
+                      suspend_timeout=suspend_timeout)
+
+
+def _reload_many(sandbox_id: str, sources: Mapping[str, str], state_handler: Any,
+                 use_state_preservation: bool, coordinate_dependencies: bool,
+                 suspend_timeout: float) -> ReloadResult:
+    started = time.perf_counter()
+    st = _state(sandbox_id)
+    if not sources:
+        raise SandboxError("the source dict is empty; give {module_name: source}")
+    opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
+                    suspend_timeout)
+    arts = [compile_source(src, name) for name, src in sources.items()]
+    with st.lock:
+        changes, unchanged = [], []
+        for art in arts:
+            ch = plan_change(st, art)
+            (changes.append(ch) if ch is not None else unchanged.append(art.module))
+        results = execute(st, changes, opts) if changes else []
+        results += [no_change(st, m, started) for m in unchanged]
+    order = {a.module: i for i, a in enumerate(arts)}
+    results.sort(key=lambda r: order[r.module])
+    for r in results:
+        if r.status != "no_change":
+            _emit("reloaded", sandbox_id, module=r.module, version=r.new_version,
+                  status=r.status)
+    return combine(results, started)
+
+
+def rollback_module(sandbox_id: str, module: str, version: int, *,
+                    state_handler: StateHandler | None = None,
+                    use_state_preservation: bool = True, coordinate_dependencies: bool = True,
+                    suspend_timeout: float = 5.0) -> ReloadResult:
+    """Run ``version``'s code again; afterwards ``get_module_version`` returns ``version``."""
+    started = time.perf_counter()
+    st = _state(sandbox_id)
+    opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
+                    suspend_timeout)
+    with st.lock:
+        h = st.history(module)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise SandboxError(f"version must be an int, got {version!r}")
+        rec = h.record(version)
+        if version == h.current:
+            return no_change(st, module, started)
+        (result,) = execute(st, [Change(module, rec.artifact, "activate", version=version)],
+                            opts, status="rolled_back")
+    _emit("rolled_back", sandbox_id, module=module, version=version)
+    return result
+
+
+def _step(sandbox_id: str, module: str, delta: int, event: str) -> ReloadResult:
+    st = _state(sandbox_id)
+    with st.lock:
+        h = st.history(module)
+        target = h.undo_target() if delta < 0 else h.redo_target()
+        rec = h.record(target)
+        (result,) = execute(st, [Change(module, rec.artifact, "move", delta=delta)],
+                            ReloadOptions(), status="rolled_back")
+    _emit(event, sandbox_id, module=module, version=target)
+    return result
+
+
+def undo(sandbox_id: str, module: str) -> ReloadResult:
+    """Make the version that was current before the last change current again."""
+    return _step(sandbox_id, module, -1, "undo")
+
+
+def redo(sandbox_id: str, module: str) -> ReloadResult:
+    """Step forward again after :func:`undo`."""
+    return _step(sandbox_id, module, +1, "redo")
+
+
+# ------------------------------------------------------------------- versions
+def get_module_version(sandbox_id: str, module: str) -> int:
+    v = _state(sandbox_id).history(module).current
+    assert v is not None
+    return v
+
+
+def list_module_versions(sandbox_id: str, module: str) -> list[VersionInfo]:
+    """Retained versions, newest first."""
+    return _state(sandbox_id).history(module).infos()
+
+
+def get_version_history(sandbox_id: str, module: str) -> dict[str, Any]:
+    h = _state(sandbox_id).history(module)
+    infos = h.infos()
+    return {"current_version": h.current, "total_versions": len(infos), "versions": infos}
+
+
+def diff_versions(sandbox_id: str, module: str, v1: int, v2: int) -> VersionDiff:
+    """Line diff (diff-match-patch) from version ``v1`` to ``v2``."""
+    h = _state(sandbox_id).history(module)
+    a, b = h.record(v1), h.record(v2)
+    return diff_sources(module, v1, a.artifact.source, v2, b.artifact.source)
+
+
+# ------------------------------------------------------------------------ run
+def run(sandbox_id: str, code: str | Callable[[Sandbox], Any], *,
+        timeout: float | None = None) -> Any:
+    """Execute source (value of a trailing expression returned) or call ``code(handle)``.
+
+    The source runs in the sandbox's scratch namespace, which sees the same
+    names as the handle and can import sibling modules.  Exceptions keep their
+    type; exceeding ``timeout`` raises :class:`SandboxTimeout`.
+    """
+    st = _state(sandbox_id)
+    if callable(code):
+        fn = code
+
+        def job() -> Any:
+            return fn(st.handle)
+    elif isinstance(code, str):
+        body, tail = _split_trailing_expr(code)
+        ns = st.refresh_scratch()
+
+        def job() -> Any:
+            if body is not None:
+                exec(body, ns)
+            return eval(tail, ns) if tail is not None else None
+    else:
+        raise SandboxError(f"run() takes source text or a callable, got {type(code).__name__}")
+    if timeout is None:
+        return job()
+    return _run_with_timeout(job, timeout, sandbox_id)
+
+
+def _split_trailing_expr(source: str) -> tuple[Any, Any]:
+    try:
+        tree = ast.parse(source, "<sandbox run>")
+    except SyntaxError as exc:
+        raise CompileError(exc.msg, module=None, line=exc.lineno, column=exc.offset,
+                           text=exc.text) from None
+    tail = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        tail = compile(ast.Expression(tree.body.pop().value), "<sandbox run>", "eval")
+    body = compile(tree, "<sandbox run>", "exec") if tree.body else None
+    return body, tail
+
+
+def _run_with_timeout(job: Callable[[], Any], timeout: float, sandbox_id: str) -> Any:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = job()
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name=f"sandbox-run-{sandbox_id}", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        # Ask the worker to stop at its next bytecode; it cannot be killed harder.
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident),
+                                                   ctypes.py_object(SandboxTimeout))
+        raise SandboxTimeout(f"run() in sandbox {sandbox_id!r} exceeded its timeout of "
+                             f"{timeout} s; the code was interrupted")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

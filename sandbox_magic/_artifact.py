@@ -1,0 +1,243 @@
+"""Compiled modules as self-describing bytes: the Python analog of BEAM files.
+
+An :class:`Artifact` carries the module name, the interpreter's bytecode magic,
+the marshalled code object, the source it came from and a sha256 checksum of
+that source.  ``to_bytes``/``from_bytes`` round-trip it through a binary format
+whose trailing digest catches corruption and truncation before anything runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import marshal
+import os
+import struct
+import sys
+import tempfile
+import time
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._errors import ArtifactError, CompileError
+
+_PREFIX = b"SBXMAGIC"
+_FORMAT = 1
+_DIGEST = 32
+PYTHON_MAGIC = importlib.util.MAGIC_NUMBER
+ARTIFACT_SUFFIX = ".sbxc"
+
+
+def source_checksum(source: str) -> str:
+    """The identity of a version: sha256 of its source text."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def artifact_filename(module: str, checksum: str) -> str:
+    """Pseudo file name for code objects; registered in linecache when loaded."""
+    return f"<sandbox {module} {checksum[:12]}>"
+
+
+@dataclass(frozen=True, eq=False)
+class Artifact:
+    """A compiled module: name, code, source and checksum."""
+
+    module: str
+    code: types.CodeType = field(repr=False)
+    source: str = field(repr=False)
+    checksum: str
+    python_magic: bytes = PYTHON_MAGIC
+
+    @property
+    def filename(self) -> str:
+        return self.code.co_filename
+
+    def to_bytes(self) -> bytes:
+        """Serialise: prefix, JSON header, source, marshalled code, sha256 digest."""
+        src = self.source.encode("utf-8")
+        code = marshal.dumps(self.code)
+        header = json.dumps({
+            "format": _FORMAT,
+            "module": self.module,
+            "python_magic": self.python_magic.hex(),
+            "python_version": "%d.%d.%d" % sys.version_info[:3],
+            "checksum": self.checksum,
+            "source_len": len(src),
+            "code_len": len(code),
+        }, sort_keys=True).encode("utf-8")
+        body = _PREFIX + struct.pack(">I", len(header)) + header + src + code
+        return body + hashlib.sha256(body).digest()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Artifact:
+        """Parse bytes made by :meth:`to_bytes`; raise ArtifactError on anything else."""
+        data = bytes(data)
+        if not data.startswith(_PREFIX):
+            raise ArtifactError("not a sandbox_magic artifact (missing header); "
+                                "pass bytes produced by Artifact.to_bytes() or compile_file()")
+        if len(data) < len(_PREFIX) + 4 + _DIGEST:
+            raise ArtifactError("artifact is truncated; recompile it from source")
+        body, digest = data[:-_DIGEST], data[-_DIGEST:]
+        if hashlib.sha256(body).digest() != digest:
+            raise ArtifactError("artifact is corrupted or truncated (digest mismatch); "
+                                "recompile it from source")
+        (hlen,) = struct.unpack(">I", body[len(_PREFIX):len(_PREFIX) + 4])
+        start = len(_PREFIX) + 4
+        try:
+            header = json.loads(body[start:start + hlen].decode("utf-8"))
+            module = header["module"]
+            fmt = header["format"]
+            magic = bytes.fromhex(header["python_magic"])
+            checksum = header["checksum"]
+            slen, clen = int(header["source_len"]), int(header["code_len"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactError(f"artifact header is unreadable ({exc}); recompile it") from exc
+        if fmt != _FORMAT:
+            raise ArtifactError(f"artifact format {fmt} is not supported by this "
+                                f"sandbox_magic (format {_FORMAT}); upgrade sandbox_magic "
+                                "or recompile the module")
+        pos = start + hlen
+        if pos + slen + clen != len(body):
+            raise ArtifactError("artifact lengths do not add up; recompile it")
+        source = body[pos:pos + slen].decode("utf-8")
+        if source_checksum(source) != checksum:
+            raise ArtifactError("artifact source does not match its checksum; recompile it")
+        if magic != PYTHON_MAGIC:
+            raise ArtifactError(
+                f"artifact for module {module!r} was compiled by Python "
+                f"{header.get('python_version', '?')} (bytecode magic {magic.hex()}); this "
+                f"interpreter is {sys.version.split()[0]} (magic {PYTHON_MAGIC.hex()}). "
+                "Recompile it here: compile_source(artifact_source) or hot_reload_source()")
+        try:
+            code = marshal.loads(body[pos + slen:])
+        except (ValueError, EOFError, TypeError) as exc:
+            raise ArtifactError(f"artifact code for {module!r} cannot be read ({exc})") from exc
+        if not isinstance(code, types.CodeType):
+            raise ArtifactError(f"artifact for {module!r} does not hold a code object")
+        return cls(module=module, code=code, source=source, checksum=checksum)
+
+    @classmethod
+    def coerce(cls, value: Artifact | bytes | bytearray | memoryview) -> Artifact:
+        if isinstance(value, Artifact):
+            return value
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return cls.from_bytes(value)
+        raise ArtifactError(f"expected an Artifact or bytes, got {type(value).__name__}; "
+                            "use hot_reload_source() for source text")
+
+
+@dataclass(frozen=True)
+class CompileInfo:
+    """What a compile produced: artifacts and the files they were written to."""
+
+    artifacts: list[Artifact]
+    artifact_files: list[Path]
+    output_dir: Path | None
+    compile_time: float
+
+    @property
+    def modules(self) -> list[str]:
+        return [a.module for a in self.artifacts]
+
+
+def is_module_name(name: object) -> bool:
+    return isinstance(name, str) and name.isidentifier() and not name.startswith("__")
+
+
+def infer_module_name(source: str, tree: ast.Module | None = None) -> str | None:
+    """First top-level class or function name, lower-cased (``class Counter`` -> ``counter``)."""
+    if tree is None:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            return None
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            return node.name.lower()
+    return None
+
+
+def compile_source(source: str, module: str | None = None) -> Artifact:
+    """Compile module source text into an :class:`Artifact`.
+
+    Raises CompileError with line and column on a syntax error; when ``module``
+    is omitted the name comes from the first top-level class or function.
+    """
+    if not isinstance(source, str):
+        raise CompileError(f"source must be str, not {type(source).__name__}",
+                           module=module, line=None, column=None)
+    if module is not None and not is_module_name(module):
+        raise CompileError(f"{module!r} is not a valid module name (use a Python identifier)",
+                           module=None, line=None, column=None)
+    try:
+        tree = ast.parse(source, filename=f"<sandbox {module or 'source'}>")
+    except SyntaxError as exc:
+        raise _compile_error(exc, module) from None
+    except ValueError as exc:  # e.g. null bytes
+        raise CompileError(str(exc), module=module, line=None, column=None) from None
+    if module is None:
+        module = infer_module_name(source, tree)
+        if module is None:
+            raise CompileError("cannot infer a module name: the source defines no top-level "
+                               "class or function; pass module='name'",
+                               module=None, line=None, column=None)
+    checksum = source_checksum(source)
+    filename = artifact_filename(module, checksum)
+    try:
+        code = compile(tree, filename, "exec", dont_inherit=True)
+    except SyntaxError as exc:  # errors only the compiler finds (e.g. 'return' outside function)
+        raise _compile_error(exc, module) from None
+    return Artifact(module=module, code=code, source=source, checksum=checksum)
+
+
+def _compile_error(exc: SyntaxError, module: str | None) -> CompileError:
+    return CompileError(exc.msg, module=module, line=exc.lineno, column=exc.offset,
+                        text=exc.text, filename=exc.filename)
+
+
+def _write_artifacts(artifacts: list[Artifact], output_dir: str | os.PathLike[str] | None
+                     ) -> tuple[list[Path], Path]:
+    out = Path(output_dir) if output_dir is not None else Path(
+        tempfile.mkdtemp(prefix="sandbox_magic_build_"))
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for art in artifacts:
+        path = out / f"{art.module}{ARTIFACT_SUFFIX}"
+        path.write_bytes(art.to_bytes())
+        files.append(path)
+    return files, out
+
+
+def compile_file(path: str | os.PathLike[str], *, module: str | None = None,
+                 output_dir: str | os.PathLike[str] | None = None) -> CompileInfo:
+    """Compile one ``.py`` file; the module is named after the file's stem."""
+    started = time.perf_counter()
+    p = Path(path)
+    try:
+        source = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CompileError(f"cannot read {p}: {exc.strerror}", module=module, line=None,
+                           column=None) from None
+    art = compile_source(source, module or p.stem)
+    files, out = _write_artifacts([art], output_dir)
+    return CompileInfo([art], files, out, time.perf_counter() - started)
+
+
+def compile_sandbox(directory: str | os.PathLike[str], *,
+                    output_dir: str | os.PathLike[str] | None = None) -> CompileInfo:
+    """Compile every ``.py`` file of a directory (sorted by name); all or nothing."""
+    started = time.perf_counter()
+    d = Path(directory)
+    if not d.is_dir():
+        raise CompileError(f"{d} is not a directory", module=None, line=None, column=None)
+    arts = []
+    for p in sorted(d.glob("*.py")):
+        if p.stem == "__init__":
+            continue
+        arts.append(compile_source(p.read_text(encoding="utf-8"), p.stem))
+    files, out = _write_artifacts(arts, output_dir)
+    return CompileInfo(arts, files, out, time.perf_counter() - started)
+

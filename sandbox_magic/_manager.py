@@ -1,0 +1,83 @@
+"""ModuleVersionManager: version registration, export and dependency queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._api import _state, hot_reload
+from ._artifact import Artifact, compile_source
+from ._deps import dependency_graph, find_cycles, topological_order
+from ._versions import utcnow
+
+
+class ModuleVersionManager:
+    """Version bookkeeping across sandboxes, mirroring the guide's manager."""
+
+    @staticmethod
+    def register_module_version(sandbox_id: str, module: str,
+                                code: Artifact | bytes | str) -> int:
+        """Record ``code`` as a version of ``module`` and return its number.
+
+        Code identical to a retained version returns that version's number and
+        loads nothing; new code is hot-reloaded and becomes the next version.
+        """
+        art = compile_source(code, module) if isinstance(code, str) else Artifact.coerce(code)
+        st = _state(sandbox_id)
+        with st.lock:
+            h = st.histories.get(module)
+            if h is not None:
+                same = h.find_checksum(art.checksum)
+                if same is not None:
+                    return same
+            if art.module != module:
+                art = compile_source(art.source, module)
+            result = hot_reload(sandbox_id, art)
+        assert result.new_version is not None
+        return result.new_version
+
+    @staticmethod
+    def export_sandbox_modules(sandbox_id: str) -> dict[str, Any]:
+        """Every module with its retained versions (newest first) and artifacts.
+
+        Each version carries ``artifact`` bytes that :func:`hot_reload` accepts
+        in any other sandbox.
+        """
+        st = _state(sandbox_id)
+        with st.lock:
+            modules = {}
+            for name, h in sorted(st.histories.items()):
+                modules[name] = [
+                    {"version": r.version, "checksum": r.checksum, "source": r.artifact.source,
+                     "loaded_at": r.loaded_at, "is_current": r.version == h.current,
+                     "state_handler": r.state_handler, "artifact": r.artifact.to_bytes()}
+                    for r in sorted(h.records.values(), key=lambda r: -r.version)]
+        return {"sandbox_id": sandbox_id, "exported_at": utcnow(), "modules": modules}
+
+    @staticmethod
+    def get_module_dependencies(modules: list[str] | None = None, *,
+                                sandbox_id: str) -> dict[str, set[str]]:
+        """``{module: sibling modules it imports}`` for the given (default: all) modules."""
+        st = _state(sandbox_id)
+        with st.lock:
+            sources = {m: st.histories[m].current_record().artifact.source
+                       for m in st.modules}
+        graph = dependency_graph(sources)
+        if modules is None:
+            return graph
+        for m in modules:
+            st.get_module(m)
+        return {m: graph[m] for m in modules}
+
+    @staticmethod
+    def calculate_reload_order(modules: list[str], *, sandbox_id: str) -> list[str]:
+        """``modules`` ordered so that each comes after the sandbox modules it imports."""
+        graph = ModuleVersionManager.get_module_dependencies(sandbox_id=sandbox_id)
+        wanted = set(modules)
+        for m in modules:
+            _state(sandbox_id).get_module(m)
+        return [m for m in topological_order(graph) if m in wanted]
+
+    @staticmethod
+    def detect_circular_dependencies(graph: dict[str, Any]) -> list[list[str]]:
+        """Cycles of a ``{module: deps}`` graph, each closed: ``[["a", "b", "a"]]``."""
+        return find_cycles(graph)

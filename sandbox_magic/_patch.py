@@ -1,0 +1,489 @@
+"""In-place patching: make the objects of a module's old version run the new code.
+
+A reload executes the new module body into a *staging* namespace, so the old
+version keeps running untouched while the body runs.  This module then pairs
+each new object with the old object of the same name (functions, classes,
+methods, descriptors, nested classes, enum members), checks that every pair can
+be patched, and commits: old functions get the new code, old classes get the
+new attributes, the old module dict gets the new bindings.  Every reference
+anywhere in the program (``from m import f``, bound methods, instances,
+pickles) therefore sees the new code without a heap scan.
+
+Every mutation of an old object is recorded first, so :meth:`Patcher.revert`
+puts all of them back exactly; a reload is either applied whole or not at all.
+
+Where an in-place update is impossible the patcher falls back to something
+correct and says so in :attr:`Patcher.notes`:
+
+* a function whose closure changed shape keeps its identity and forwards to the
+  new function (a trampoline); ``__wrapped__`` points at the target;
+* a class whose memory layout, metaclass or bases cannot change in place is
+  replaced by the new class; existing instances keep the old class.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import sys
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_TARGET = "__sandbox_magic_target__"
+_FUNC_ATTRS = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__name__",
+               "__qualname__", "__module__", "__annotations__")
+# Attributes bound to the class object that created them; the old ones stay.
+_CLASS_KEEP = frozenset({"__dict__", "__weakref__", "_abc_impl"})
+_MODULE_KEEP = frozenset({"__name__", "__builtins__", "__spec__", "__loader__",
+                          "__package__", "__path__"})
+_Empty = object()
+
+
+@functools.lru_cache(maxsize=None)
+def _trampoline_code(nfree: int) -> types.CodeType:
+    """Code of ``f(*a, **kw): return target(*a, **kw)`` with ``nfree`` free variables.
+
+    ``__code__`` may only be replaced by code with as many free variables as
+    the function's closure has cells; the extra names are referenced and unused.
+    """
+    names = [f"_sbx_free{i}" for i in range(nfree)]
+    lines = ["def _outer():"]
+    lines += [f"    {n} = None" for n in names]
+    lines.append(f"    def _trampoline(*args, {_TARGET}, **kwargs):")
+    if names:
+        lines.append("        " + ", ".join(names))
+    lines.append(f"        return {_TARGET}(*args, **kwargs)")
+    lines.append("    return _trampoline")
+    ns: dict[str, Any] = {}
+    exec(compile("\n".join(lines), "<sandbox trampoline>", "exec"), ns)
+    code = ns["_outer"]().__code__
+    assert len(code.co_freevars) == nfree
+    return code
+
+
+def _cells(fn: types.FunctionType) -> tuple[types.CellType, ...]:
+    return fn.__closure__ or ()
+
+
+def _cell_get(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return _Empty
+
+
+def _cell_set(cell: types.CellType, value: Any) -> None:
+    if value is _Empty:
+        try:
+            del cell.cell_contents
+        except ValueError:
+            pass
+    else:
+        cell.cell_contents = value
+
+
+def _slots_of(cls: type) -> tuple[str, ...] | None:
+    slots = cls.__dict__.get("__slots__")
+    if slots is None:
+        return None
+    return (slots,) if isinstance(slots, str) else tuple(slots)
+
+
+@contextmanager
+def _no_thread_switch() -> Iterator[None]:
+    """Keep other Python threads from running while old objects are rewritten.
+
+    The commit only assigns attributes (no I/O, no waiting), so a very long
+    switch interval makes it atomic with respect to threads calling the code.
+    """
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+class Patcher:
+    """Pairs new objects with old ones, then commits or reverts the update.
+
+    Parameters
+    ----------
+    staged:
+        ``{id(staging dict): real module dict}`` for every module of the
+        transaction; functions whose globals are a staging dict are "new".
+    staged_modules:
+        ``{id(staging module): real module}``.
+    """
+
+    def __init__(self, staged: dict[int, dict[str, Any]],
+                 staged_modules: dict[int, types.ModuleType],
+                 old_namespaces: list[dict[str, Any]]) -> None:
+        self._globals_map = staged
+        self._modnames = {m.__name__ for m in staged_modules.values()}
+        self._old_classes: set[int] = set()
+        for ns in old_namespaces:
+            for v in ns.values():
+                self._note_old_class(v)
+        self.memo: dict[int, Any] = dict(staged_modules)
+        self._keep: list[Any] = []        # keeps new objects alive while ids are in use
+        self._func_pairs: list[tuple[types.FunctionType, Any, str]] = []
+        self._class_pairs: list[tuple[type, type, str]] = []
+        self._instance_pairs: list[tuple[Any, Any]] = []
+        self._walked: set[int] = set()
+        self._undo: list[Callable[[], None]] = []
+        self.notes: list[str] = []
+        self.patched = 0                  # old objects updated in place
+
+    # ------------------------------------------------------------------ pairing
+    def _is_new_function(self, obj: Any) -> bool:
+        return isinstance(obj, types.FunctionType) and id(obj.__globals__) in self._globals_map
+
+    def _note_old_class(self, v: Any) -> None:
+        if isinstance(v, type) and id(v) not in self._old_classes \
+                and v.__module__ in self._modnames:
+            self._old_classes.add(id(v))
+            for a in v.__dict__.values():
+                self._note_old_class(a)
+
+    def _is_new_class(self, obj: Any) -> bool:
+        return isinstance(obj, type) and id(obj) not in self._old_classes \
+            and obj.__module__ in self._modnames
+
+    def pair_module(self, old_ns: dict[str, Any], new_ns: dict[str, Any], modname: str) -> None:
+        for name, new in new_ns.items():
+            if name.startswith("__") and name.endswith("__"):
+                continue
+            old = old_ns.get(name, _Empty)
+            if old is _Empty or old is new:
+                continue
+            self._pair(old, new, f"{modname}.{name}")
+
+    def _pair(self, old: Any, new: Any, path: str) -> None:
+        if id(new) in self.memo or old is new:
+            return
+        if self._is_new_function(new) and isinstance(old, types.FunctionType):
+            mode = "code" if len(_cells(old)) == len(_cells(new)) else "trampoline"
+            self._remember(new, old)
+            self._func_pairs.append((old, new, mode))
+            if mode == "trampoline":
+                self.notes.append(f"{path}: closure changed shape; the old function object "
+                                  "now forwards to the new one")
+            else:
+                for oc, nc in zip(_cells(old), _cells(new)):
+                    ov, nv = _cell_get(oc), _cell_get(nc)
+                    if ov is not _Empty and nv is not _Empty:
+                        self._pair(ov, nv, f"{path}.<closure>")
+        elif isinstance(old, types.FunctionType) and callable(new) and (
+                self._is_new_class(new) or self._is_new_function(new)):
+            self._func_pairs.append((old, new, "forward"))
+            self.notes.append(f"{path}: changed from a function to {type(new).__name__} "
+                              f"{getattr(new, '__name__', '')}; the old function forwards to it")
+        elif isinstance(old, type) and self._is_new_class(new):
+            self._remember(new, old)
+            self._class_pairs.append((old, new, path))
+            for name, nv in new.__dict__.items():
+                if name in _CLASS_KEEP:
+                    continue
+                ov = old.__dict__.get(name, _Empty)
+                if ov is not _Empty:
+                    self._pair_attr(ov, nv, f"{path}.{name}", old, new)
+        elif isinstance(old, type) and not isinstance(new, type) and self._is_new_function(new):
+            self.notes.append(f"{path}: changed from a class to a function; references to "
+                              "the old class taken before this reload still see the class")
+
+    def _pair_attr(self, ov: Any, nv: Any, path: str, old_cls: type, new_cls: type) -> None:
+        if isinstance(ov, (classmethod, staticmethod)) and type(ov) is type(nv):
+            self._pair(ov.__func__, nv.__func__, path)
+        elif isinstance(ov, property) and isinstance(nv, property):
+            for part in ("fget", "fset", "fdel"):
+                o, n = getattr(ov, part), getattr(nv, part)
+                if o is not None and n is not None:
+                    self._pair(o, n, f"{path}.{part}")
+        elif isinstance(ov, functools.cached_property) and isinstance(nv, functools.cached_property):
+            self._pair(ov.func, nv.func, path)
+        elif type(ov) is old_cls and type(nv) is new_cls and isinstance(ov, enum.Enum):
+            self._remember(nv, ov)
+            self._instance_pairs.append((ov, nv))
+        else:
+            self._pair(ov, nv, path)
+
+    def _remember(self, new: Any, old: Any) -> None:
+        self.memo[id(new)] = old
+        self._keep.append(new)
+
+    def check_classes(self) -> None:
+        """Drop class pairs that cannot be patched in place (layout, metaclass, bases)."""
+        changed = True
+        while changed:
+            changed = False
+            for pair in list(self._class_pairs):
+                old, new, path = pair
+                why = self._unpatchable(old, new)
+                if why:
+                    self._class_pairs.remove(pair)
+                    del self.memo[id(new)]
+                    self._instance_pairs = [(o, n) for o, n in self._instance_pairs
+                                            if type(n) is not new]
+                    self.notes.append(f"{path}: {why}; replaced by the new class (instances "
+                                      "created before this reload keep the old class)")
+                    changed = True
+
+    def _unpatchable(self, old: type, new: type) -> str | None:
+        if self.tr_ref(type(new)) is not type(old):
+            return "metaclass changed"
+        if _slots_of(old) != _slots_of(new) or old.__basicsize__ != new.__basicsize__ \
+                or old.__itemsize__ != new.__itemsize__ \
+                or old.__dictoffset__ != new.__dictoffset__ \
+                or old.__weakrefoffset__ != new.__weakrefoffset__:
+            return "instance layout changed (__slots__ or base layout)"
+        bases = tuple(self.tr_ref(b) for b in new.__bases__)
+        if bases != old.__bases__:
+            saved = old.__bases__
+            try:
+                old.__bases__ = bases
+            except TypeError as exc:
+                return f"bases cannot change in place ({exc})"
+            finally:
+                try:
+                    old.__bases__ = saved
+                except TypeError:  # pragma: no cover - restoring the original always works
+                    pass
+        return None
+
+    def tr_ref(self, obj: Any) -> Any:
+        return self.memo.get(id(obj), obj)
+
+    # -------------------------------------------------------------- translation
+    def tr(self, value: Any) -> Any:
+        """Map a value from the new world onto the old one (in place for new objects)."""
+        hit = self.memo.get(id(value), _Empty)
+        if hit is not _Empty:
+            return hit
+        if isinstance(value, types.FunctionType):
+            if self._is_new_function(value):
+                return self._rebuild(value)
+            return value
+        if isinstance(value, type):
+            if self._is_new_class(value):
+                self._adopt_class(value)
+            return value
+        if isinstance(value, list):
+            if id(value) not in self._walked:
+                self._walked.add(id(value))
+                for i, v in enumerate(value):
+                    t = self.tr(v)
+                    if t is not v:
+                        value[i] = t
+            return value
+        if isinstance(value, dict):
+            if id(value) not in self._walked:
+                self._walked.add(id(value))
+                for k, v in list(value.items()):
+                    t = self.tr(v)
+                    if t is not v:
+                        value[k] = t
+            return value
+        if isinstance(value, tuple) and type(value) is tuple:
+            items = [self.tr(v) for v in value]
+            if any(a is not b for a, b in zip(items, value)):
+                return tuple(items)
+            return value
+        if isinstance(value, (set, frozenset)):
+            items = [self.tr(v) for v in value]
+            if any(a is not b for a, b in zip(items, value)):
+                if isinstance(value, set):
+                    value.clear()
+                    value.update(items)
+                    return value
+                return type(value)(items)
+            return value
+        if isinstance(value, (classmethod, staticmethod)):
+            f = self.tr(value.__func__)
+            return value if f is value.__func__ else type(value)(f)
+        if isinstance(value, property) and type(value) is property:
+            parts = [self.tr(p) for p in (value.fget, value.fset, value.fdel)]
+            if any(a is not b for a, b in zip(parts, (value.fget, value.fset, value.fdel))):
+                return property(*parts, value.__doc__)
+            return value
+        if isinstance(value, functools.cached_property):
+            value.func = self.tr(value.func)
+            return value
+        if isinstance(value, types.ModuleType):
+            return value
+        cls = type(value)
+        if self._is_new_class(cls) and id(value) not in self._walked:
+            self._walked.add(id(value))
+            target = self.memo.get(id(cls))
+            if target is not None:
+                try:
+                    value.__class__ = target
+                except TypeError:
+                    pass
+            d = getattr(value, "__dict__", None)
+            if isinstance(d, dict):
+                self.tr(d)
+        return value
+
+    def _rebuild(self, fn: types.FunctionType) -> types.FunctionType:
+        """A copy of a new function that uses the real module dict as globals."""
+        real = self._globals_map[id(fn.__globals__)]
+        clone = types.FunctionType(fn.__code__, real, fn.__name__, None, fn.__closure__)
+        self._remember(fn, clone)
+        clone.__defaults__ = self.tr(fn.__defaults__)
+        clone.__kwdefaults__ = self.tr(fn.__kwdefaults__)
+        clone.__qualname__ = fn.__qualname__
+        clone.__doc__ = fn.__doc__
+        clone.__module__ = fn.__module__
+        clone.__annotations__ = fn.__annotations__
+        clone.__dict__.update(self.tr(dict(fn.__dict__)))
+        for cell in _cells(fn):
+            v = _cell_get(cell)
+            if v is not _Empty:
+                t = self.tr(v)
+                if t is not v:
+                    cell.cell_contents = t
+        return clone
+
+    def _adopt_class(self, cls: type) -> None:
+        """Point a class that only exists in the new version at the real globals."""
+        if id(cls) in self._walked:
+            return
+        self._walked.add(id(cls))
+        bases = tuple(self.tr_ref(b) for b in cls.__bases__)
+        if bases != cls.__bases__:
+            try:
+                cls.__bases__ = bases
+            except TypeError as exc:
+                self.notes.append(f"{cls.__qualname__}: bases kept from the new version ({exc})")
+        for name, v in list(cls.__dict__.items()):
+            if name in _CLASS_KEEP:
+                continue
+            t = self.tr(v)
+            if t is not v:
+                type.__setattr__(cls, name, t)
+
+    # ------------------------------------------------------------------- commit
+    def commit(self, modules: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Apply every pair and rewrite each ``(real_dict, staging_dict)``; all or nothing."""
+        with _no_thread_switch():
+            try:
+                for old, new, mode in self._func_pairs:
+                    self._patch_function(old, new, mode)
+                for old, new, _ in self._class_pairs:
+                    self._patch_class(old, new)
+                for old, new in self._instance_pairs:
+                    self._patch_instance(old, new)
+                for real, staging in modules:
+                    self._patch_module(real, staging)
+            except BaseException:
+                self.revert()
+                raise
+
+    def revert(self) -> None:
+        """Undo every mutation of an old object, newest first."""
+        while self._undo:
+            self._undo.pop()()
+
+    def _patch_function(self, old: types.FunctionType, new: Any, mode: str) -> None:
+        saved = {a: getattr(old, a) for a in _FUNC_ATTRS}
+        saved_dict = dict(old.__dict__)
+        saved_cells = [_cell_get(c) for c in _cells(old)]
+
+        def undo() -> None:
+            for a, v in saved.items():
+                setattr(old, a, v)
+            old.__dict__.clear()
+            old.__dict__.update(saved_dict)
+            for c, v in zip(_cells(old), saved_cells):
+                _cell_set(c, v)
+        self._undo.append(undo)
+        self.patched += 1
+        if mode == "code":
+            old.__code__ = new.__code__
+            old.__defaults__ = self.tr(new.__defaults__)
+            old.__kwdefaults__ = self.tr(new.__kwdefaults__)
+            for oc, nc in zip(_cells(old), _cells(new)):
+                _cell_set(oc, self.tr(_cell_get(nc)) if _cell_get(nc) is not _Empty else _Empty)
+            old.__dict__.clear()
+            old.__dict__.update(self.tr(dict(new.__dict__)))
+        else:
+            target = self.tr(new)
+            if target is old:  # pragma: no cover - defensive: never forward to itself
+                return
+            old.__code__ = _trampoline_code(len(_cells(old)))
+            old.__defaults__ = None
+            old.__kwdefaults__ = {_TARGET: target}
+            old.__dict__.clear()
+            if isinstance(new, types.FunctionType):
+                old.__dict__.update(self.tr(dict(new.__dict__)))
+            old.__dict__["__wrapped__"] = target
+        old.__doc__ = getattr(new, "__doc__", None)
+        old.__name__ = new.__name__
+        old.__qualname__ = new.__qualname__
+        old.__module__ = new.__module__
+        old.__annotations__ = dict(getattr(new, "__annotations__", {}) or {})
+
+    def _patch_class(self, old: type, new: type) -> None:
+        saved = dict(old.__dict__)
+        saved_bases = old.__bases__
+
+        def undo() -> None:
+            if old.__bases__ != saved_bases:
+                old.__bases__ = saved_bases
+            for name in list(old.__dict__):
+                if name not in saved and name not in _CLASS_KEEP:
+                    type.__delattr__(old, name)
+            for name, v in saved.items():
+                if name not in _CLASS_KEEP and old.__dict__.get(name, _Empty) is not v:
+                    type.__setattr__(old, name, v)
+        self._undo.append(undo)
+        self.patched += 1
+        bases = tuple(self.tr(b) for b in new.__bases__)
+        if bases != old.__bases__:
+            old.__bases__ = bases
+        new_dict = new.__dict__
+        for name in list(old.__dict__):
+            if name in _CLASS_KEEP or name in new_dict:
+                continue
+            if isinstance(old.__dict__[name], (types.MemberDescriptorType,
+                                               types.GetSetDescriptorType)):
+                continue
+            if name == "__abstractmethods__":
+                continue
+            type.__delattr__(old, name)
+        for name, nv in list(new_dict.items()):
+            if name in _CLASS_KEEP:
+                continue
+            if isinstance(nv, (types.MemberDescriptorType, types.GetSetDescriptorType)) \
+                    and name in old.__dict__:
+                continue  # slot descriptors belong to the class that made them
+            t = self.tr(nv)
+            if old.__dict__.get(name, _Empty) is not t:
+                type.__setattr__(old, name, t)
+        type.__setattr__(old, "__qualname__", new.__qualname__)
+        type.__setattr__(old, "__name__", new.__name__)
+
+    def _patch_instance(self, old: Any, new: Any) -> None:
+        saved = dict(old.__dict__)
+
+        def undo() -> None:
+            old.__dict__.clear()
+            old.__dict__.update(saved)
+        self._undo.append(undo)
+        old.__dict__.update(self.tr(dict(new.__dict__)))
+
+    def _patch_module(self, real: dict[str, Any], staging: dict[str, Any]) -> None:
+        saved = dict(real)
+
+        def undo() -> None:
+            real.clear()
+            real.update(saved)
+        self._undo.append(undo)
+        values = {k: self.tr(v) for k, v in staging.items() if k not in _MODULE_KEEP}
+        for name in list(real):
+            if name not in values and name not in _MODULE_KEEP:
+                del real[name]
+        real.update(values)

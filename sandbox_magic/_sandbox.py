@@ -1,0 +1,268 @@
+"""A sandbox: its modules, their namespaced keys, sibling imports, the user handle.
+
+Module ``m`` of sandbox ``s`` is registered in ``sys.modules`` as
+``sandbox_magic.sandboxes.s.m`` (the parent ``sandbox_magic.sandboxes.s`` is a
+synthetic package), so pickle, inspect and tracebacks find it.  Code inside
+the sandbox imports siblings by their plain names: every sandbox module runs
+with a private ``__builtins__`` whose ``__import__`` resolves sibling names
+first and defers to the normal import system for everything else.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.machinery
+import linecache
+import re
+import sys
+import threading
+import types
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ._artifact import Artifact
+from ._deps import defined_names
+from ._errors import AmbiguousNameError, InvalidSandboxIdError, ModuleNotFoundInSandboxError
+from ._versions import ModuleHistory, VersionStore, utcnow
+
+PACKAGE_ROOT = "sandbox_magic.sandboxes"
+_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def validate_sandbox_id(sandbox_id: object) -> str:
+    if not isinstance(sandbox_id, str) or not _ID_RE.fullmatch(sandbox_id):
+        raise InvalidSandboxIdError(
+            f"invalid sandbox id {sandbox_id!r}: use 1-64 letters, digits, '_' or '-', "
+            "starting with a letter or '_'")
+    return sandbox_id
+
+
+def register_source(artifact: Artifact) -> None:
+    """Make the artifact's source visible to linecache (tracebacks, inspect)."""
+    src = artifact.source
+    lines = src.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    linecache.cache[artifact.filename] = (len(src), None, lines, artifact.filename)
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    """A snapshot of a sandbox's state."""
+
+    id: str
+    status: str
+    created_at: datetime
+    restart_count: int
+    modules: dict[str, int]          # module -> current version
+    max_versions: int | None
+    namespace: str                   # the sys.modules prefix of its modules
+    sandbox_path: str | None = None
+    supervisor: str | None = None
+
+
+class SandboxState:
+    """Everything the engine keeps about one sandbox (internal)."""
+
+    def __init__(self, sandbox_id: str, *, max_versions: int | None,
+                 sandbox_path: Path | None, store: VersionStore) -> None:
+        self.id = sandbox_id
+        self.created_at = utcnow()
+        self.restart_count = 0
+        self.max_versions = max_versions
+        self.sandbox_path = sandbox_path
+        self.store = store
+        self.status = "running"
+        self.lock = threading.RLock()
+        self.package_name = f"{PACKAGE_ROOT}.{sandbox_id}"
+        self.package = types.ModuleType(self.package_name, f"modules of sandbox {sandbox_id!r}")
+        self.package.__path__ = []
+        self.package.__package__ = self.package_name
+        self.modules: dict[str, types.ModuleType] = {}
+        self.defined: dict[str, set[str]] = {}
+        self.histories: dict[str, ModuleHistory] = store.load(sandbox_id)
+        self.builtins = dict(builtins.__dict__)
+        self.builtins["__import__"] = self._import
+        self.scratch: dict[str, Any] = {"__builtins__": self.builtins,
+                                        "__name__": f"{self.package_name}.__run__",
+                                        "__package__": self.package_name}
+        self._scratch_names: set[str] = set()
+        self._overlay: dict[str, types.ModuleType] = {}
+        self._overlay_thread: int | None = None
+        self.supervisor: Any = None
+        self.supervisor_spec: Any = None
+        self.servers: list[Any] = []
+        self.handle = Sandbox(self)
+
+    # ------------------------------------------------------------------ names
+    def fullname(self, module: str) -> str:
+        return f"{self.package_name}.{module}"
+
+    def lookup(self, name: str) -> types.ModuleType | None:
+        if self._overlay_thread == threading.get_ident():
+            mod = self._overlay.get(name)
+            if mod is not None:
+                return mod
+        return self.modules.get(name)
+
+    def _import(self, name: str, globals: dict[str, Any] | None = None,
+                locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+        if level == 0:
+            if name in self.modules or (self._overlay and name in self._overlay):
+                mod = self.lookup(name)
+                if mod is not None:
+                    return mod
+        elif level == 1 and globals is not None and globals.get("__package__") == self.package_name:
+            if name:
+                mod = self.lookup(name)
+                if mod is not None:
+                    return mod
+            else:
+                found = {n: self.lookup(n) for n in (fromlist or ())}
+                if found and all(m is not None for m in found.values()):
+                    return types.SimpleNamespace(**found)
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
+    def new_module(self, module: str, artifact: Artifact) -> types.ModuleType:
+        fullname = self.fullname(module)
+        mod = types.ModuleType(fullname)
+        mod.__dict__.update({
+            "__builtins__": self.builtins,
+            "__package__": self.package_name,
+            "__file__": artifact.filename,
+            "__spec__": importlib.machinery.ModuleSpec(fullname, None, origin=artifact.filename),
+            "__loader__": None,
+        })
+        return mod
+
+    # ------------------------------------------------------------ activation
+    def install_overlay(self, staged: dict[str, types.ModuleType]) -> None:
+        self._overlay = staged
+        self._overlay_thread = threading.get_ident()
+
+    def clear_overlay(self) -> None:
+        self._overlay = {}
+        self._overlay_thread = None
+
+    def register_module(self, name: str, mod: types.ModuleType, artifact: Artifact) -> None:
+        self.modules[name] = mod
+        self.defined[name] = defined_names(artifact.source)
+        sys.modules[mod.__name__] = mod
+        setattr(self.package, name, mod)
+
+    def unregister_all(self) -> None:
+        for name, mod in self.modules.items():
+            if sys.modules.get(mod.__name__) is mod:
+                del sys.modules[mod.__name__]
+        if sys.modules.get(self.package_name) is self.package:
+            del sys.modules[self.package_name]
+
+    def current_versions(self) -> dict[str, int]:
+        return {m: h.current for m, h in sorted(self.histories.items())
+                if h.current is not None and m in self.modules}
+
+    def info(self) -> SandboxInfo:
+        sup = self.supervisor_spec
+        return SandboxInfo(
+            id=self.id, status=self.status, created_at=self.created_at,
+            restart_count=self.restart_count, modules=self.current_versions(),
+            max_versions=self.max_versions, namespace=self.package_name,
+            sandbox_path=str(self.sandbox_path) if self.sandbox_path else None,
+            supervisor=getattr(sup, "__qualname__", None) or (str(sup) if sup else None))
+
+    def resolve(self, name: str) -> Any:
+        """Top-level definition named ``name`` (definitions beat module names)."""
+        owners = [m for m, names in self.defined.items() if name in names
+                  and m in self.modules and name in self.modules[m].__dict__]
+        if len(owners) > 1:
+            a, b = sorted(owners)[:2]
+            raise AmbiguousNameError(
+                f"{name!r} is defined by modules {a!r} and {b!r} of sandbox {self.id!r}; "
+                f"use sb.modules[{a!r}].{name} or sb.modules[{b!r}].{name}")
+        if owners:
+            return self.modules[owners[0]].__dict__[name]
+        if name in self.modules:
+            return self.modules[name]
+        raise AttributeError(
+            f"sandbox {self.id!r} has no module or top-level name {name!r} "
+            f"(modules: {', '.join(sorted(self.modules)) or 'none'})")
+
+    def visible_names(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.modules)
+        counts: dict[str, int] = {}
+        for names in self.defined.values():
+            for n in names:
+                counts[n] = counts.get(n, 0) + 1
+        for m, names in self.defined.items():
+            mod = self.modules.get(m)
+            for n in names:
+                if counts[n] == 1 and mod is not None and n in mod.__dict__:
+                    out[n] = mod.__dict__[n]
+        return out
+
+    def refresh_scratch(self) -> dict[str, Any]:
+        names = self.visible_names()
+        for stale in self._scratch_names - set(names):
+            self.scratch.pop(stale, None)
+        self.scratch.update(names)
+        self._scratch_names = set(names)
+        return self.scratch
+
+    def get_module(self, module: str) -> types.ModuleType:
+        try:
+            return self.modules[module]
+        except KeyError:
+            raise ModuleNotFoundInSandboxError(
+                f"sandbox {self.id!r} has no module {module!r} "
+                f"(modules: {', '.join(sorted(self.modules)) or 'none'})") from None
+
+    def history(self, module: str) -> ModuleHistory:
+        h = self.histories.get(module)
+        if h is None or h.current is None:
+            raise ModuleNotFoundInSandboxError(
+                f"sandbox {self.id!r} has no module {module!r} "
+                f"(modules: {', '.join(sorted(self.histories)) or 'none'})")
+        return h
+
+
+class Sandbox:
+    """Handle on a sandbox: ``sb.counter`` is a module, ``sb.Counter`` a definition.
+
+    A top-level name defined by one module is reachable directly; a name defined
+    by two modules raises :class:`AmbiguousNameError`; every module stays
+    reachable through :attr:`modules`.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: SandboxState) -> None:
+        object.__setattr__(self, "_state", state)
+
+    @property
+    def id(self) -> str:
+        return self._state.id
+
+    @property
+    def modules(self) -> types.MappingProxyType[str, types.ModuleType]:
+        return types.MappingProxyType(self._state.modules)
+
+    @property
+    def info(self) -> SandboxInfo:
+        return self._state.info()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._state.resolve(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a sandbox handle is read-only; change code with hot_reload_source()")
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(object.__dir__(self)) | set(self._state.visible_names()))
+
+    def __repr__(self) -> str:
+        mods = ", ".join(f"{m} v{v}" for m, v in self._state.current_versions().items())
+        return f"<Sandbox {self._state.id!r}: {mods or 'no modules'}>"

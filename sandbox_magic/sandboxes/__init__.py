@@ -1,0 +1,1 @@
+"""Parent package of every sandbox's namespaced modules (``sandboxes.<id>.<module>``)."""
