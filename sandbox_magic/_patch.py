@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import enum
 import functools
-import sys
 import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 _TARGET = "__sandbox_magic_target__"
@@ -89,21 +87,6 @@ def _slots_of(cls: type) -> tuple[str, ...] | None:
     if slots is None:
         return None
     return (slots,) if isinstance(slots, str) else tuple(slots)
-
-
-@contextmanager
-def _no_thread_switch() -> Iterator[None]:
-    """Keep other Python threads from running while old objects are rewritten.
-
-    The commit only assigns attributes (no I/O, no waiting), so a very long
-    switch interval makes it atomic with respect to threads calling the code.
-    """
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1000.0)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 class Patcher:
@@ -327,11 +310,12 @@ class Patcher:
                 self.tr(d)
         return value
 
-    def _rebuild(self, fn: types.FunctionType) -> types.FunctionType:
+    def _rebuild(self, fn: types.FunctionType, remember: bool = True) -> types.FunctionType:
         """A copy of a new function that uses the real module dict as globals."""
         real = self._globals_map[id(fn.__globals__)]
         clone = types.FunctionType(fn.__code__, real, fn.__name__, None, fn.__closure__)
-        self._remember(fn, clone)
+        if remember:
+            self._remember(fn, clone)
         clone.__defaults__ = self.tr(fn.__defaults__)
         clone.__kwdefaults__ = self.tr(fn.__kwdefaults__)
         clone.__qualname__ = fn.__qualname__
@@ -368,19 +352,18 @@ class Patcher:
     # ------------------------------------------------------------------- commit
     def commit(self, modules: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
         """Apply every pair and rewrite each ``(real_dict, staging_dict)``; all or nothing."""
-        with _no_thread_switch():
-            try:
-                for old, new, mode in self._func_pairs:
-                    self._patch_function(old, new, mode)
-                for old, new, _ in self._class_pairs:
-                    self._patch_class(old, new)
-                for old, new in self._instance_pairs:
-                    self._patch_instance(old, new)
-                for real, staging in modules:
-                    self._patch_module(real, staging)
-            except BaseException:
-                self.revert()
-                raise
+        try:
+            for old, new, mode in self._func_pairs:
+                self._patch_function(old, new, mode)
+            for old, new, _ in self._class_pairs:
+                self._patch_class(old, new)
+            for old, new in self._instance_pairs:
+                self._patch_instance(old, new)
+            for real, staging in modules:
+                self._patch_module(real, staging)
+        except BaseException:
+            self.revert()
+            raise
 
     def revert(self) -> None:
         """Undo every mutation of an old object, newest first."""
@@ -410,9 +393,8 @@ class Patcher:
             old.__dict__.clear()
             old.__dict__.update(self.tr(dict(new.__dict__)))
         else:
-            target = self.tr(new)
-            if target is old:  # pragma: no cover - defensive: never forward to itself
-                return
+            target = (self._rebuild(new, remember=False) if self._is_new_function(new)
+                      else self.tr(new))
             old.__code__ = _trampoline_code(len(_cells(old)))
             old.__defaults__ = None
             old.__kwdefaults__ = {_TARGET: target}
