@@ -1,0 +1,63 @@
+"""The module every reloader edits in the benchmarks: one class, five functions."""
+
+TEMPLATE = '''"""A small particle simulation used as a reload benchmark."""
+import math
+
+
+class Particle:
+    """A point with a velocity."""
+
+    def __init__(self, x, y):
+        self.x = x
+        self.y = y
+        self.vx = 1.0
+        self.vy = 0.5
+
+    def step(self, dt):
+        self.x += self.vx * dt
+        self.y += self.vy * dt
+        return {edit}
+
+    def energy(self):
+        return 0.5 * (self.vx ** 2 + self.vy ** 2)
+
+    def distance(self, other):
+        return math.hypot(self.x - other.x, self.y - other.y)
+
+    def __repr__(self):
+        return "Particle(%r, %r)" % (self.x, self.y)
+
+
+def make(n):
+    return [Particle(float(i), float(-i)) for i in range(n)]
+
+
+def total_energy(particles):
+    total = 0.0
+    for p in particles:
+        total += p.energy()
+    return total
+
+
+def centroid(particles):
+    n = len(particles) or 1
+    sx = sum(p.x for p in particles)
+    sy = sum(p.y for p in particles)
+    return (sx / n, sy / n)
+
+
+def scale(particles, factor):
+    for p in particles:
+        p.vx *= factor
+        p.vy *= factor
+    return particles
+
+
+def describe(p):
+    return "particle at (%.1f, %.1f) v{edit}" % (p.x, p.y)
+'''
+
+
+def source(edit: int) -> str:
+    """The module with the edit number ``edit`` (changes one method and one function)."""
+    return TEMPLATE.replace("{edit}", str(edit))
