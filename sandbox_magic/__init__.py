@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from ._api import (create_sandbox, destroy_sandbox, diff_versions, get_module_version,
                    get_sandbox, get_sandbox_info, get_version_history, hot_reload,
-                   hot_reload_source, list_module_versions, list_sandboxes, redo,
-                   restart_sandbox, rollback_module, run, undo)
+                   get_server, hot_reload_source, list_module_versions, list_sandboxes,
+                   list_servers, redo, restart_sandbox, rollback_module, run, start_server,
+                   undo)
+from ._live import ChildSpec, Supervisor
+from ._preservation import CapturedState, PreserveResult, StatePreservation
+from ._server import Server, ServerError, ServerRef
 from ._artifact import Artifact, CompileInfo, compile_file, compile_sandbox, compile_source
 from ._diff import VersionDiff
 from ._errors import (AmbiguousNameError, ArtifactError, CircularDependencyError, CompileError,
@@ -25,6 +29,8 @@ from ._versions import VersionInfo, VersionStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "CapturedState", "ChildSpec", "PreserveResult", "Server", "ServerError", "ServerRef",
+    "StatePreservation", "Supervisor", "get_server", "list_servers", "start_server",
     "AmbiguousNameError", "Artifact", "ArtifactError", "CircularDependencyError",
     "CompileError", "CompileInfo", "HistoryError", "IncompatibleStateError",
     "InvalidSandboxIdError", "ModuleNotFoundInSandboxError", "ModuleVersionManager",

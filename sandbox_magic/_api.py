@@ -18,11 +18,14 @@ from ._artifact import Artifact, compile_source
 from ._diff import VersionDiff, diff_sources
 from ._errors import (CompileError, SandboxError, SandboxExistsError, SandboxNotFoundError,
                       SandboxTimeout)
-from ._reload import (Change, ReloadOptions, ReloadResult, StateHandler, combine, execute,
-                      no_change, plan_change)
+from ._live import LiveState, resolve_class, spawn
+from ._reload import (PARTICIPANTS, Change, ReloadOptions, ReloadResult, StateHandler, combine,
+                      execute, no_change, plan_change)
+from ._server import Server, ServerRef
 from ._sandbox import Sandbox, SandboxInfo, SandboxState, validate_sandbox_id
 from ._versions import VersionInfo, VersionStore
 
+PARTICIPANTS.append(LiveState)
 _registry: dict[str, SandboxState] = {}
 _registry_lock = threading.RLock()
 _default_store = VersionStore()
@@ -64,6 +67,9 @@ def _options(state_handler: StateHandler | None, use_state_preservation: bool,
     if not isinstance(suspend_timeout, (int, float)) or suspend_timeout < 0:
         raise SandboxError(f"suspend_timeout must be a number of seconds >= 0, "
                            f"got {suspend_timeout!r}")
+    if state_handler is not None and not use_state_preservation:
+        raise SandboxError("state_handler needs use_state_preservation=True: without state "
+                           "preservation live objects keep their state as it is")
     name = None
     if state_handler is not None:
         name = getattr(state_handler, "__qualname__", None) or repr(state_handler)
@@ -356,3 +362,30 @@ def _run_with_timeout(job: Callable[[], Any], timeout: float, sandbox_id: str) -
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+# -------------------------------------------------------------------- servers
+def start_server(sandbox_id: str, server: type[Server] | str, *args: Any,
+                 name: str | None = None) -> ServerRef:
+    """Start a server (a :class:`Server` subclass, or ``"module:Name"``) in its own thread."""
+    st = _state(sandbox_id)
+    cls = resolve_class(st, server, Server, "server")
+    proc = spawn(st, cls, args, name)
+    _emit("server_started", sandbox_id, name=name, pid=proc.pid)
+    return ServerRef(proc)
+
+
+def get_server(sandbox_id: str, name: str) -> ServerRef:
+    """The running server registered under ``name``."""
+    st = _state(sandbox_id)
+    proc = st.named.get(name)
+    if proc is None or not proc.alive:
+        running = ", ".join(sorted(st.named)) or "none"
+        raise SandboxError(f"no server named {name!r} in sandbox {sandbox_id!r} "
+                           f"(running: {running})")
+    return ServerRef(proc)
+
+
+def list_servers(sandbox_id: str) -> list[ServerRef]:
+    """Every running server of the sandbox."""
+    return [ServerRef(p) for p in list(_state(sandbox_id).servers) if p.alive]

@@ -1,19 +1,432 @@
-"""Live state: servers and supervisors (filled in by the live-state engine)."""
+"""Supervisors, server registry, and the live-state part of every reload.
+
+:class:`LiveState` joins each reload transaction (see ``_reload.PARTICIPANTS``):
+before the code changes it suspends the servers running the affected modules,
+captures the state of those servers and of the live instances of the affected
+classes, and computes every migrated state with the ``state_handler``; after
+the code changed it runs the new ``code_change`` of servers without a handler,
+validates, and applies all states.  Any failure restores every captured state
+(the code is reverted by the patcher) and the servers resume on the old code.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from ._errors import SandboxError
+from ._errors import IncompatibleStateError, ReloadError, SandboxError, SandboxTimeout
+from ._server import Server, ServerError, ServerProcess, ServerRef
+from ._tracking import instances_of
+
+
+# ------------------------------------------------------------------ supervisors
+@dataclass(frozen=True)
+class ChildSpec:
+    """How a supervisor starts a child: a server class (or ``"module:Name"``), args, name.
+
+    ``restart``: ``"permanent"`` (always restarted), ``"transient"`` (restarted
+    only after a crash) or ``"temporary"`` (never restarted).
+    """
+
+    server: Any
+    args: tuple[Any, ...] = ()
+    name: str | None = None
+    restart: str = "permanent"
+
+
+class Supervisor:
+    """Base class of supervisors: override :meth:`children` and the class attributes.
+
+    ``strategy``: ``"one_for_one"`` restarts the crashed child, ``"one_for_all"``
+    restarts every child, ``"rest_for_one"`` the crashed child and those started
+    after it.  More than ``max_restarts`` restarts within ``max_seconds`` make
+    the supervisor give up and stop its children.
+    """
+
+    strategy = "one_for_one"
+    max_restarts = 3
+    max_seconds = 5.0
+
+    def children(self) -> list[ChildSpec | tuple[Any, ...] | Any]:
+        return []
+
+
+_STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+
+
+def _as_spec(child: Any) -> ChildSpec:
+    if isinstance(child, ChildSpec):
+        return child
+    if isinstance(child, tuple):
+        return ChildSpec(*child)
+    return ChildSpec(child)
+
+
+class SupervisorProcess:
+    """A running supervisor: its children and their restart history."""
+
+    def __init__(self, state: Any, sup: Supervisor) -> None:
+        self.state = state
+        self.sup = sup
+        if sup.strategy not in _STRATEGIES:
+            raise SandboxError(f"unknown supervisor strategy {sup.strategy!r}; "
+                               f"use one of {', '.join(_STRATEGIES)}")
+        self.specs = [_as_spec(c) for c in sup.children()]
+        self.procs: list[ServerProcess | None] = [None] * len(self.specs)
+        self.restarts: list[float] = []
+        self.lock = threading.RLock()
+        self.stopping = False
+        self.status = "running"
+
+    def start(self) -> None:
+        for i in range(len(self.specs)):
+            self._start_child(i)
+
+    def _start_child(self, i: int) -> None:
+        spec = self.specs[i]
+        cls = resolve_class(self.state, spec.server, Server, "server")
+        self.procs[i] = spawn(self.state, cls, spec.args, spec.name, self._child_exit)
+
+    def _child_exit(self, proc: ServerProcess, crash: BaseException | None) -> None:
+        with self.lock:
+            if self.stopping or proc not in self.procs:
+                return
+            i = self.procs.index(proc)
+            spec = self.specs[i]
+            if spec.restart == "temporary" or (spec.restart == "transient" and crash is None):
+                self.procs[i] = None
+                return
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < self.sup.max_seconds]
+            self.restarts.append(now)
+            if len(self.restarts) > self.sup.max_restarts:
+                self.status = "failed"
+                self.stop()
+                return
+            if self.sup.strategy == "one_for_one":
+                group = [i]
+            elif self.sup.strategy == "one_for_all":
+                group = list(range(len(self.specs)))
+            else:
+                group = list(range(i, len(self.specs)))
+            for j in reversed(group):
+                other = self.procs[j]
+                if other is not None and other is not proc and other.alive:
+                    self.procs[j] = None
+                    other.stop()
+            for j in group:
+                self._start_child(j)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for p in reversed(self.procs):
+                if p is not None and p.alive:
+                    p.stop()
+
+    def children_info(self) -> list[dict[str, Any]]:
+        return [{"name": s.name, "server": getattr(s.server, "__qualname__", str(s.server)),
+                 "alive": bool(p and p.alive), "pid": p.pid if p else None}
+                for s, p in zip(self.specs, self.procs)]
+
+
+def resolve_class(state: Any, ref: Any, base: type, what: str) -> type:
+    """A class object, ``"module:Name"`` or ``"Name"`` resolved inside the sandbox."""
+    if isinstance(ref, str):
+        mod, sep, name = ref.partition(":")
+        try:
+            cls = getattr(state.get_module(mod), name) if sep else state.resolve(ref)
+        except AttributeError:
+            raise SandboxError(f"sandbox {state.id!r} has no {what} {ref!r}") from None
+    else:
+        cls = ref
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise SandboxError(f"{ref!r} is not a {base.__name__} subclass")
+    return cls
+
+
+def spawn(state: Any, cls: type, args: tuple[Any, ...], name: str | None,
+          on_exit: Any = None) -> ServerProcess:
+    with state.lock:
+        if name is not None:
+            other = state.named.get(name)
+            if other is not None and other.alive:
+                raise SandboxError(f"a server named {name!r} is already running in sandbox "
+                                   f"{state.id!r}")
+
+        def exited(proc: ServerProcess, crash: BaseException | None) -> None:
+            with state.lock:
+                if proc.name is not None and state.named.get(proc.name) is proc:
+                    del state.named[proc.name]
+                if proc in state.servers:
+                    state.servers.remove(proc)
+            if on_exit is not None:
+                on_exit(proc, crash)
+
+        try:
+            proc = ServerProcess(state, cls, tuple(args), name, exited)
+        except Exception as exc:
+            raise ServerError(f"server {cls.__name__} failed in init: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        state.servers.append(proc)
+        if name is not None:
+            state.named[name] = proc
+        return proc
 
 
 def start_sandbox_supervisor(state: Any, supervisor: Any) -> None:
-    raise SandboxError("supervisors are not available yet")
+    if isinstance(supervisor, Supervisor):
+        sup = supervisor
+    else:
+        cls = resolve_class(state, supervisor, Supervisor, "supervisor")
+        sup = cls()
+    proc = SupervisorProcess(state, sup)
+    state.supervisor_spec = supervisor
+    state.supervisor = proc
+    try:
+        proc.start()
+    except BaseException:
+        proc.stop()
+        raise
 
 
 def stop_all(state: Any) -> None:
-    return None
+    if state.supervisor is not None:
+        state.supervisor.stop()
+    for p in list(state.servers):
+        p.stop()
 
 
 def restart_tree(state: Any) -> None:
+    stop_all(state)
+    if state.supervisor_spec is not None:
+        start_sandbox_supervisor(state, state.supervisor_spec)
+
+
+# ----------------------------------------------------------------- live state
+def get_state(obj: Any) -> Any:
+    """An instance's state: its ``__getstate__`` if it defines one, else its attributes."""
+    cls = type(obj)
+    if "__setstate__" in _mro_names(cls):
+        return obj.__getstate__()
+    state: dict[str, Any] = dict(getattr(obj, "__dict__", {}))
+    for name in _slot_names(cls):
+        try:
+            state[name] = object.__getattribute__(obj, name)
+        except AttributeError:
+            pass
+    return state
+
+
+def set_state(obj: Any, state: Any) -> None:
+    cls = type(obj)
+    if "__setstate__" in _mro_names(cls):
+        obj.__setstate__(state)
+        return
+    if not isinstance(state, dict):
+        raise IncompatibleStateError(
+            f"state of a {cls.__name__} instance must be a dict of attributes, got "
+            f"{type(state).__name__}", reason="type_mismatch")
+    slots = _slot_names(cls)
+    rest = {k: v for k, v in state.items() if k not in slots}
+    if hasattr(obj, "__dict__"):
+        object.__setattr__(obj, "__dict__", rest)   # one assignment: never half-set
+    elif rest:
+        raise IncompatibleStateError(f"{cls.__name__} has no attributes {sorted(rest)}",
+                                     reason="missing_keys", keys=sorted(rest))
+    for name in slots:
+        if name in state:
+            object.__setattr__(obj, name, state[name])
+        else:
+            try:
+                object.__delattr__(obj, name)
+            except AttributeError:
+                pass
+
+
+def _mro_names(cls: type) -> set[str]:
+    return {n for k in cls.__mro__ if k is not object for n in k.__dict__}
+
+
+def _slot_names(cls: type) -> list[str]:
+    out = []
+    for k in cls.__mro__:
+        slots = k.__dict__.get("__slots__", ())
+        for s in (slots,) if isinstance(slots, str) else slots:
+            if s not in ("__dict__", "__weakref__") and s not in out:
+                out.append(s)
+    return out
+
+
+def validate_state_compatibility(old: Any, new: Any) -> None:
+    """None when ``new`` can replace ``old``; else raise IncompatibleStateError.
+
+    Dicts must keep every key, tuples their size, other values their type.
+    """
+    if isinstance(old, dict):
+        if not isinstance(new, dict):
+            raise IncompatibleStateError(
+                f"state was a dict, the migration returned {type(new).__name__}",
+                reason="type_mismatch")
+        missing = [k for k in old if k not in new]
+        if missing:
+            raise IncompatibleStateError(f"migrated state lost keys {missing!r}",
+                                         reason="missing_keys", keys=missing)
+        return None
+    if isinstance(old, tuple):
+        if not isinstance(new, tuple):
+            raise IncompatibleStateError(
+                f"state was a tuple, the migration returned {type(new).__name__}",
+                reason="type_mismatch")
+        if len(old) != len(new):
+            raise IncompatibleStateError(
+                f"tuple state had {len(old)} elements, the migration returned {len(new)}",
+                reason="size_mismatch")
+        return None
+    if type(old) is not type(new):
+        raise IncompatibleStateError(
+            f"state was {type(old).__name__}, the migration returned {type(new).__name__}",
+            reason="type_mismatch")
     return None
+
+
+def _versions(state: Any, changes: list[Any]) -> dict[str, tuple[int | None, int]]:
+    out = {}
+    for c in changes:
+        h = state.histories.get(c.module)
+        old = h.current if h is not None else None
+        if c.action == "new":
+            new = h.next_version if h is not None else 1
+        elif c.action == "activate":
+            new = c.version
+        else:
+            new = h.undo_target() if c.delta < 0 else h.redo_target()
+        out[c.module] = (old, new)
+    return out
+
+
+def _module_classes(mod: Any) -> Iterator[type]:
+    seen: set[int] = set()
+    todo = [v for v in vars(mod).values() if isinstance(v, type)]
+    while todo:
+        cls = todo.pop()
+        if id(cls) in seen or cls.__module__ != mod.__name__:
+            continue
+        seen.add(id(cls))
+        yield cls
+        todo.extend(v for v in vars(cls).values() if isinstance(v, type))
+
+
+class LiveState:
+    """The live-state participant of one reload transaction."""
+
+    def __init__(self, state: Any, patcher: Any, run_order: list[str], changes: list[Any],
+                 options: Any) -> None:
+        self.opts = options
+        self.versions = _versions(state, changes)
+        changed = {state.fullname(m): m for m in self.versions}
+        running = {state.fullname(m) for m in run_order}
+        self.module_of = changed
+        self.suspend_set = [p for p in state.servers if p.alive and p.cls.__module__ in running]
+        self.servers = [p for p in self.suspend_set if p.cls.__module__ in changed]
+        self.instances: list[Any] = []
+        for full, m in changed.items():
+            mod = state.modules.get(m)
+            if mod is None:
+                continue
+            for cls in _module_classes(mod):
+                self.instances.extend(o for o in instances_of(cls)
+                                      if not isinstance(o, Server))
+        self.suspended: list[ServerProcess] = []
+        self.captured: list[tuple[str, Any, Any, Any]] = []  # (kind, obj, old, new)
+        self.applied: list[tuple[str, Any, Any]] = []
+
+    def _label(self, kind: str, obj: Any) -> str:
+        return f"server {obj.label}" if kind == "server" else (
+            f"{type(obj).__qualname__} instance at {id(obj):#x}")
+
+    def before_commit(self) -> None:
+        if not self.opts.use_state_preservation:
+            return
+        deadline = time.monotonic() + self.opts.suspend_timeout
+        for p in self.suspend_set:
+            try:
+                p.suspend(max(0.0, deadline - time.monotonic()))
+            except SandboxTimeout as exc:
+                raise ReloadError(f"{exc}; the reload was refused and nothing changed",
+                                  step="suspend", obj=p.label) from exc
+            self.suspended.append(p)
+        for p in self.servers:
+            self.captured.append(("server", p, p.state, None))
+        for obj in self.instances:
+            try:
+                self.captured.append(("instance", obj, get_state(obj), None))
+            except Exception as exc:
+                raise ReloadError(f"capturing the state of {self._label('instance', obj)} "
+                                  f"failed: {exc}", step="capture", obj=obj) from exc
+        handler = self.opts.state_handler
+        if handler is None:
+            return
+        for i, (kind, obj, old, _) in enumerate(self.captured):
+            ov, nv = self.versions[self.module_of[self._module(kind, obj)]]
+            new = self._migrate(handler, kind, obj, old, ov, nv)
+            self.captured[i] = (kind, obj, old, new)
+
+    def _module(self, kind: str, obj: Any) -> str:
+        return obj.cls.__module__ if kind == "server" else type(obj).__module__
+
+    def _migrate(self, fn: Any, kind: str, obj: Any, old: Any, ov: Any, nv: Any) -> Any:
+        try:
+            new = fn(old, ov, nv)
+        except Exception as exc:
+            raise ReloadError(f"state migration of {self._label(kind, obj)} raised "
+                              f"{type(exc).__name__}: {exc}; nothing was changed",
+                              step="migrate", obj=obj) from exc
+        try:
+            validate_state_compatibility(old, new)
+        except IncompatibleStateError as exc:
+            raise ReloadError(f"migrated state of {self._label(kind, obj)} is incompatible "
+                              f"({exc.reason}: {exc}); nothing was changed",
+                              step="validate", obj=obj) from exc
+        return new
+
+    def after_commit(self) -> int:
+        migrated = 0
+        for i, (kind, obj, old, new) in enumerate(self.captured):
+            if new is None and kind == "server":
+                impl = obj.impl
+                if type(impl).code_change is not Server.code_change:
+                    ov, nv = self.versions[self.module_of[obj.cls.__module__]]
+                    new = self._migrate(impl.code_change, kind, obj, old, ov, nv)
+                    self.captured[i] = (kind, obj, old, new)
+        for kind, obj, old, new in self.captured:
+            if new is None:
+                continue
+            if kind == "server":
+                obj.state = new
+            else:
+                try:
+                    set_state(obj, new)
+                except Exception as exc:
+                    raise ReloadError(f"restoring the migrated state of "
+                                      f"{self._label(kind, obj)} failed: {exc}",
+                                      step="restore", obj=obj) from exc
+            self.applied.append((kind, obj, old))
+            migrated += 1
+        return migrated
+
+    def rollback(self) -> None:
+        for kind, obj, old in reversed(self.applied):
+            if kind == "server":
+                obj.state = old
+            else:
+                set_state(obj, old)
+        self.applied.clear()
+
+    def finish(self) -> None:
+        for p in self.suspended:
+            p.resume()
+        self.suspended.clear()

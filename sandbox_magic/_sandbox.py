@@ -24,6 +24,7 @@ from typing import Any
 
 from ._artifact import Artifact
 from ._deps import defined_names
+from ._tracking import build_class
 from ._errors import AmbiguousNameError, InvalidSandboxIdError, ModuleNotFoundInSandboxError
 from ._versions import ModuleHistory, VersionStore, utcnow
 
@@ -85,6 +86,7 @@ class SandboxState:
         self.histories: dict[str, ModuleHistory] = store.load(sandbox_id)
         self.builtins = dict(builtins.__dict__)
         self.builtins["__import__"] = self._import
+        self.builtins["__build_class__"] = build_class
         self.scratch: dict[str, Any] = {"__builtins__": self.builtins,
                                         "__name__": f"{self.package_name}.__run__",
                                         "__package__": self.package_name}
@@ -94,6 +96,7 @@ class SandboxState:
         self.supervisor: Any = None
         self.supervisor_spec: Any = None
         self.servers: list[Any] = []
+        self.named: dict[str, Any] = {}
         self.handle = Sandbox(self)
 
     # ------------------------------------------------------------------ names
