@@ -104,7 +104,7 @@ class SupervisorProcess:
             self.restarts.append(now)
             if len(self.restarts) > self.sup.max_restarts:
                 self.status = "failed"
-                self.stop()
+                self.stop(wait=False)   # siblings' exits need this lock: never join here
                 return
             if self.sup.strategy == "one_for_one":
                 group = [i]
@@ -114,18 +114,19 @@ class SupervisorProcess:
                 group = list(range(i, len(self.specs)))
             for j in reversed(group):
                 other = self.procs[j]
+                self.procs[j] = None
                 if other is not None and other is not proc and other.alive:
-                    self.procs[j] = None
-                    other.stop()
+                    unregister(self.state, other)
+                    other.stop(wait=False)
             for j in group:
                 self._start_child(j)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         with self.lock:
             self.stopping = True
-            for p in reversed(self.procs):
-                if p is not None and p.alive:
-                    p.stop()
+            procs = [p for p in reversed(self.procs) if p is not None and p.alive]
+        for p in procs:
+            p.stop(wait=wait and threading.current_thread() is not p.thread)
 
     def children_info(self) -> list[dict[str, Any]]:
         return [{"name": s.name, "server": getattr(s.server, "__qualname__", str(s.server)),
@@ -148,9 +149,17 @@ def resolve_class(state: Any, ref: Any, base: type, what: str) -> type:
     return cls
 
 
+def unregister(state: Any, proc: ServerProcess) -> None:
+    with state.server_lock:
+        if proc.name is not None and state.named.get(proc.name) is proc:
+            del state.named[proc.name]
+        if proc in state.servers:
+            state.servers.remove(proc)
+
+
 def spawn(state: Any, cls: type, args: tuple[Any, ...], name: str | None,
           on_exit: Any = None) -> ServerProcess:
-    with state.lock:
+    with state.server_lock:
         if name is not None:
             other = state.named.get(name)
             if other is not None and other.alive:
@@ -158,11 +167,7 @@ def spawn(state: Any, cls: type, args: tuple[Any, ...], name: str | None,
                                    f"{state.id!r}")
 
         def exited(proc: ServerProcess, crash: BaseException | None) -> None:
-            with state.lock:
-                if proc.name is not None and state.named.get(proc.name) is proc:
-                    del state.named[proc.name]
-                if proc in state.servers:
-                    state.servers.remove(proc)
+            unregister(state, proc)
             if on_exit is not None:
                 on_exit(proc, crash)
 
@@ -196,7 +201,9 @@ def start_sandbox_supervisor(state: Any, supervisor: Any) -> None:
 def stop_all(state: Any) -> None:
     if state.supervisor is not None:
         state.supervisor.stop()
-    for p in list(state.servers):
+    with state.server_lock:
+        procs = list(state.servers)
+    for p in procs:
         p.stop()
 
 

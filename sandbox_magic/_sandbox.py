@@ -97,6 +97,7 @@ class SandboxState:
         self.supervisor_spec: Any = None
         self.servers: list[Any] = []
         self.named: dict[str, Any] = {}
+        self.server_lock = threading.Lock()   # guards servers/named only
         self.handle = Sandbox(self)
 
     # ------------------------------------------------------------------ names

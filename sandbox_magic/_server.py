@@ -186,10 +186,11 @@ class ServerProcess:
             raise SandboxTimeout(f"server {self.label} did not answer within {timeout} s"
                                  ) from None
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, wait: bool = True) -> None:
+        """Stop after the messages already queued; wait for the thread unless told not to."""
         if self.alive:
             self.mailbox.put(_STOP)
-            if threading.current_thread() is not self.thread:
+            if wait and threading.current_thread() is not self.thread:
                 self.thread.join(timeout)
 
     # ----------------------------------------------------------- suspension
