@@ -254,6 +254,13 @@ def set_state(obj: Any, state: Any) -> None:
                 pass
 
 
+def copy_state(state: Any) -> Any:
+    """A shallow copy handed to migrations, so one that mutates cannot touch the original."""
+    if isinstance(state, (dict, list, set)):
+        return type(state)(state) if type(state) in (dict, list, set) else state.copy()
+    return state
+
+
 def _mro_names(cls: type) -> set[str]:
     return {n for k in cls.__mro__ if k is not object for n in k.__dict__}
 
@@ -327,6 +334,21 @@ def _module_classes(mod: Any) -> Iterator[type]:
         todo.extend(v for v in vars(cls).values() if isinstance(v, type))
 
 
+class _ClassGroup:
+    """Live instances of one class, with how to read and write their state."""
+
+    __slots__ = ("cls", "objs", "plain", "old", "new")
+
+    def __init__(self, cls: type, objs: list[Any]) -> None:
+        self.cls = cls
+        self.objs = objs
+        # plain: state is the attribute dict, replaced by one assignment
+        self.plain = ("__setstate__" not in _mro_names(cls) and not _slot_names(cls)
+                      and hasattr(cls, "__dict__"))
+        self.old: list[Any] = []
+        self.new: list[Any] = []
+
+
 class LiveState:
     """The live-state participant of one reload transaction."""
 
@@ -339,21 +361,23 @@ class LiveState:
         self.module_of = changed
         self.suspend_set = [p for p in state.servers if p.alive and p.cls.__module__ in running]
         self.servers = [p for p in self.suspend_set if p.cls.__module__ in changed]
-        self.instances: list[Any] = []
-        for full, m in changed.items():
-            mod = state.modules.get(m)
-            if mod is None:
-                continue
-            for cls in _module_classes(mod):
-                self.instances.extend(o for o in instances_of(cls)
-                                      if not isinstance(o, Server))
+        self.groups: list[_ClassGroup] = []
+        if options.use_state_preservation:
+            for m in changed.values():
+                mod = state.modules.get(m)
+                if mod is None:
+                    continue
+                for cls in _module_classes(mod):
+                    if issubclass(cls, Server):
+                        continue
+                    objs = instances_of(cls)
+                    if objs:
+                        self.groups.append(_ClassGroup(cls, objs))
         self.suspended: list[ServerProcess] = []
-        self.captured: list[tuple[str, Any, Any, Any]] = []  # (kind, obj, old, new)
-        self.applied: list[tuple[str, Any, Any]] = []
-
-    def _label(self, kind: str, obj: Any) -> str:
-        return f"server {obj.label}" if kind == "server" else (
-            f"{type(obj).__qualname__} instance at {id(obj):#x}")
+        self.server_old: list[Any] = []
+        self.server_new: list[Any] = []
+        self.applied_servers = 0
+        self.applied_groups: list[tuple[_ClassGroup, int]] = []
 
     def before_commit(self) -> None:
         if not self.opts.use_state_preservation:
@@ -366,72 +390,113 @@ class LiveState:
                 raise ReloadError(f"{exc}; the reload was refused and nothing changed",
                                   step="suspend", obj=p.label) from exc
             self.suspended.append(p)
-        for p in self.servers:
-            self.captured.append(("server", p, p.state, None))
-        for obj in self.instances:
+        self.server_old = [p.state for p in self.servers]
+        for g in self.groups:
             try:
-                self.captured.append(("instance", obj, get_state(obj), None))
+                if g.plain:
+                    g.old = [o.__dict__ for o in g.objs]
+                else:
+                    g.old = [get_state(o) for o in g.objs]
             except Exception as exc:
-                raise ReloadError(f"capturing the state of {self._label('instance', obj)} "
-                                  f"failed: {exc}", step="capture", obj=obj) from exc
+                raise ReloadError(f"capturing the state of {g.cls.__qualname__} instances "
+                                  f"failed: {exc}", step="capture") from exc
         handler = self.opts.state_handler
         if handler is None:
             return
-        for i, (kind, obj, old, _) in enumerate(self.captured):
-            ov, nv = self.versions[self.module_of[self._module(kind, obj)]]
-            new = self._migrate(handler, kind, obj, old, ov, nv)
-            self.captured[i] = (kind, obj, old, new)
+        self.server_new = [
+            self._migrate(handler, f"server {p.label}", old,
+                          *self.versions[self.module_of[p.cls.__module__]])
+            for p, old in zip(self.servers, self.server_old)]
+        for g in self.groups:
+            ov, nv = self.versions[self.module_of[g.cls.__module__]]
+            g.new = self._migrate_many(handler, g, ov, nv)
 
-    def _module(self, kind: str, obj: Any) -> str:
-        return obj.cls.__module__ if kind == "server" else type(obj).__module__
-
-    def _migrate(self, fn: Any, kind: str, obj: Any, old: Any, ov: Any, nv: Any) -> Any:
+    def _migrate(self, fn: Any, label: str, old: Any, ov: Any, nv: Any) -> Any:
         try:
-            new = fn(old, ov, nv)
+            new = fn(copy_state(old), ov, nv)
         except Exception as exc:
-            raise ReloadError(f"state migration of {self._label(kind, obj)} raised "
-                              f"{type(exc).__name__}: {exc}; nothing was changed",
-                              step="migrate", obj=obj) from exc
+            raise ReloadError(f"state migration of {label} raised {type(exc).__name__}: "
+                              f"{exc}; nothing was changed", step="migrate", obj=label) from exc
         try:
             validate_state_compatibility(old, new)
         except IncompatibleStateError as exc:
-            raise ReloadError(f"migrated state of {self._label(kind, obj)} is incompatible "
-                              f"({exc.reason}: {exc}); nothing was changed",
-                              step="validate", obj=obj) from exc
+            raise ReloadError(f"migrated state of {label} is incompatible ({exc.reason}: "
+                              f"{exc}); nothing was changed", step="validate",
+                              obj=label) from exc
         return new
 
+    def _migrate_many(self, fn: Any, g: _ClassGroup, ov: Any, nv: Any) -> list[Any]:
+        if not g.plain:
+            return [self._migrate(fn, f"{g.cls.__qualname__} instance at {id(o):#x}", s, ov, nv)
+                    for o, s in zip(g.objs, g.old)]
+        out = []
+        append = out.append
+        for obj, old in zip(g.objs, g.old):   # the hot loop of big migrations
+            try:
+                new = fn(dict(old), ov, nv)
+            except Exception as exc:
+                raise ReloadError(
+                    f"state migration of {g.cls.__qualname__} instance at {id(obj):#x} raised "
+                    f"{type(exc).__name__}: {exc}; nothing was changed", step="migrate",
+                    obj=obj) from exc
+            if type(new) is not dict or not new.keys() >= old.keys():
+                self._migrate(lambda *_: new, f"{g.cls.__qualname__} instance at {id(obj):#x}",
+                              old, ov, nv)
+            append(new)
+        return out
+
     def after_commit(self) -> int:
+        if not self.opts.use_state_preservation:
+            return 0
+        if self.opts.state_handler is None:
+            self.server_new = []
+            for p, old in zip(self.servers, self.server_old):
+                impl = p.impl
+                if type(impl).code_change is Server.code_change:
+                    self.server_new.append(None)
+                    continue
+                ov, nv = self.versions[self.module_of[p.cls.__module__]]
+                self.server_new.append(self._migrate(impl.code_change, f"server {p.label}",
+                                                     old, ov, nv))
         migrated = 0
-        for i, (kind, obj, old, new) in enumerate(self.captured):
-            if new is None and kind == "server":
-                impl = obj.impl
-                if type(impl).code_change is not Server.code_change:
-                    ov, nv = self.versions[self.module_of[obj.cls.__module__]]
-                    new = self._migrate(impl.code_change, kind, obj, old, ov, nv)
-                    self.captured[i] = (kind, obj, old, new)
-        for kind, obj, old, new in self.captured:
-            if new is None:
+        for p, new in zip(self.servers, self.server_new):
+            if new is not None:
+                p.state = new
+                migrated += 1
+            self.applied_servers += 1
+        setattr_ = object.__setattr__
+        for g in self.groups:
+            if not g.new:
                 continue
-            if kind == "server":
-                obj.state = new
-            else:
-                try:
-                    set_state(obj, new)
-                except Exception as exc:
-                    raise ReloadError(f"restoring the migrated state of "
-                                      f"{self._label(kind, obj)} failed: {exc}",
-                                      step="restore", obj=obj) from exc
-            self.applied.append((kind, obj, old))
-            migrated += 1
+            done = 0
+            try:
+                if g.plain:
+                    for obj, new in zip(g.objs, g.new):
+                        setattr_(obj, "__dict__", new)   # one assignment: never half-set
+                        done += 1
+                else:
+                    for obj, new in zip(g.objs, g.new):
+                        set_state(obj, new)
+                        done += 1
+            except Exception as exc:
+                raise ReloadError(f"restoring the migrated state of a {g.cls.__qualname__} "
+                                  f"instance failed: {exc}", step="restore") from exc
+            finally:
+                self.applied_groups.append((g, done))
+            migrated += done
         return migrated
 
     def rollback(self) -> None:
-        for kind, obj, old in reversed(self.applied):
-            if kind == "server":
-                obj.state = old
-            else:
-                set_state(obj, old)
-        self.applied.clear()
+        for p, old in zip(self.servers[:self.applied_servers], self.server_old):
+            p.state = old
+        for g, done in self.applied_groups:
+            for obj, old in zip(g.objs[:done], g.old):
+                if g.plain:
+                    object.__setattr__(obj, "__dict__", old)
+                else:
+                    set_state(obj, old)
+        self.applied_groups.clear()
+        self.applied_servers = 0
 
     def finish(self) -> None:
         for p in self.suspended:

@@ -29,11 +29,13 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from ._tracking import track
+
 _TARGET = "__sandbox_magic_target__"
 _FUNC_ATTRS = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__name__",
                "__qualname__", "__module__", "__annotations__")
 # Attributes bound to the class object that created them; the old ones stay.
-_CLASS_KEEP = frozenset({"__dict__", "__weakref__", "_abc_impl"})
+_CLASS_KEEP = frozenset({"__dict__", "__weakref__", "_abc_impl", "__sandbox_live__"})
 _MODULE_KEEP = frozenset({"__name__", "__builtins__", "__spec__", "__loader__",
                           "__package__", "__path__"})
 _Empty = object()
@@ -303,6 +305,7 @@ class Patcher:
             if target is not None:
                 try:
                     value.__class__ = target
+                    track(target, value)
                 except TypeError:
                     pass
             d = getattr(value, "__dict__", None)

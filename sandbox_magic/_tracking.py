@@ -2,11 +2,12 @@
 
 Every class statement executed by sandbox code goes through the sandbox's
 ``__build_class__``, which gives root classes the :class:`Tracked` mixin.  Its
-``__new__`` records each new instance in a weak set kept per class, so a
-reload finds exactly the live objects of the reloaded classes at a cost that
-grows with their number, not with the size of the heap.  Instances made by
-pickle or ``copy`` go through ``__new__`` too.  ``__slots__`` classes get a
-``__weakref__`` slot so that their instances can be tracked weakly.
+``__new__`` appends a weak reference to each new instance to a list kept in
+the instance's own class, so a reload finds exactly the live objects of the
+reloaded classes at a cost that grows with their number, not with the size of
+the heap.  Instances made by pickle or ``copy`` go through ``__new__`` too.
+Dead references are pruned whenever a list has doubled since its last prune.
+``__slots__`` classes get a ``__weakref__`` slot so that they can be tracked.
 """
 
 from __future__ import annotations
@@ -15,9 +16,29 @@ import builtins
 import weakref
 from typing import Any
 
-# keyed by id(): instances need not be hashable (dataclasses with eq=True are not)
-_live: weakref.WeakKeyDictionary[type, weakref.WeakValueDictionary[int, Any]] = \
-    weakref.WeakKeyDictionary()
+LIVE_ATTR = "__sandbox_live__"
+_ref = weakref.ref
+
+
+class _Registry:
+    __slots__ = ("refs", "limit", "owner")
+
+    def __init__(self, owner: type) -> None:
+        self.refs: list[weakref.ref[Any]] = []
+        self.limit = 64
+        self.owner = _ref(owner)
+
+    def add(self, obj: Any) -> None:
+        refs = self.refs
+        refs.append(_ref(obj))
+        if len(refs) > self.limit:
+            self.prune()
+
+    def prune(self) -> list[Any]:
+        alive = [o for o in (r() for r in self.refs) if o is not None]
+        self.refs = [_ref(o) for o in alive]
+        self.limit = max(64, 2 * len(alive))
+        return alive
 
 
 class Tracked:
@@ -33,21 +54,38 @@ class Tracked:
             obj = nxt(cls)
         else:
             obj = nxt(cls, *args, **kwargs)
-        try:
-            registry = _live[cls]
-        except KeyError:
-            registry = _live[cls] = weakref.WeakValueDictionary()
-        try:
-            registry[id(obj)] = obj
-        except TypeError:  # not weakly referenceable (a base without __weakref__)
-            pass
+        # Attribute lookup hits the type cache; a registry inherited from a base
+        # class belongs to that base, so the owner is checked.
+        reg = getattr(cls, LIVE_ATTR, None)
+        if reg is None or reg.owner() is not cls:
+            track(cls, obj)
+        else:
+            refs = reg.refs
+            try:
+                refs.append(_ref(obj))
+            except TypeError:  # not weakly referenceable (a base without __weakref__)
+                return obj
+            if len(refs) > reg.limit:
+                reg.prune()
         return obj
+
+
+def track(cls: type, obj: Any) -> None:
+    """Record ``obj`` as a live instance of ``cls`` (after its class was reassigned)."""
+    reg = cls.__dict__.get(LIVE_ATTR)
+    if reg is None:
+        reg = _Registry(cls)
+        type.__setattr__(cls, LIVE_ATTR, reg)
+    try:
+        reg.add(obj)
+    except TypeError:
+        pass
 
 
 def instances_of(cls: type) -> list[Any]:
     """Live instances whose exact class is ``cls``."""
-    ws = _live.get(cls)
-    return list(ws.values()) if ws is not None else []
+    reg = cls.__dict__.get(LIVE_ATTR)
+    return reg.prune() if reg is not None else []
 
 
 def _has_weakref(bases: tuple[type, ...]) -> bool:

@@ -230,13 +230,14 @@ def test_eight_threads_lose_no_call_and_never_see_half_migrated_state(sid):
                 sid, code.replace("GEN = 0", f"GEN = {gen}"), "tally",
                 state_handler=lambda s, ov, nv, g=gen: (
                     {**s, "gen": g} if "gen" in s else {**s, "a": g, "b": g}))
+            time.sleep(0.001)   # let callers in between reloads too
     finally:
         stop.set()
         for t in threads:
             t.join()
     assert not problems
     assert ref.get_state()["n"] == sum(counts)       # every call was answered, none lost
-    assert sum(counts) > 100
+    assert all(c > 0 for c in counts)
     assert pairs[0].read() == (100, 100)
 
 

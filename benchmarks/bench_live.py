@@ -1,0 +1,150 @@
+"""Live-state costs: migrating instances, server calls, and creating tracked instances.
+
+* a reload that migrates 100,000 live instances with a trivial ``state_handler``
+  against a bare loop applying the same handler to 100,000 dicts;
+* a server ``call`` round trip against a plain thread-and-queue echo;
+* creating an instance of a sandbox class (tracked) against a plain class.
+
+Run:  .venv/bin/python benchmarks/bench_live.py  [--instances N] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import statistics
+import sys
+import threading
+import time
+import timeit
+from concurrent.futures import Future
+from pathlib import Path
+
+import sandbox_magic as sm
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_reload import update_readme  # noqa: E402
+
+PARTICLE = '''
+class Particle:
+    def __init__(self, i):
+        self.i = i
+        self.x = 0.0
+        self.y = 0.0
+    def move(self):
+        self.x += {edit}
+'''
+
+
+def handler(state, old_version, new_version):
+    return {**state, "mass": 1.0}
+
+
+def migrate(n: int, repeats: int) -> tuple[float, float]:
+    sm.create_sandbox("bench_live")
+    sm.hot_reload_source("bench_live", PARTICLE.format(edit=0), "particle")
+    P = sm.get_sandbox("bench_live").Particle
+    live = [P(i) for i in range(n)]
+    ours, bare = [], []
+    for k in range(1, repeats + 1):
+        src = PARTICLE.format(edit=k)
+        t0 = time.perf_counter()
+        r = sm.hot_reload_source("bench_live", src, "particle", state_handler=handler)
+        ours.append(time.perf_counter() - t0)
+        assert r.migrated == n and live[-1].mass == 1.0
+        dicts = [{"i": i, "x": 0.0, "y": 0.0} for i in range(n)]
+        t0 = time.perf_counter()
+        out = [handler(d, k, k + 1) for d in dicts]
+        bare.append(time.perf_counter() - t0)
+        assert len(out) == n
+    sm.destroy_sandbox("bench_live")
+    return statistics.median(ours), statistics.median(bare)
+
+
+ECHO = '''
+from sandbox_magic import Server
+class Echo(Server):
+    def handle_call(self, request, state):
+        return request, state
+'''
+
+
+def server_calls(calls: int) -> tuple[float, float]:
+    sm.create_sandbox("bench_srv")
+    sm.hot_reload_source("bench_srv", ECHO, "echo")
+    ref = sm.start_server("bench_srv", "Echo")
+    inbox: queue.Queue = queue.Queue()
+
+    def loop() -> None:
+        while True:
+            item = inbox.get()
+            if item is None:
+                return
+            req, fut = item
+            fut.set_result(req)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+
+    def plain_call(x: int) -> int:
+        fut: Future = Future()
+        inbox.put((x, fut))
+        return fut.result(5.0)
+
+    ours, plain = [], []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for i in range(calls):
+            ref.call(i)
+        ours.append((time.perf_counter() - t0) / calls)
+        t0 = time.perf_counter()
+        for i in range(calls):
+            plain_call(i)
+        plain.append((time.perf_counter() - t0) / calls)
+    inbox.put(None)
+    sm.destroy_sandbox("bench_srv")
+    return statistics.median(ours), statistics.median(plain)
+
+
+def creation() -> tuple[float, float]:
+    sm.create_sandbox("bench_new")
+    sm.hot_reload_source("bench_new", PARTICLE.format(edit=0), "particle")
+    S = sm.get_sandbox("bench_new").Particle
+    ns: dict = {}
+    exec(PARTICLE.format(edit=0), ns)
+    P = ns["Particle"]
+    s = min(timeit.repeat(lambda: S(1), number=100_000, repeat=5)) / 100_000
+    p = min(timeit.repeat(lambda: P(1), number=100_000, repeat=5)) / 100_000
+    sm.destroy_sandbox("bench_new")
+    return s, p
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--instances", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=5_000)
+    args = ap.parse_args()
+    ours, bare = migrate(args.instances, args.repeats)
+    call_ours, call_plain = server_calls(args.calls)
+    new_ours, new_plain = creation()
+    n = f"{args.instances:,}"
+    table = "\n".join([
+        "| live state | sandbox_magic | baseline | ratio |",
+        "|---|---|---|---|",
+        f"| reload migrating {n} instances vs bare loop of the handler over {n} dicts "
+        f"| {ours * 1e3:.1f} ms | {bare * 1e3:.1f} ms | {ours / bare:.2f}x |",
+        f"| server `call` round trip vs thread + queue + future echo "
+        f"| {call_ours * 1e6:.1f} µs | {call_plain * 1e6:.1f} µs | {call_ours / call_plain:.2f}x |",
+        f"| creating an instance (tracked) vs plain class "
+        f"| {new_ours * 1e9:.0f} ns | {new_plain * 1e9:.0f} ns | {new_ours / new_plain:.2f}x |",
+    ])
+    print(table)
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "live.md").write_text(table + "\n")
+    update_readme("live", table)
+
+
+if __name__ == "__main__":
+    main()
