@@ -72,7 +72,7 @@ def _options(state_handler: StateHandler | None, use_state_preservation: bool,
                            "preservation live objects keep their state as it is")
     name = None
     if state_handler is not None:
-        name = getattr(state_handler, "__qualname__", None) or repr(state_handler)
+        name = getattr(state_handler, "__name__", None) or repr(state_handler)
     return ReloadOptions(state_handler, name, use_state_preservation, coordinate_dependencies,
                          float(suspend_timeout))
 

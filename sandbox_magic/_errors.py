@@ -81,6 +81,7 @@ class ReloadError(SandboxError):
         self.module = module
         self.sandbox_id = sandbox_id
         self.obj = obj
+        self.line: int | None = None   # line in the module's source, for step "execute"
 
 
 class CircularDependencyError(SandboxError):

@@ -86,10 +86,12 @@ def _body_error(exc: BaseException, module: str, artifact: Artifact) -> ReloadEr
         if frame.f_code.co_filename == artifact.filename:
             line = lineno
     where = f" at line {line}" if line else ""
-    return ReloadError(
+    err = ReloadError(
         f"module {module!r} raised {type(exc).__name__}{where} while its body ran: {exc}; "
         "nothing was changed and the previous version keeps running",
         step="execute", module=module)
+    err.line = line
+    return err
 
 
 def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, *,

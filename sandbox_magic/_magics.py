@@ -1,0 +1,343 @@
+"""IPython magics: ``%%sandbox_reload`` and friends (``%load_ext sandbox_magic``)."""
+
+from __future__ import annotations
+
+import html
+import sys
+import traceback
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import HTML, display
+
+from . import _api as api
+from ._artifact import infer_module_name
+from ._errors import CompileError, ReloadError, SandboxError
+from ._sandbox import Sandbox
+
+
+class MagicError(SandboxError):
+    """An error reported by a magic: shown as a short message, not a traceback."""
+
+
+@magics_class
+class SandboxMagics(Magics):
+    """The sandbox magics; one instance per shell."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.cell_modules: dict[tuple[str, str], str] = {}   # (sandbox, cell id) -> module
+        self.pending_handlers: dict[tuple[str, str | None], Any] = {}
+        self.current_cell_id: str | None = None
+
+    # ------------------------------------------------------------- helpers
+    def remember_cell(self, info: Any) -> None:
+        self.current_cell_id = getattr(info, "cell_id", None)
+
+    def _bind_handle(self, sandbox_id: str) -> None:
+        if not sandbox_id.isidentifier():
+            return
+        ns = self.shell.user_ns
+        existing = ns.get(sandbox_id)
+        if existing is None and sandbox_id not in ns:
+            ns[sandbox_id] = api.get_sandbox(sandbox_id)
+        elif isinstance(existing, Sandbox) and existing.id == sandbox_id:
+            ns[sandbox_id] = api.get_sandbox(sandbox_id)
+
+    def _ensure(self, sandbox_id: str) -> None:
+        if sandbox_id not in {s.id for s in api.list_sandboxes()}:
+            api.create_sandbox(sandbox_id)
+
+    def _handler(self, sandbox_id: str, module: str, name: str | None) -> tuple[Any, Any]:
+        """The state handler to use, and the pending key it consumes (if any)."""
+        if name:
+            fn = self.shell.user_ns.get(name)
+            if fn is None:
+                for (sid, mod), h in self.pending_handlers.items():
+                    if sid == sandbox_id and getattr(h, "__name__", None) == name:
+                        return h, (sid, mod)
+                raise MagicError(f"--state-handler {name!r}: no such function in the notebook "
+                                 "or defined by %%sandbox_state_handler")
+            if not callable(fn):
+                raise MagicError(f"--state-handler {name!r} is not callable")
+            return fn, None
+        for key in ((sandbox_id, module), (sandbox_id, None)):
+            if key in self.pending_handlers:
+                return self.pending_handlers[key], key
+        return None, None
+
+    # --------------------------------------------------------- cell magics
+    @magic_arguments()
+    @argument("sandbox_id", help="sandbox to load the cell into (created on first use)")
+    @argument("module", nargs="?", default=None,
+              help="module name (default: the module this cell made before, else the "
+                   "first class or function name, lower-cased)")
+    @argument("--state-handler", dest="state_handler", default=None,
+              help="name of a function(old_state, old_version, new_version) that migrates "
+                   "the state of live objects")
+    @argument("--no-state", dest="no_state", action="store_true",
+              help="do not suspend servers or migrate state; objects keep their state as is")
+    @argument("--suspend-timeout", dest="suspend_timeout", type=float, default=5.0,
+              help="seconds to wait for busy servers to reach a safe point (default 5)")
+    @argument("--no-cascade", dest="no_cascade", action="store_true",
+              help="do not re-run the sandbox modules that import this one")
+    @argument("--quiet", action="store_true", help="print nothing on success")
+    @cell_magic
+    def sandbox_reload(self, line: str, cell: str) -> None:
+        """Hot-reload this cell as a new version of a sandbox module."""
+        args = parse_argstring(self.sandbox_reload, line)
+        sid = args.sandbox_id
+        api.validate_sandbox_id(sid)
+        cell_key = (sid, self.current_cell_id) if self.current_cell_id else None
+        module = (args.module or (self.cell_modules.get(cell_key) if cell_key else None)
+                  or infer_module_name(cell))
+        self._ensure(sid)
+        self._bind_handle(sid)
+        handler, pending_key = (None, None) if args.no_state else self._handler(
+            sid, module or "", args.state_handler)
+        try:
+            result = api.hot_reload_source(
+                sid, cell, module, state_handler=handler,
+                use_state_preservation=not args.no_state,
+                coordinate_dependencies=not args.no_cascade,
+                suspend_timeout=args.suspend_timeout)
+        except CompileError as exc:
+            raise MagicError(_compile_message(exc)) from None
+        except ReloadError as exc:
+            raise MagicError(_reload_message(exc)) from None
+        if pending_key is not None and result.status != "no_change":
+            self.pending_handlers.pop(pending_key, None)
+        if cell_key:
+            self.cell_modules[cell_key] = result.module
+        if not args.quiet:
+            print(summary_line(sid, result))
+
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("module", nargs="?", default=None,
+              help="module the handler is for (default: the next reload of any module)")
+    @cell_magic
+    def sandbox_state_handler(self, line: str, cell: str) -> None:
+        """Define the state migration used by the next reload of a sandbox (or module)."""
+        args = parse_argstring(self.sandbox_state_handler, line)
+        api.validate_sandbox_id(args.sandbox_id)
+        ns: dict[str, Any] = {"__name__": "__sandbox_state_handler__"}
+        try:
+            exec(compile(cell, "<state handler cell>", "exec"), ns)
+        except SyntaxError as exc:
+            raise MagicError(f"the state handler cell does not compile: line {exc.lineno}: "
+                             f"{exc.msg}") from None
+        funcs = [v for k, v in ns.items() if callable(v) and getattr(v, "__module__", None)
+                 == "__sandbox_state_handler__" and not k.startswith("_")]
+        if not funcs:
+            raise MagicError("the cell defines no function; define "
+                             "def migrate(old_state, old_version, new_version): ...")
+        fn = funcs[-1]
+        self.pending_handlers[(args.sandbox_id, args.module)] = fn
+        target = f"{args.sandbox_id}.{args.module}" if args.module else args.sandbox_id
+        print(f"state handler {fn.__name__!r} will migrate state at the next reload of "
+              f"{target}")
+
+    @cell_magic
+    def sandbox_run(self, line: str, cell: str) -> Any:
+        """%%sandbox_run ID: run the cell inside the sandbox (no version is recorded)."""
+        sid = line.strip()
+        if not sid:
+            raise MagicError("usage: %%sandbox_run SANDBOX_ID")
+        return api.run(sid, cell)
+
+    # --------------------------------------------------------- line magics
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("module", nargs="?", default=None)
+    @line_magic
+    def sandbox_history(self, line: str) -> Any:
+        """Show the version history panel (module picker, versions, diff, rollback)."""
+        args = parse_argstring(self.sandbox_history, line)
+        from ._widgets import HistoryPanel
+        return HistoryPanel(args.sandbox_id, args.module)
+
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("module")
+    @argument("version", type=int)
+    @line_magic
+    def sandbox_rollback(self, line: str) -> None:
+        """Make an earlier version current again."""
+        args = parse_argstring(self.sandbox_rollback, line)
+        print(summary_line(args.sandbox_id, self._act(
+            api.rollback_module, args.sandbox_id, args.module, args.version)))
+
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("module")
+    @line_magic
+    def sandbox_undo(self, line: str) -> None:
+        """Step back to the version that was current before the last change."""
+        args = parse_argstring(self.sandbox_undo, line)
+        print(summary_line(args.sandbox_id, self._act(api.undo, args.sandbox_id,
+                                                      args.module)))
+
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("module")
+    @line_magic
+    def sandbox_redo(self, line: str) -> None:
+        """Step forward again after %sandbox_undo."""
+        args = parse_argstring(self.sandbox_redo, line)
+        print(summary_line(args.sandbox_id, self._act(api.redo, args.sandbox_id,
+                                                      args.module)))
+
+    def _act(self, fn: Any, *a: Any) -> Any:
+        try:
+            return fn(*a)
+        except ReloadError as exc:
+            raise MagicError(_reload_message(exc)) from None
+
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("module")
+    @argument("v1", nargs="?", type=int, default=None,
+              help="older version (default: the one before v2)")
+    @argument("v2", nargs="?", type=int, default=None,
+              help="newer version (default: the current one)")
+    @line_magic
+    def sandbox_diff(self, line: str) -> None:
+        """Show the diff between two versions (coloured in the notebook)."""
+        args = parse_argstring(self.sandbox_diff, line)
+        v2 = args.v2 if args.v2 is not None else api.get_module_version(args.sandbox_id,
+                                                                         args.module)
+        v1 = args.v1
+        if v1 is None:
+            older = [i.version for i in api.list_module_versions(args.sandbox_id, args.module)
+                     if i.version < v2]
+            if not older:
+                raise MagicError(f"{args.sandbox_id}.{args.module} has no version before "
+                                 f"v{v2} to compare with")
+            v1 = max(older)
+        d = api.diff_versions(args.sandbox_id, args.module, v1, v2)
+        display(DiffDisplay(d))
+
+    @line_magic
+    def sandbox_list(self, line: str) -> None:
+        """List the sandboxes with their modules and current versions."""
+        infos = api.list_sandboxes()
+        if not infos:
+            print("no sandboxes yet: run a %%sandbox_reload cell")
+            return
+        for i in infos:
+            mods = ", ".join(f"{m} v{v}" for m, v in i.modules.items()) or "no modules"
+            print(f"{i.id}: {mods} (restarts: {i.restart_count})")
+
+    @line_magic
+    def sandbox_info(self, line: str) -> Any:
+        """Show what is known about one sandbox."""
+        sid = line.strip()
+        if not sid:
+            raise MagicError("usage: %sandbox_info SANDBOX_ID")
+        return api.get_sandbox_info(sid)
+
+    @line_magic
+    def sandbox_destroy(self, line: str) -> None:
+        """Stop a sandbox's servers and drop its modules."""
+        sid = line.strip()
+        if not sid:
+            raise MagicError("usage: %sandbox_destroy SANDBOX_ID")
+        api.destroy_sandbox(sid)
+        ns = self.shell.user_ns
+        if isinstance(ns.get(sid), Sandbox):
+            del ns[sid]
+        self.cell_modules = {k: v for k, v in self.cell_modules.items() if k[0] != sid}
+        print(f"sandbox {sid!r} destroyed")
+
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("path", help="the .ipynb file to write")
+    @line_magic
+    def sandbox_export(self, line: str) -> None:
+        """Write the sandbox's history as a notebook, one cell per version."""
+        args = parse_argstring(self.sandbox_export, line)
+        from ._export import export_history
+        p = export_history(args.sandbox_id, args.path)
+        print(f"history of {args.sandbox_id!r} written to {p}")
+
+
+class DiffDisplay:
+    """A diff that renders coloured (and escaped) in notebooks, plain elsewhere."""
+
+    def __init__(self, diff: Any) -> None:
+        self.diff = diff
+
+    def __repr__(self) -> str:
+        return str(self.diff)
+
+    def _repr_html_(self) -> str:
+        return diff_html(self.diff)
+
+
+_DIFF_STYLE = {"+": "background:#e6ffec;color:#116329", "-": "background:#ffebe9;color:#82071e",
+               " ": "color:inherit"}
+
+
+def diff_html(diff: Any) -> str:
+    rows = [f'<div style="{_DIFF_STYLE[m]}">{html.escape(m + line) or "&nbsp;"}</div>'
+            for m, line in diff.lines()]
+    head = html.escape(f"{diff.module}: v{diff.old_version} -> v{diff.new_version} "
+                       f"(+{diff.lines_added} -{diff.lines_removed})")
+    return (f'<div class="sandbox-diff"><div><b>{head}</b></div>'
+            f'<pre style="margin:0">{"".join(rows)}</pre></div>')
+
+
+def summary_line(sandbox_id: str, r: Any) -> str:
+    ms = f"{r.duration * 1e3:.1f} ms"
+    if r.status == "no_change":
+        return f"{sandbox_id}.{r.module}: no change (still v{r.new_version})"
+    verb = "hot reloaded" if r.status == "hot_reloaded" else "rolled back"
+    if r.modules:
+        parts = ", ".join(f"{m.module} v{m.new_version}" for m in r.modules)
+        line = f"{sandbox_id}: {verb} {parts}"
+    else:
+        line = f"{sandbox_id}.{r.module} v{r.new_version} ({verb}"
+        line += f" from v{r.old_version})" if r.old_version else ")"
+    line += f"; {r.migrated} object{'s' if r.migrated != 1 else ''} migrated; {ms}"
+    if r.dependents:
+        line += f"; also re-ran {', '.join(r.dependents)}"
+    for note in r.notes:
+        line += f"\n  note: {note}"
+    return line
+
+
+def _compile_message(exc: CompileError) -> str:
+    line = f"cell line {exc.line + 1}" if exc.line is not None else "the cell"
+    col = f", column {exc.column}" if exc.column is not None else ""
+    text = f"\n    {exc.text.rstrip()}" if exc.text else ""
+    return f"syntax error at {line}{col}: {exc.reason}{text}\nnothing was changed"
+
+
+def _reload_message(exc: ReloadError) -> str:
+    """The error with line numbers counted in the cell (the magic line is line 1)."""
+    msg = str(exc)
+    if exc.step == "execute" and exc.line is not None:
+        msg = msg.replace(f" at line {exc.line} ", f" at cell line {exc.line + 1} ", 1)
+    cause = exc.__cause__
+    if cause is not None and cause.__traceback__ is not None:
+        frames = [f for f in traceback.extract_tb(cause.__traceback__)
+                  if f.filename.startswith("<sandbox ")]
+        if len(frames) > 1:
+            msg += "\n" + "\n".join(
+                f"  in {f.filename[len('<sandbox '):].split(' ')[0]}, line {f.lineno + 1}: "
+                f"{f.line}" for f in frames)
+    return msg
+
+
+def _show_magic_error(shell: Any, etype: type, value: BaseException, tb: Any,
+                      tb_offset: Any = None) -> None:
+    print(f"SandboxError: {value}", file=sys.stderr)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    magics = SandboxMagics(ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics.remember_cell)
+    ipython.set_custom_exc((MagicError,), _show_magic_error)

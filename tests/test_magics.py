@@ -1,0 +1,182 @@
+"""The magics, driven through a real InteractiveShell."""
+
+from __future__ import annotations
+
+import itertools
+
+import nbformat
+import pytest
+from IPython.testing.globalipapp import start_ipython
+
+import sandbox_magic as sm
+from sandbox_magic._magics import SandboxMagics
+
+_ids = itertools.count()
+
+V1 = "class Counter:\n    def __init__(self):\n        self.n = 0\n    def inc(self):\n" \
+     "        self.n += 1\n        return self.n\n"
+V2 = V1.replace("+= 1", "+= 10")
+
+
+@pytest.fixture(scope="module")
+def ip():
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "sandbox_magic")
+    return shell
+
+
+@pytest.fixture
+def sb_id(ip):
+    name = f"mg{next(_ids)}"
+    yield name
+    if name in {s.id for s in sm.list_sandboxes()}:
+        sm.destroy_sandbox(name)
+    ip.user_ns.pop(name, None)
+
+
+def cell(ip, text, cell_id=None):
+    return ip.run_cell(text, cell_id=cell_id)
+
+
+def test_reload_cell_creates_sandbox_binds_handle_and_keeps_state(ip, sb_id, capsys):
+    r = cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    assert r.success
+    assert f"{sb_id}.counter v1" in capsys.readouterr().out
+    assert isinstance(ip.user_ns[sb_id], sm.Sandbox)
+    cell(ip, f"c = {sb_id}.Counter(); c.inc(); c.inc()")
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
+    out = capsys.readouterr().out
+    assert "v2 (hot reloaded from v1)" in out and "ms" in out
+    assert ip.user_ns["c"].inc() == 12
+    assert "Counter" not in ip.user_ns      # the cell did not leak into the notebook
+
+
+def test_reload_with_state_handler_magic_records_its_name(ip, sb_id, capsys):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    cell(ip, f"c = {sb_id}.Counter(); c.inc()")
+    r = cell(ip, f"%%sandbox_state_handler {sb_id} counter\n"
+                 "def add_log(state, old, new):\n    return {**state, 'log': [old, new]}\n")
+    assert r.success
+    assert "'add_log' will migrate" in capsys.readouterr().out
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
+    assert "1 object migrated" in capsys.readouterr().out
+    assert ip.user_ns["c"].log == [1, 2]
+    assert sm.list_module_versions(sb_id, "counter")[0].state_handler == "add_log"
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1.replace('+= 1', '+= 3')}")   # consumed: not reused
+    assert "0 objects migrated" in capsys.readouterr().out
+
+
+def test_state_handler_option_names_a_notebook_function(ip, sb_id, capsys):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    cell(ip, f"c = {sb_id}.Counter()\ndef mig(s, o, n):\n    return {{**s, 'tag': n}}")
+    cell(ip, f"%%sandbox_reload {sb_id} --state-handler mig\n{V2}")
+    assert ip.user_ns["c"].tag == 2
+    r = cell(ip, f"%%sandbox_reload {sb_id} --state-handler nothere\n{V1}")
+    assert not r.success
+    assert "nothere" in capsys.readouterr().err
+
+
+def test_state_handler_cell_without_function_is_an_error(ip, sb_id, capsys):
+    r = cell(ip, f"%%sandbox_state_handler {sb_id}\nx = 1\n")
+    assert not r.success
+    assert "defines no function" in capsys.readouterr().err
+
+
+def test_syntax_error_shows_cell_line_and_keeps_previous_version(ip, sb_id, capsys):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    capsys.readouterr()
+    r = cell(ip, f"%%sandbox_reload {sb_id} counter\nclass Counter:\n    def inc(self:\n"
+                 "        pass\n")
+    assert not r.success
+    err = capsys.readouterr().err
+    assert "cell line 3" in err and "nothing was changed" in err
+    assert "Traceback" not in err
+    assert sm.get_module_version(sb_id, "counter") == 1
+
+
+def test_body_exception_shows_cell_line(ip, sb_id, capsys):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    capsys.readouterr()
+    r = cell(ip, f"%%sandbox_reload {sb_id} counter\n{V2}\nraise ValueError('nope')\n")
+    assert not r.success
+    err = capsys.readouterr().err
+    assert "cell line 9" in err and "ValueError" in err
+    assert sm.get_module_version(sb_id, "counter") == 1
+
+
+def test_editing_a_cell_keeps_updating_its_module(ip, sb_id, capsys):
+    cell(ip, f"%%sandbox_reload {sb_id}\ndef alpha():\n    return 1\n", cell_id="cell-a")
+    cell(ip, f"%%sandbox_reload {sb_id}\ndef beta():\n    return 2\n", cell_id="cell-a")
+    assert sm.get_sandbox_info(sb_id).modules == {"alpha": 2}
+    assert sm.get_sandbox(sb_id).beta() == 2
+
+
+def test_handle_name_is_not_bound_when_taken(ip, sb_id):
+    ip.user_ns[sb_id] = "mine"
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    assert ip.user_ns[sb_id] == "mine"
+
+
+def test_no_state_quiet_and_no_cascade(ip, sb_id, capsys):
+    cell(ip, f"%%sandbox_reload {sb_id} base\ndef f():\n    return 1\n")
+    cell(ip, f"%%sandbox_reload {sb_id} user\nimport base\nVAL = base.f()\n")
+    capsys.readouterr()
+    cell(ip, f"%%sandbox_reload {sb_id} base --quiet --no-cascade\ndef f():\n    return 2\n")
+    assert capsys.readouterr().out == ""
+    assert sm.get_sandbox(sb_id).VAL == 1
+    cell(ip, f"%%sandbox_reload {sb_id} base --no-state\ndef f():\n    return 3\n")
+    assert "also re-ran user" in capsys.readouterr().out
+    assert sm.get_sandbox(sb_id).VAL == 3
+
+
+def test_help_comes_from_magic_arguments(ip):
+    doc = SandboxMagics.sandbox_reload.__doc__
+    for opt in ("--state-handler", "--no-state", "--suspend-timeout", "--no-cascade", "--quiet"):
+        assert opt in doc
+
+
+def test_line_magics(ip, sb_id, capsys, tmp_path):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
+    capsys.readouterr()
+    cell(ip, f"%sandbox_rollback {sb_id} counter 1")
+    assert "rolled back" in capsys.readouterr().out
+    assert sm.get_module_version(sb_id, "counter") == 1
+    cell(ip, f"%sandbox_undo {sb_id} counter")
+    assert sm.get_module_version(sb_id, "counter") == 2
+    cell(ip, f"%sandbox_redo {sb_id} counter")
+    assert sm.get_module_version(sb_id, "counter") == 1
+    r = cell(ip, f"%sandbox_redo {sb_id} counter")
+    assert not r.success
+    cell(ip, f"%sandbox_diff {sb_id} counter 1 2")
+    out = capsys.readouterr().out
+    assert "-        self.n += 1" in out and "+        self.n += 10" in out
+    cell(ip, "%sandbox_list")
+    assert f"{sb_id}: counter v1" in capsys.readouterr().out
+    info = ip.run_line_magic("sandbox_info", sb_id)
+    assert info.modules == {"counter": 1}
+    assert ip.run_cell(f"%%sandbox_run {sb_id}\nCounter().inc()").result == 1
+    path = tmp_path / "history.ipynb"
+    cell(ip, f"%sandbox_export {sb_id} {path}")
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and "sandbox_magic" in c.metadata]
+    assert [c.metadata["sandbox_magic"]["version"] for c in code] == [1, 2]
+    assert code[0].source.startswith(f"%%sandbox_reload {sb_id} counter\nclass Counter")
+    assert code[0].metadata["sandbox_magic"]["is_current"]
+    cell(ip, f"%sandbox_destroy {sb_id}")
+    assert sb_id not in ip.user_ns
+    assert sb_id not in {s.id for s in sm.list_sandboxes()}
+
+
+def test_diff_html_escapes_source(ip, sb_id):
+    from sandbox_magic._magics import DiffDisplay
+    cell(ip, f"%%sandbox_reload {sb_id} x\nA = '<b>'\n")
+    cell(ip, f"%%sandbox_reload {sb_id} x\nA = '<img src=x onerror=alert(1)>'\n")
+    html = DiffDisplay(sm.diff_versions(sb_id, "x", 1, 2))._repr_html_()
+    assert "<img" not in html and "&lt;img src=x" in html
+
+
+def test_bad_arguments_are_reported(ip, capsys):
+    assert not cell(ip, "%%sandbox_reload 1bad\nx = 1\n").success
+    assert not cell(ip, "%sandbox_rollback nosuch counter 1").success
+    assert not cell(ip, "%sandbox_rollback x counter notanumber").success

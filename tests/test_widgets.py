@@ -1,0 +1,89 @@
+"""The ipywidgets history panel, driven through its widget objects."""
+
+from __future__ import annotations
+
+import pytest
+
+import sandbox_magic as sm
+from sandbox_magic._widgets import HistoryPanel
+
+V = "def value():\n    return {}\n"
+
+
+def load(sid, n, module="val"):
+    return sm.hot_reload_source(sid, V.format(n), module)
+
+
+def test_panel_lists_versions_newest_first_with_details(sid):
+    load(sid, 1)
+    load(sid, 2)
+    sm.hot_reload_source(sid, V.format(3), "val", state_handler=lambda s, o, n: s)
+    panel = HistoryPanel(sid)
+    rows = panel.version_rows()
+    assert [r["version"] for r in rows] == [3, 2, 1]
+    assert [r["current"] for r in rows] == [True, False, False]
+    assert rows[0]["added"] == 1 and rows[0]["removed"] == 1
+    assert rows[0]["state_handler"] == "<lambda>"
+    assert len(rows[0]["checksum"]) == 8
+    labels = [label for label, _ in panel.versions.options]
+    assert labels[0].startswith("● v3") and "migrated by <lambda>" in labels[0]
+    assert panel.versions.value == 3
+    assert panel.diff_from.value == "v2" and panel.diff_to.value == "v3"
+    assert "return 3" in panel.diff_view.value
+
+
+def test_rollback_undo_redo_buttons_act_on_the_sandbox(sid):
+    for n in (1, 2, 3):
+        load(sid, n)
+    panel = HistoryPanel(sid, "val")
+    panel.versions.value = 1
+    panel.rollback_button.click()
+    assert sm.get_sandbox(sid).value() == 1
+    assert panel.versions.value == 1 and "now v1" in panel.status.value
+    panel.undo_button.click()
+    assert sm.get_module_version(sid, "val") == 3
+    panel.redo_button.click()
+    assert sm.get_module_version(sid, "val") == 1
+    panel.redo_button.click()                    # nothing to redo: shown, not raised
+    assert "nothing to redo" in panel.status.value
+
+
+def test_panel_refreshes_when_a_reload_happens_anywhere(sid):
+    load(sid, 1)
+    panel = HistoryPanel(sid)
+    load(sid, 2)
+    assert [v for _, v in panel.versions.options] == [2, 1]
+    load(sid, 5, module="other")
+    assert set(panel.module_picker.options) == {"val", "other"}
+    sm.rollback_module(sid, "val", 1)
+    assert panel.versions.value == 1
+
+
+def test_diff_between_any_two_versions(sid):
+    for n in (1, 2, 3):
+        load(sid, n)
+    panel = HistoryPanel(sid)
+    panel.diff_from.value = "v1"
+    panel.diff_to.value = "v3"
+    assert "return 1" in panel.diff_view.value and "return 3" in panel.diff_view.value
+
+
+def test_source_text_is_escaped(sid):
+    sm.hot_reload_source(sid, "X = '<script>alert(1)</script>'\n", "evil")
+    sm.hot_reload_source(sid, "X = '<img src=x onerror=alert(2)>'\n", "evil")
+    panel = HistoryPanel(sid)
+    assert "<img" not in panel.diff_view.value and "<script" not in panel.diff_view.value
+    assert "&lt;img" in panel.diff_view.value
+
+
+def test_unknown_sandbox_is_a_clear_error():
+    with pytest.raises(sm.SandboxNotFoundError):
+        HistoryPanel("nope")
+
+
+def test_destroyed_sandbox_is_shown(new_id):
+    sm.create_sandbox(new_id)
+    load(new_id, 1)
+    panel = HistoryPanel(new_id)
+    sm.destroy_sandbox(new_id)
+    assert "no longer exists" in panel.status.value
