@@ -14,6 +14,7 @@ from ._api import (create_sandbox, destroy_sandbox, diff_versions, get_module_ve
 from ._live import ChildSpec, Supervisor
 from ._preservation import CapturedState, PreserveResult, StatePreservation
 from ._server import Server, ServerError, ServerRef
+from ._batch import batch_hot_reload
 from ._artifact import Artifact, CompileInfo, compile_file, compile_sandbox, compile_source
 from ._diff import VersionDiff
 from ._errors import (AmbiguousNameError, ArtifactError, CircularDependencyError, CompileError,
@@ -30,7 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CapturedState", "ChildSpec", "PreserveResult", "Server", "ServerError", "ServerRef",
-    "StatePreservation", "Supervisor", "get_server", "list_servers", "start_server",
+    "StatePreservation", "Supervisor", "batch_hot_reload", "get_server", "list_servers", "start_server",
     "AmbiguousNameError", "Artifact", "ArtifactError", "CircularDependencyError",
     "CompileError", "CompileInfo", "HistoryError", "IncompatibleStateError",
     "InvalidSandboxIdError", "ModuleNotFoundInSandboxError", "ModuleVersionManager",

@@ -389,3 +389,44 @@ def get_server(sandbox_id: str, name: str) -> ServerRef:
 def list_servers(sandbox_id: str) -> list[ServerRef]:
     """Every running server of the sandbox."""
     return [ServerRef(p) for p in list(_state(sandbox_id).servers) if p.alive]
+
+
+# ------------------------------------------------------- dependency-aware sets
+def reload_modules(sandbox_id: str, modules: Any, *, state_handler: StateHandler | None = None,
+                   force_reload: bool = False, parallel: bool = False,
+                   timeout: float | None = None, coordinate_dependencies: bool = True
+                   ) -> ReloadResult:
+    """Reload several modules and their dependents as one transaction.
+
+    ``modules`` is a list of module names (re-run at their current version) or
+    a mapping ``{name: source or Artifact}`` (new code).  Mapping entries whose
+    code is already current are skipped unless ``force_reload``, which re-runs
+    them anyway.
+    """
+    started = time.perf_counter()
+    st = _state(sandbox_id)
+    opts = _options(state_handler, True, coordinate_dependencies, 5.0)
+    if isinstance(modules, str):
+        raise SandboxError("pass a list of module names or a {name: source} mapping, "
+                           "not a single string")
+    with st.lock:
+        changes: list[Change] = []
+        if isinstance(modules, Mapping):
+            for name, code in modules.items():
+                art = (compile_source(code, name) if isinstance(code, str)
+                       else Artifact.coerce(code))
+                ch = plan_change(st, art)
+                if ch is None and force_reload:
+                    ch = Change(name, st.history(name).current_record().artifact, "rerun")
+                if ch is not None:
+                    changes.append(ch)
+        else:
+            for name in modules:
+                changes.append(Change(name, st.history(name).current_record().artifact,
+                                      "rerun"))
+        if not changes:
+            return combine([no_change(st, m, started) for m in modules], started)
+        results = execute(st, changes, opts, parallel=parallel, timeout=timeout)
+    for r in results:
+        _emit("reloaded", sandbox_id, module=r.module, version=r.new_version, status=r.status)
+    return combine(results, started)

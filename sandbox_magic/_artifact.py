@@ -22,6 +22,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._deps import defined_names, definitions_of_tree, imported_names, imports_of_tree
 from ._errors import ArtifactError, CompileError
 
 _PREFIX = b"SBXMAGIC"
@@ -50,10 +51,27 @@ class Artifact:
     source: str = field(repr=False)
     checksum: str
     python_magic: bytes = PYTHON_MAGIC
+    # Found while compiling (one parse serves compile and analysis); None: derive lazily.
+    imports_found: frozenset[str] | None = field(default=None, repr=False, compare=False)
+    defines_found: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def filename(self) -> str:
         return self.code.co_filename
+
+    @property
+    def imports(self) -> frozenset[str]:
+        """Top-level names of the modules this code imports."""
+        if self.imports_found is not None:
+            return self.imports_found
+        return imported_names(self.source)
+
+    @property
+    def defines(self) -> frozenset[str]:
+        """Names the module binds at top level other than by importing."""
+        if self.defines_found is not None:
+            return self.defines_found
+        return defined_names(self.source)
 
     def to_bytes(self) -> bytes:
         """Serialise: prefix, JSON header, source, marshalled code, sha256 digest."""
@@ -190,7 +208,8 @@ def compile_source(source: str, module: str | None = None) -> Artifact:
         code = compile(tree, filename, "exec", dont_inherit=True)
     except SyntaxError as exc:  # errors only the compiler finds (e.g. 'return' outside function)
         raise _compile_error(exc, module) from None
-    return Artifact(module=module, code=code, source=source, checksum=checksum)
+    return Artifact(module=module, code=code, source=source, checksum=checksum,
+                    imports_found=imports_of_tree(tree), defines_found=definitions_of_tree(tree))
 
 
 def _compile_error(exc: SyntaxError, module: str | None) -> CompileError:

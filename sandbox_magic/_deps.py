@@ -9,17 +9,22 @@ counter``.  Names that are not sandbox modules are ignored.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterable, Mapping
 
 from ._errors import CircularDependencyError
 
 
-def imported_names(source: str) -> set[str]:
-    """Top-level module names a source imports (absolute and ``from .``)."""
+@functools.lru_cache(maxsize=4096)
+def imported_names(source: str) -> frozenset[str]:
+    """Top-level module names a source imports (absolute and ``from .``); cached per source."""
     try:
-        tree = ast.parse(source)
+        return imports_of_tree(ast.parse(source))
     except SyntaxError:
-        return set()
+        return frozenset()
+
+
+def imports_of_tree(tree: ast.AST) -> frozenset[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -32,13 +37,18 @@ def imported_names(source: str) -> set[str]:
                 found.update(a.name for a in node.names)
             elif node.level == 1 and node.module:
                 found.add(node.module.split(".")[0])
-    return found
+    return frozenset(found)
 
 
 def dependency_graph(sources: Mapping[str, str]) -> dict[str, set[str]]:
     """``{module: {sibling modules it imports}}`` for the given sources."""
-    names = set(sources)
-    return {m: (imported_names(src) & names) - {m} for m, src in sources.items()}
+    return graph_of({m: imported_names(src) for m, src in sources.items()})
+
+
+def graph_of(imports: Mapping[str, frozenset[str]]) -> dict[str, set[str]]:
+    """``{module: {sibling modules it imports}}`` from each module's imported names."""
+    names = set(imports)
+    return {m: set(imp & names) - {m} for m, imp in imports.items()}
 
 
 def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
@@ -107,12 +117,16 @@ def dependents_of(graph: Mapping[str, Iterable[str]], roots: Iterable[str]) -> s
     return out
 
 
-def defined_names(source: str) -> set[str]:
-    """Names a module binds at top level other than by importing them."""
+@functools.lru_cache(maxsize=4096)
+def defined_names(source: str) -> frozenset[str]:
+    """Names a module binds at top level other than by importing them; cached per source."""
     try:
-        tree = ast.parse(source)
+        return definitions_of_tree(ast.parse(source))
     except SyntaxError:
-        return set()
+        return frozenset()
+
+
+def definitions_of_tree(tree: ast.Module) -> frozenset[str]:
     names: set[str] = set()
 
     def targets(node: ast.AST) -> None:
@@ -143,4 +157,4 @@ def defined_names(source: str) -> set[str]:
                     block(h.body)
 
     block(tree.body)
-    return {n for n in names if not (n.startswith("__") and n.endswith("__"))}
+    return frozenset(n for n in names if not (n.startswith("__") and n.endswith("__")))

@@ -312,7 +312,9 @@ def _versions(state: Any, changes: list[Any]) -> dict[str, tuple[int | None, int
     for c in changes:
         h = state.histories.get(c.module)
         old = h.current if h is not None else None
-        if c.action == "new":
+        if c.action == "rerun":
+            new = old
+        elif c.action == "new":
             new = h.next_version if h is not None else 1
         elif c.action == "activate":
             new = c.version

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._api import _state, hot_reload
+from ._api import _state, hot_reload, reload_modules
+from ._reload import ReloadResult
 from ._artifact import Artifact, compile_source
 from ._deps import dependency_graph, find_cycles, topological_order
 from ._versions import utcnow
@@ -81,3 +82,26 @@ class ModuleVersionManager:
     def detect_circular_dependencies(graph: dict[str, Any]) -> list[list[str]]:
         """Cycles of a ``{module: deps}`` graph, each closed: ``[["a", "b", "a"]]``."""
         return find_cycles(graph)
+
+    @staticmethod
+    def cascading_reload(sandbox_id: str, modules: Any, *, state_handler: Any = None,
+                         force_reload: bool = False) -> ReloadResult:
+        """Reload ``modules`` and every sandbox module importing them, in dependency order.
+
+        One transaction: if any module fails, all of them stay as they were.
+        ``modules``: names (re-run at their current version) or ``{name: source}``;
+        with ``force_reload`` unchanged sources are re-run too.
+        """
+        return reload_modules(sandbox_id, modules, state_handler=state_handler,
+                              force_reload=force_reload)
+
+    @staticmethod
+    def parallel_reload(sandbox_id: str, modules: Any, *, timeout: float | None = None,
+                        state_handler: Any = None, force_reload: bool = False) -> ReloadResult:
+        """Like :meth:`cascading_reload`, running independent modules of a level together.
+
+        ``timeout`` bounds each level; a level that does not finish in time
+        fails the reload and nothing changes.
+        """
+        return reload_modules(sandbox_id, modules, state_handler=state_handler,
+                              force_reload=force_reload, parallel=True, timeout=timeout)

@@ -14,12 +14,13 @@ import sys
 import time
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._artifact import Artifact
-from ._deps import dependency_graph, dependents_of, topological_order
+from ._deps import dependents_of, graph_of, topological_order
 from ._errors import ReloadError, SandboxError
 from ._patch import Patcher
 from ._sandbox import SandboxState, register_source
@@ -59,7 +60,7 @@ class Change:
 
     module: str
     artifact: Artifact
-    action: str                 # "new" | "activate" | "move"
+    action: str                 # "new" | "activate" | "move" | "rerun" (no version recorded)
     version: int | None = None  # target of "activate"
     delta: int = 0              # step of "move"
 
@@ -94,9 +95,55 @@ def _body_error(exc: BaseException, module: str, artifact: Artifact) -> ReloadEr
     return err
 
 
+def _levels(order: list[str], graph: dict[str, set[str]]) -> list[list[str]]:
+    """Group modules so that each group only imports modules of earlier groups."""
+    level: dict[str, int] = {}
+    for m in order:
+        level[m] = 1 + max((level[d] for d in graph.get(m, ()) if d in level), default=-1)
+    groups: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for m in order:
+        groups[level[m]].append(m)
+    return groups
+
+
+def _run_body(state: SandboxState, m: str, art: Artifact, smod: types.ModuleType) -> None:
+    try:
+        exec(art.code, smod.__dict__)
+    except Exception as exc:
+        raise _body_error(exc, m, art) from exc
+
+
+def _run_level(state: SandboxState, mods: list[str], code_for: dict[str, Artifact],
+               staged: dict[str, types.ModuleType], timeout: float | None) -> None:
+    """Run the bodies of independent modules side by side; the first error wins."""
+    def job(m: str) -> None:
+        state.join_overlay()
+        _run_body(state, m, code_for[m], staged[m])
+
+    pool = ThreadPoolExecutor(max_workers=min(8, len(mods)),
+                              thread_name_prefix=f"sandbox-{state.id}-reload")
+    try:
+        futures = {pool.submit(job, m): m for m in mods}
+        done, pending = wait(futures, timeout=timeout)
+        if pending:
+            late = ", ".join(sorted(futures[f] for f in pending))
+            raise ReloadError(f"module bodies of {late} did not finish within {timeout} s; "
+                              "nothing was changed", step="execute", module=late)
+        for f in futures:   # input order: the same error every time
+            f.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, *,
-            status: str = "hot_reloaded", fresh: bool = False) -> list[ReloadResult]:
-    """Run one transaction; return a result per changed module (see module doc)."""
+            status: str = "hot_reloaded", fresh: bool = False, rerun: Iterable[str] = (),
+            parallel: bool = False, timeout: float | None = None) -> list[ReloadResult]:
+    """Run one transaction; return a result per changed module (see module doc).
+
+    ``rerun`` names modules re-executed at their current version without
+    recording one; ``parallel`` runs the bodies of modules of one dependency
+    level side by side, each level bounded by ``timeout`` seconds.
+    """
     started = time.perf_counter()
     with state.lock:
         code_for: dict[str, Artifact] = {}
@@ -105,7 +152,7 @@ def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, 
         changed = {c.module for c in changes}
         for c in changes:
             code_for[c.module] = c.artifact
-        graph = dependency_graph({m: a.source for m, a in code_for.items()})
+        graph = graph_of({m: a.imports for m, a in code_for.items()})
         order = topological_order(graph)
         if fresh:
             run = set(code_for)
@@ -113,7 +160,7 @@ def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, 
         else:
             cascade = (dependents_of(graph, changed) & set(state.modules)
                        if options.coordinate_dependencies else set())
-            run = changed | cascade
+            run = changed | cascade | set(rerun)
         run_order = [m for m in order if m in run]
 
         staged: dict[str, types.ModuleType] = {}
@@ -124,17 +171,18 @@ def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, 
         patcher: Patcher | None = None
         state.install_overlay(staged)
         try:
-            for m in run_order:
-                art = code_for[m]
-                register_source(art)
-                smod = state.new_module(m, art)
-                staged[m] = smod
-                saved_sys.setdefault(smod.__name__, sys.modules.get(smod.__name__))
-                sys.modules[smod.__name__] = smod
-                try:
-                    exec(art.code, smod.__dict__)
-                except Exception as exc:
-                    raise _body_error(exc, m, art) from exc
+            for group in (_levels(run_order, graph) if parallel else [[m] for m in run_order]):
+                for m in group:
+                    art = code_for[m]
+                    register_source(art)
+                    smod = state.new_module(m, art)
+                    staged[m] = smod
+                    saved_sys.setdefault(smod.__name__, sys.modules.get(smod.__name__))
+                    sys.modules[smod.__name__] = smod
+                if len(group) == 1:
+                    _run_body(state, group[0], code_for[group[0]], staged[group[0]])
+                else:
+                    _run_level(state, group, code_for, staged, timeout)
             for m in run_order:
                 existing = None if fresh else state.modules.get(m)
                 reals[m] = existing if existing is not None else state.new_module(m, code_for[m])
@@ -182,11 +230,15 @@ def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, 
 
         results = []
         notes = tuple(patcher.notes) if patcher else ()
-        deps = tuple(m for m in run_order if m in cascade)
+        deps = tuple(m for m in run_order if m not in changed)
         duration = time.perf_counter() - started
         for c in changes:
             h = state.histories.setdefault(c.module, ModuleHistory(c.module))
             old = h.current
+            if c.action == "rerun":
+                results.append(ReloadResult(status, c.module, old, old, migrated, deps,
+                                            duration, notes))
+                continue
             if c.action == "new":
                 h.add(c.artifact, options.handler_name)
             elif c.action == "activate":

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from ._artifact import Artifact
-from ._deps import defined_names
 from ._tracking import build_class
 from ._errors import AmbiguousNameError, InvalidSandboxIdError, ModuleNotFoundInSandboxError
 from ._versions import ModuleHistory, VersionStore, utcnow
@@ -82,7 +81,7 @@ class SandboxState:
         self.package.__path__ = []
         self.package.__package__ = self.package_name
         self.modules: dict[str, types.ModuleType] = {}
-        self.defined: dict[str, set[str]] = {}
+        self.defined: dict[str, frozenset[str]] = {}
         self.histories: dict[str, ModuleHistory] = store.load(sandbox_id)
         self.builtins = dict(builtins.__dict__)
         self.builtins["__import__"] = self._import
@@ -92,7 +91,7 @@ class SandboxState:
                                         "__package__": self.package_name}
         self._scratch_names: set[str] = set()
         self._overlay: dict[str, types.ModuleType] = {}
-        self._overlay_thread: int | None = None
+        self._overlay_threads: set[int] = set()
         self.supervisor: Any = None
         self.supervisor_spec: Any = None
         self.servers: list[Any] = []
@@ -105,7 +104,7 @@ class SandboxState:
         return f"{self.package_name}.{module}"
 
     def lookup(self, name: str) -> types.ModuleType | None:
-        if self._overlay_thread == threading.get_ident():
+        if self._overlay_threads and threading.get_ident() in self._overlay_threads:
             mod = self._overlay.get(name)
             if mod is not None:
                 return mod
@@ -143,16 +142,21 @@ class SandboxState:
 
     # ------------------------------------------------------------ activation
     def install_overlay(self, staged: dict[str, types.ModuleType]) -> None:
+        """Let the reloading thread import staged modules by their plain names."""
         self._overlay = staged
-        self._overlay_thread = threading.get_ident()
+        self._overlay_threads = {threading.get_ident()}
+
+    def join_overlay(self) -> None:
+        """Let the current (worker) thread see the staged modules too."""
+        self._overlay_threads.add(threading.get_ident())
 
     def clear_overlay(self) -> None:
         self._overlay = {}
-        self._overlay_thread = None
+        self._overlay_threads = set()
 
     def register_module(self, name: str, mod: types.ModuleType, artifact: Artifact) -> None:
         self.modules[name] = mod
-        self.defined[name] = defined_names(artifact.source)
+        self.defined[name] = artifact.defines
         sys.modules[mod.__name__] = mod
         setattr(self.package, name, mod)
 

@@ -64,6 +64,10 @@ def test_tour(tmp_path):
     assert text(nb, "after-failure").strip() == "110.0"
     assert text(nb, "plugin").strip() == "'Welcome back, class!'"
     assert text(nb, "editor-undo").strip() == "(1, 12)"
+    batch = text(nb, "batch")
+    assert "19 updated; failed: ['tenant13']" in batch and "45.0" in batch
+    cascade = text(nb, "cascade-manager")
+    assert "['tax', 'pricing']" in cascade and "(('pricing',), 12.5)" in cascade
 
 
 @pytest.mark.parametrize("name", ["quickstart.ipynb", "tour.ipynb"])
