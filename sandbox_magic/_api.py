@@ -295,7 +295,7 @@ def diff_versions(sandbox_id: str, module: str, v1: int, v2: int) -> VersionDiff
     """Line diff (diff-match-patch) from version ``v1`` to ``v2``."""
     h = _state(sandbox_id).history(module)
     a, b = h.record(v1), h.record(v2)
-    return diff_sources(module, v1, a.artifact.source, v2, b.artifact.source)
+    return diff_sources(module, v1, a.source, v2, b.source)
 
 
 # ------------------------------------------------------------------------ run

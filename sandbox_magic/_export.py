@@ -28,7 +28,7 @@ def history_notebook(sandbox_id: str) -> Any:
                     "checksum": rec.checksum, "loaded_at": rec.loaded_at.isoformat(),
                     "state_handler": rec.state_handler, "is_current": rec.version == h.current}}
                 header = f"%%sandbox_reload {sandbox_id} {name}"
-                cells.append(new_code_cell(f"{header}\n{rec.artifact.source.rstrip()}",
+                cells.append(new_code_cell(f"{header}\n{rec.source.rstrip()}",
                                            metadata=meta))
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",

@@ -48,7 +48,7 @@ class ModuleVersionManager:
             modules = {}
             for name, h in sorted(st.histories.items()):
                 modules[name] = [
-                    {"version": r.version, "checksum": r.checksum, "source": r.artifact.source,
+                    {"version": r.version, "checksum": r.checksum, "source": r.source,
                      "loaded_at": r.loaded_at, "is_current": r.version == h.current,
                      "state_handler": r.state_handler, "artifact": r.artifact.to_bytes()}
                     for r in sorted(h.records.values(), key=lambda r: -r.version)]
@@ -60,7 +60,7 @@ class ModuleVersionManager:
         """``{module: sibling modules it imports}`` for the given (default: all) modules."""
         st = _state(sandbox_id)
         with st.lock:
-            sources = {m: st.histories[m].current_record().artifact.source
+            sources = {m: st.histories[m].current_record().source
                        for m in st.modules}
         graph = dependency_graph(sources)
         if modules is None:

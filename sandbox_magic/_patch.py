@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import enum
 import functools
+import operator
+from collections import deque
+from functools import partial
 import types
 from collections.abc import Callable
 from typing import Any
@@ -354,16 +357,24 @@ class Patcher:
 
     # ------------------------------------------------------------------- commit
     def commit(self, modules: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-        """Apply every pair and rewrite each ``(real_dict, staging_dict)``; all or nothing."""
+        """Apply every pair and rewrite each ``(real_dict, staging_dict)``; all or nothing.
+
+        Every change to an old object is first prepared as a call of a C function
+        (``setattr``, ``type.__setattr__``, ``dict.update``...), then all of them
+        run inside one C-level loop.  No Python bytecode runs in between, so no
+        other thread can observe a module that is half old and half new.
+        """
+        ops: list[Callable[[], Any]] = []
         try:
             for old, new, mode in self._func_pairs:
-                self._patch_function(old, new, mode)
+                self._patch_function(ops, old, new, mode)
             for old, new, _ in self._class_pairs:
-                self._patch_class(old, new)
+                self._patch_class(ops, old, new)
             for old, new in self._instance_pairs:
-                self._patch_instance(old, new)
+                self._patch_instance(ops, old, new)
             for real, staging in modules:
-                self._patch_module(real, staging)
+                self._patch_module(ops, real, staging)
+            deque(map(operator.call, ops), maxlen=0)
         except BaseException:
             self.revert()
             raise
@@ -373,7 +384,8 @@ class Patcher:
         while self._undo:
             self._undo.pop()()
 
-    def _patch_function(self, old: types.FunctionType, new: Any, mode: str) -> None:
+    def _patch_function(self, ops: list[Callable[[], Any]], old: types.FunctionType, new: Any,
+                        mode: str) -> None:
         saved = {a: getattr(old, a) for a in _FUNC_ATTRS}
         saved_dict = dict(old.__dict__)
         saved_cells = [_cell_get(c) for c in _cells(old)]
@@ -381,37 +393,35 @@ class Patcher:
         def undo() -> None:
             for a, v in saved.items():
                 setattr(old, a, v)
-            old.__dict__.clear()
-            old.__dict__.update(saved_dict)
+            old.__dict__ = dict(saved_dict)
             for c, v in zip(_cells(old), saved_cells):
                 _cell_set(c, v)
         self._undo.append(undo)
         self.patched += 1
         if mode == "code":
-            old.__code__ = new.__code__
-            old.__defaults__ = self.tr(new.__defaults__)
-            old.__kwdefaults__ = self.tr(new.__kwdefaults__)
+            attrs = {"__code__": new.__code__, "__defaults__": self.tr(new.__defaults__),
+                     "__kwdefaults__": self.tr(new.__kwdefaults__)}
             for oc, nc in zip(_cells(old), _cells(new)):
-                _cell_set(oc, self.tr(_cell_get(nc)) if _cell_get(nc) is not _Empty else _Empty)
-            old.__dict__.clear()
-            old.__dict__.update(self.tr(dict(new.__dict__)))
+                v = _cell_get(nc)
+                if v is _Empty:
+                    ops.append(partial(delattr, oc, "cell_contents"))
+                else:
+                    ops.append(partial(setattr, oc, "cell_contents", self.tr(v)))
+            new_dict = self.tr(dict(new.__dict__))
         else:
             target = (self._rebuild(new, remember=False) if self._is_new_function(new)
                       else self.tr(new))
-            old.__code__ = _trampoline_code(len(_cells(old)))
-            old.__defaults__ = None
-            old.__kwdefaults__ = {_TARGET: target}
-            old.__dict__.clear()
-            if isinstance(new, types.FunctionType):
-                old.__dict__.update(self.tr(dict(new.__dict__)))
-            old.__dict__["__wrapped__"] = target
-        old.__doc__ = getattr(new, "__doc__", None)
-        old.__name__ = new.__name__
-        old.__qualname__ = new.__qualname__
-        old.__module__ = new.__module__
-        old.__annotations__ = dict(getattr(new, "__annotations__", {}) or {})
+            attrs = {"__code__": _trampoline_code(len(_cells(old))), "__defaults__": None,
+                     "__kwdefaults__": {_TARGET: target}}
+            new_dict = self.tr(dict(new.__dict__)) if isinstance(new, types.FunctionType) else {}
+            new_dict["__wrapped__"] = target
+        attrs.update({"__doc__": getattr(new, "__doc__", None), "__name__": new.__name__,
+                      "__qualname__": new.__qualname__, "__module__": new.__module__,
+                      "__annotations__": dict(getattr(new, "__annotations__", {}) or {}),
+                      "__dict__": new_dict})
+        ops.extend(partial(setattr, old, k, v) for k, v in attrs.items())
 
-    def _patch_class(self, old: type, new: type) -> None:
+    def _patch_class(self, ops: list[Callable[[], Any]], old: type, new: type) -> None:
         saved = dict(old.__dict__)
         saved_bases = old.__bases__
 
@@ -428,39 +438,37 @@ class Patcher:
         self.patched += 1
         bases = tuple(self.tr(b) for b in new.__bases__)
         if bases != old.__bases__:
-            old.__bases__ = bases
+            ops.append(partial(type.__setattr__, old, "__bases__", bases))
         new_dict = new.__dict__
-        for name in list(old.__dict__):
-            if name in _CLASS_KEEP or name in new_dict:
+        for name, ov in saved.items():
+            if name in _CLASS_KEEP or name in new_dict or name == "__abstractmethods__":
                 continue
-            if isinstance(old.__dict__[name], (types.MemberDescriptorType,
-                                               types.GetSetDescriptorType)):
+            if isinstance(ov, (types.MemberDescriptorType, types.GetSetDescriptorType)):
                 continue
-            if name == "__abstractmethods__":
-                continue
-            type.__delattr__(old, name)
+            ops.append(partial(type.__delattr__, old, name))
         for name, nv in list(new_dict.items()):
             if name in _CLASS_KEEP:
                 continue
             if isinstance(nv, (types.MemberDescriptorType, types.GetSetDescriptorType)) \
-                    and name in old.__dict__:
+                    and name in saved:
                 continue  # slot descriptors belong to the class that made them
             t = self.tr(nv)
-            if old.__dict__.get(name, _Empty) is not t:
-                type.__setattr__(old, name, t)
-        type.__setattr__(old, "__qualname__", new.__qualname__)
-        type.__setattr__(old, "__name__", new.__name__)
+            if saved.get(name, _Empty) is not t:
+                ops.append(partial(type.__setattr__, old, name, t))
+        ops.append(partial(type.__setattr__, old, "__qualname__", new.__qualname__))
+        ops.append(partial(type.__setattr__, old, "__name__", new.__name__))
 
-    def _patch_instance(self, old: Any, new: Any) -> None:
+    def _patch_instance(self, ops: list[Callable[[], Any]], old: Any, new: Any) -> None:
         saved = dict(old.__dict__)
 
         def undo() -> None:
             old.__dict__.clear()
             old.__dict__.update(saved)
         self._undo.append(undo)
-        old.__dict__.update(self.tr(dict(new.__dict__)))
+        ops.append(partial(old.__dict__.update, self.tr(dict(new.__dict__))))
 
-    def _patch_module(self, real: dict[str, Any], staging: dict[str, Any]) -> None:
+    def _patch_module(self, ops: list[Callable[[], Any]], real: dict[str, Any],
+                      staging: dict[str, Any]) -> None:
         saved = dict(real)
 
         def undo() -> None:
@@ -468,7 +476,6 @@ class Patcher:
             real.update(saved)
         self._undo.append(undo)
         values = {k: self.tr(v) for k, v in staging.items() if k not in _MODULE_KEEP}
-        for name in list(real):
-            if name not in values and name not in _MODULE_KEEP:
-                del real[name]
-        real.update(values)
+        ops.extend(partial(real.__delitem__, name) for name in saved
+                   if name not in values and name not in _MODULE_KEEP)
+        ops.append(partial(real.update, values))

@@ -14,22 +14,43 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ._artifact import Artifact
+from ._artifact import Artifact, compile_source, source_checksum
 from ._errors import HistoryError, VersionNotFoundError
 
 
-@dataclass(frozen=True)
 class VersionRecord:
-    """One stored version of a module."""
+    """One stored version of a module.
 
-    version: int
-    artifact: Artifact
-    loaded_at: datetime
-    state_handler: str | None = None
+    Versions read back from a durable store hold only their source; the
+    artifact is compiled the first time it is needed (a rollback, a restore).
+    """
+
+    __slots__ = ("version", "module", "source", "checksum", "loaded_at", "state_handler",
+                 "_artifact")
+
+    def __init__(self, version: int, artifact: Artifact | None, loaded_at: datetime,
+                 state_handler: str | None = None, *, module: str | None = None,
+                 source: str | None = None) -> None:
+        self.version = version
+        self.loaded_at = loaded_at
+        self.state_handler = state_handler
+        self._artifact = artifact
+        if artifact is not None:
+            self.module, self.source, self.checksum = (artifact.module, artifact.source,
+                                                       artifact.checksum)
+        else:
+            assert module is not None and source is not None
+            self.module, self.source = module, source
+            self.checksum = source_checksum(source)
 
     @property
-    def checksum(self) -> str:
-        return self.artifact.checksum
+    def artifact(self) -> Artifact:
+        if self._artifact is None:
+            self._artifact = compile_source(self.source, self.module)
+        return self._artifact
+
+    def __repr__(self) -> str:
+        return f"<VersionRecord {self.module} v{self.version} {self.checksum[:8]}>"
 
 
 @dataclass(frozen=True)
@@ -88,7 +109,7 @@ class ModuleHistory:
         return None
 
     def infos(self) -> list[VersionInfo]:
-        return [VersionInfo(self.module, r.version, r.loaded_at, r.checksum, r.artifact.source,
+        return [VersionInfo(self.module, r.version, r.loaded_at, r.checksum, r.source,
                             r.version == self.current, r.state_handler)
                 for r in sorted(self.records.values(), key=lambda r: -r.version)]
 
