@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._api import (create_sandbox, destroy_sandbox, diff_versions, get_module_version,
                    get_sandbox, get_sandbox_info, get_version_history, hot_reload,
                    get_server, hot_reload_source, list_module_versions, list_sandboxes,
-                   list_servers, redo, restart_sandbox, rollback_module, run, start_server,
+                   list_servers, redo, restart_sandbox, restore_sandbox, set_default_store, rollback_module, run, start_server,
                    undo)
 from ._live import ChildSpec, Supervisor
 from ._preservation import CapturedState, PreserveResult, StatePreservation
@@ -25,13 +25,15 @@ from ._errors import (AmbiguousNameError, ArtifactError, CircularDependencyError
 from ._manager import ModuleVersionManager
 from ._reload import ReloadResult
 from ._sandbox import Sandbox, SandboxInfo
+from ._store import SQLiteVersionStore, StoreWarning
 from ._versions import VersionInfo, VersionStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CapturedState", "ChildSpec", "PreserveResult", "Server", "ServerError", "ServerRef",
-    "StatePreservation", "Supervisor", "batch_hot_reload", "get_server", "list_servers", "start_server",
+    "StatePreservation", "Supervisor", "batch_hot_reload", "restore_sandbox",
+    "set_default_store", "SQLiteVersionStore", "StoreWarning", "get_server", "list_servers", "start_server",
     "AmbiguousNameError", "Artifact", "ArtifactError", "CircularDependencyError",
     "CompileError", "CompileInfo", "HistoryError", "IncompatibleStateError",
     "InvalidSandboxIdError", "ModuleNotFoundInSandboxError", "ModuleVersionManager",

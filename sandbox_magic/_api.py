@@ -28,7 +28,7 @@ from ._versions import VersionInfo, VersionStore
 PARTICIPANTS.append(LiveState)
 _registry: dict[str, SandboxState] = {}
 _registry_lock = threading.RLock()
-_default_store = VersionStore()
+_default_store: VersionStore | None = None
 #: Called with ``(event, sandbox_id, payload)`` after every change; the Jupyter
 #: glue (widgets, comm) subscribes here.
 listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
@@ -42,10 +42,30 @@ def _emit(event: str, sandbox_id: str, **payload: Any) -> None:
             pass
 
 
-def set_default_store(store: VersionStore) -> None:
-    """Store used by sandboxes created from now on."""
+def set_default_store(store: VersionStore | str | Path | None) -> VersionStore:
+    """Choose where sandboxes created from now on keep their history.
+
+    A :class:`VersionStore`, a path to an SQLite file, ``":memory:"``, or
+    ``None`` to go back to the default (``$SANDBOX_MAGIC_STORE``, else
+    ``.sandbox_magic/history.sqlite3`` in the working directory).
+    """
     global _default_store
-    _default_store = store
+    from ._store import MEMORY, SQLiteVersionStore
+    if store is None or isinstance(store, VersionStore):
+        _default_store = store
+    elif str(store) == MEMORY:
+        _default_store = VersionStore()
+    else:
+        _default_store = SQLiteVersionStore(store)
+    return default_store()
+
+
+def default_store() -> VersionStore:
+    global _default_store
+    if _default_store is None:
+        from ._store import store_from_environment
+        _default_store = store_from_environment()
+    return _default_store
 
 
 def _state(sandbox_id: str) -> SandboxState:
@@ -100,7 +120,7 @@ def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
             raise SandboxExistsError(f"sandbox {sandbox_id!r} already exists; use "
                                      "get_sandbox() or destroy_sandbox() first")
         st = SandboxState(sandbox_id, max_versions=max_versions, sandbox_path=path,
-                          store=store or _default_store)
+                          store=store or default_store())
         _registry[sandbox_id] = st
     try:
         import sys
@@ -119,13 +139,19 @@ def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
     return st.info()
 
 
-def destroy_sandbox(sandbox_id: str) -> None:
-    """Stop the sandbox's servers and drop its modules from ``sys.modules``."""
+def destroy_sandbox(sandbox_id: str, *, forget_history: bool = False) -> None:
+    """Stop the sandbox's servers and drop its modules from ``sys.modules``.
+
+    The recorded history stays in the store (a sandbox created later under
+    the same id sees it) unless ``forget_history`` is true.
+    """
     st = _state(sandbox_id)
     with st.lock:
         from ._live import stop_all
         stop_all(st)
         st.unregister_all()
+        if forget_history:
+            st.store.forget(sandbox_id)
         st.status = "destroyed"
         with _registry_lock:
             _registry.pop(sandbox_id, None)
@@ -141,6 +167,30 @@ def restart_sandbox(sandbox_id: str) -> SandboxInfo:
         st.restart_count += 1
         restart_tree(st)
     _emit("sandbox_restarted", sandbox_id)
+    return st.info()
+
+
+def restore_sandbox(sandbox_id: str) -> SandboxInfo:
+    """Load every module the history knows at its current version (after a restart).
+
+    Creates the sandbox if needed.  Code comes back; the state of live objects
+    from before the restart does not (it lived in the old process).
+    """
+    with _registry_lock:
+        exists = sandbox_id in _registry
+    if not exists:
+        create_sandbox(sandbox_id)
+    st = _state(sandbox_id)
+    with st.lock:
+        missing = [m for m, h in sorted(st.histories.items())
+                   if h.current is not None and m not in st.modules]
+        if missing:
+            changes = [Change(m, st.histories[m].current_record().artifact, "rerun")
+                       for m in missing]
+            execute(st, changes, ReloadOptions())
+    for m in missing:
+        _emit("reloaded", sandbox_id, module=m, version=st.histories[m].current,
+              status="restored")
     return st.info()
 
 
@@ -178,7 +228,8 @@ def hot_reload(sandbox_id: str, artifact: Artifact | bytes, *,
         change = plan_change(st, art)
         if change is None:
             return no_change(st, art.module, started)
-        status = "hot_reloaded" if change.action == "new" else "rolled_back"
+        loaded = art.module in st.modules
+        status = "hot_reloaded" if change.action == "new" or not loaded else "rolled_back"
         (result,) = execute(st, [change], opts, status=status)
     _emit("reloaded", sandbox_id, module=art.module, version=result.new_version,
           status=result.status)

@@ -24,9 +24,25 @@ def imported_names(source: str) -> frozenset[str]:
         return frozenset()
 
 
-def imports_of_tree(tree: ast.AST) -> frozenset[str]:
+def _statements(stmts: list[ast.stmt]):  # type: ignore[no-untyped-def]
+    """Every statement, nested ones included, without visiting expressions (fast)."""
+    todo = list(reversed(stmts))
+    while todo:
+        st = todo.pop()
+        yield st
+        for field in ("body", "orelse", "finalbody"):
+            sub = getattr(st, field, None)
+            if sub:
+                todo.extend(reversed(sub))
+        for h in getattr(st, "handlers", ()) or ():
+            todo.extend(reversed(h.body))
+        for case in getattr(st, "cases", ()) or ():
+            todo.extend(reversed(case.body))
+
+
+def imports_of_tree(tree: ast.Module) -> frozenset[str]:
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _statements(tree.body):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found.add(alias.name.split(".")[0])

@@ -47,7 +47,23 @@ class SandboxMagics(Magics):
 
     def _ensure(self, sandbox_id: str) -> None:
         if sandbox_id not in {s.id for s in api.list_sandboxes()}:
-            api.create_sandbox(sandbox_id)
+            info = api.create_sandbox(sandbox_id)
+            if info.stored_modules:
+                mods = ", ".join(f"{m} v{v}" for m, v in info.stored_modules.items())
+                print(f"{sandbox_id}: history from an earlier session found ({mods}); "
+                      f"numbering continues. %sandbox_restore {sandbox_id} loads them all.")
+
+    def _existing_or_stored(self, sandbox_id: str) -> None:
+        """A sandbox that exists, or whose history is in the store (after a restart)."""
+        api.validate_sandbox_id(sandbox_id)
+        if sandbox_id in {s.id for s in api.list_sandboxes()}:
+            return
+        info = api.create_sandbox(sandbox_id)
+        if not info.stored_modules:
+            api.destroy_sandbox(sandbox_id)
+            raise MagicError(f"no sandbox {sandbox_id!r} and no recorded history for it; "
+                             f"run a %%sandbox_reload {sandbox_id} cell first")
+        self._bind_handle(sandbox_id)
 
     def _handler(self, sandbox_id: str, module: str, name: str | None) -> tuple[Any, Any]:
         """The state handler to use, and the pending key it consumes (if any)."""
@@ -155,6 +171,7 @@ class SandboxMagics(Magics):
     def sandbox_history(self, line: str) -> Any:
         """Show the version history panel (module picker, versions, diff, rollback)."""
         args = parse_argstring(self.sandbox_history, line)
+        self._existing_or_stored(args.sandbox_id)
         from ._widgets import HistoryPanel
         return HistoryPanel(args.sandbox_id, args.module)
 
@@ -218,6 +235,25 @@ class SandboxMagics(Magics):
             v1 = max(older)
         d = api.diff_versions(args.sandbox_id, args.module, v1, v2)
         display(DiffDisplay(d))
+
+    @line_magic
+    def sandbox_restore(self, line: str) -> None:
+        """Rebuild a sandbox from its recorded history (after a kernel restart).
+
+        Every module comes back at its current version; the state of objects
+        from before the restart does not come back (it lived in the old kernel).
+        """
+        sid = line.strip()
+        if not sid:
+            raise MagicError("usage: %sandbox_restore SANDBOX_ID")
+        self._existing_or_stored(sid)
+        try:
+            info = api.restore_sandbox(sid)
+        except ReloadError as exc:
+            raise MagicError(_reload_message(exc)) from None
+        self._bind_handle(sid)
+        mods = ", ".join(f"{m} v{v}" for m, v in info.modules.items())
+        print(f"{sid} restored: {mods} (objects from before the restart are not restored)")
 
     @line_magic
     def sandbox_list(self, line: str) -> None:

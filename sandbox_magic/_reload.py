@@ -256,12 +256,13 @@ def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, 
 def plan_change(state: SandboxState, artifact: Artifact) -> Change | None:
     """New version, re-activation of an identical retained version, or None (no change)."""
     h = state.histories.get(artifact.module)
-    if h is not None and h.current is not None and artifact.module in state.modules:
-        if h.current_record().checksum == artifact.checksum:
+    if h is not None and h.current is not None:
+        loaded = artifact.module in state.modules
+        if loaded and h.current_record().checksum == artifact.checksum:
             return None
         same = h.find_checksum(artifact.checksum)
-        if same is not None:
-            return Change(artifact.module, h.records[same].artifact, "activate", version=same)
+        if same is not None:   # also after a restart: load the stored version, no duplicate
+            return Change(artifact.module, artifact, "activate", version=same)
     return Change(artifact.module, artifact, "new")
 
 

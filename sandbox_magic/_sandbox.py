@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ class SandboxInfo:
     namespace: str                   # the sys.modules prefix of its modules
     sandbox_path: str | None = None
     supervisor: str | None = None
+    stored_modules: dict[str, int] = field(default_factory=dict)  # in the history, not loaded
 
 
 class SandboxState:
@@ -178,7 +179,9 @@ class SandboxState:
             restart_count=self.restart_count, modules=self.current_versions(),
             max_versions=self.max_versions, namespace=self.package_name,
             sandbox_path=str(self.sandbox_path) if self.sandbox_path else None,
-            supervisor=getattr(sup, "__qualname__", None) or (str(sup) if sup else None))
+            supervisor=getattr(sup, "__qualname__", None) or (str(sup) if sup else None),
+            stored_modules={m: h.current for m, h in sorted(self.histories.items())
+                            if h.current is not None and m not in self.modules})
 
     def resolve(self, name: str) -> Any:
         """Top-level definition named ``name`` (definitions beat module names)."""

@@ -136,6 +136,8 @@ class ModuleHistory:
         """Make ``version`` current as a new step (drops any redo steps)."""
         self.record(version)
         self.current = version
+        if self.timeline and self.cursor >= 0 and self.timeline[self.cursor] == version:
+            return
         del self.timeline[self.cursor + 1:]
         if not self.timeline or self.timeline[-1] != version:
             self.timeline.append(version)

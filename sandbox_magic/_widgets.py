@@ -103,7 +103,7 @@ class HistoryPanel(w.VBox):
             except SandboxError:
                 self.status.value = "<i>this sandbox no longer exists</i>"
                 return
-            mods = sorted(info.modules)
+            mods = sorted({**info.modules, **info.stored_modules})
             keep = module or self.module_picker.value
             self.module_picker.options = mods
             self.module_picker.value = keep if keep in mods else (mods[0] if mods else None)

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 import textwrap
+
+# The suite keeps history in memory unless a test asks for a durable store.
+os.environ.setdefault("SANDBOX_MAGIC_STORE", ":memory:")
 
 import pytest
 

@@ -180,3 +180,27 @@ def test_bad_arguments_are_reported(ip, capsys):
     assert not cell(ip, "%%sandbox_reload 1bad\nx = 1\n").success
     assert not cell(ip, "%sandbox_rollback nosuch counter 1").success
     assert not cell(ip, "%sandbox_rollback x counter notanumber").success
+
+
+def test_history_and_restore_after_a_restart(ip, sb_id, tmp_path, capsys):
+    previous = sm._api._default_store
+    sm.set_default_store(tmp_path / "h.sqlite3")
+    try:
+        cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+        cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
+        sm.destroy_sandbox(sb_id)               # what a kernel restart leaves behind
+        ip.user_ns.pop(sb_id, None)
+        capsys.readouterr()
+        panel = ip.run_line_magic("sandbox_history", sb_id)
+        assert [v for _, v in panel.versions.options] == [2, 1]
+        assert sm.get_sandbox_info(sb_id).modules == {}
+        cell(ip, f"%sandbox_restore {sb_id}")
+        out = capsys.readouterr().out
+        assert "counter v2" in out and "not restored" in out
+        assert ip.user_ns[sb_id].Counter().inc() == 10
+        cell(ip, f"%%sandbox_reload {sb_id}\n{V1.replace('+= 1', '+= 5')}")
+        assert "counter v3" in capsys.readouterr().out
+        assert not cell(ip, "%sandbox_history never_seen_before").success
+        assert "no recorded history" in capsys.readouterr().err
+    finally:
+        sm._api._default_store = previous

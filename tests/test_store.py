@@ -1,0 +1,258 @@
+"""Durable history: restarts, compact storage, crash safety, bad store files."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+import sandbox_magic as sm
+from sandbox_magic._store import SQLiteVersionStore, StoreWarning
+from sandbox_magic._versions import VersionRecord, utcnow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_py(code: str, store: Path, timeout: float = 60) -> str:
+    env = {**os.environ, "SANDBOX_MAGIC_STORE": str(store)}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                         capture_output=True, text=True, timeout=timeout, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return tmp_path / "h" / "history.sqlite3"
+
+
+def test_history_survives_a_restart_and_numbering_continues(store_path):
+    run_py("""
+        import sandbox_magic as sm
+        sm.create_sandbox("demo")
+        for n in (1, 2, 3):
+            sm.hot_reload_source("demo", f"def f():\\n    return {n}\\n")
+        sm.hot_reload_source("demo", "def f():\\n    return 4\\n",
+                             state_handler=lambda s, o, n: s)
+        sm.rollback_module("demo", "f", 2)
+    """, store_path)
+    out = run_py("""
+        import sandbox_magic as sm
+        info = sm.create_sandbox("demo")
+        print(info.modules, info.stored_modules)
+        vs = sm.list_module_versions("demo", "f")
+        print([(v.version, v.is_current, v.state_handler) for v in vs])
+        print(vs[0].source.strip().splitlines()[-1], vs[0].checksum == sm.compile_source(vs[0].source).checksum)
+        print(sm.restore_sandbox("demo").modules, sm.get_sandbox("demo").f())
+        print(sm.undo("demo", "f").new_version, sm.get_sandbox("demo").f())
+        print(sm.hot_reload_source("demo", "def f():\\n    return 5\\n").new_version)
+    """, store_path).splitlines()
+    assert out[0] == "{} {'f': 2}"
+    assert out[1] == "[(4, False, '<lambda>'), (3, False, None), (2, True, None), (1, False, None)]"
+    assert out[2].strip() == "return 4 True"
+    assert out[3] == "{'f': 2} 2"
+    assert out[4] == "4 4"
+    assert out[5] == "5"
+
+
+def test_rerunning_a_cell_after_restart_loads_the_stored_version(store_path):
+    code = "def g():\n    return 'same'\n"
+    run_py(f"import sandbox_magic as sm\nsm.create_sandbox('d')\n"
+           f"sm.hot_reload_source('d', {code!r})\nsm.hot_reload_source('d', {code!r}.replace('same', 'x'))",
+           store_path)
+    out = run_py(f"import sandbox_magic as sm\nsm.create_sandbox('d')\n"
+                 f"r = sm.hot_reload_source('d', {code!r})\nprint(r.status, r.new_version, "
+                 f"len(sm.list_module_versions('d', 'g')))", store_path)
+    assert out.strip() == "hot_reloaded 1 2"
+
+
+def test_forget_history_and_destroy_keeps_it_by_default(store_path):
+    store = SQLiteVersionStore(store_path)
+    sm.create_sandbox("keep", store=store)
+    sm.hot_reload_source("keep", "def k():\n    return 1\n")
+    sm.destroy_sandbox("keep")
+    sm.create_sandbox("keep", store=store)
+    assert sm.get_sandbox_info("keep").stored_modules == {"k": 1}
+    sm.destroy_sandbox("keep", forget_history=True)
+    sm.create_sandbox("keep", store=store)
+    assert sm.get_sandbox_info("keep").stored_modules == {}
+    sm.destroy_sandbox("keep")
+
+
+def test_retention_is_persisted(store_path):
+    store = SQLiteVersionStore(store_path)
+    sm.create_sandbox("ret", store=store, max_versions=3)
+    for n in range(8):
+        sm.hot_reload_source("ret", f"def r():\n    return {n}\n")
+    sm.destroy_sandbox("ret")
+    reopened = SQLiteVersionStore(store_path)
+    h = reopened.load("ret")["r"]
+    assert sorted(h.records) == [6, 7, 8] and h.current == 8 and h.next_version == 9
+    assert h.records[6].source == "def r():\n    return 5\n"
+
+
+def _module(lines: int, edit: int) -> str:
+    body = [f"def f{i}(x):\n    return x + {i}  # line {i}\n" for i in range(lines // 2)]
+    k = edit % len(body)
+    body[k] = body[k].replace(f"x + {k}", f"x + {k} + {edit}")
+    return "".join(body)
+
+
+def test_a_thousand_one_line_edits_cost_at_most_three_copies(tmp_path):
+    from sandbox_magic._versions import ModuleHistory
+    path = tmp_path / "compact.sqlite3"
+    store = SQLiteVersionStore(path)
+    h = ModuleHistory("big")
+    h.add(sm.compile_source(_module(500, 0), "big"), None)
+    store.save("compact", h)
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    empty = path.stat().st_size
+    one_copy = len(_module(500, 0).encode())
+    for e in range(1, 1001):   # what 1,000 reloads record, without running the code
+        h.records[e + 1] = VersionRecord(e + 1, None, utcnow(), None, module="big",
+                                         source=_module(500, e))
+        h.next_version = e + 2
+        h.activate(e + 1)
+        store.save("compact", h)
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    grown = path.stat().st_size - empty
+    assert grown <= 3 * one_copy, (grown, one_copy)
+    back = SQLiteVersionStore(path).load("compact")["big"]
+    assert len(back.records) == 1001 and back.current == 1001
+    assert back.records[777].source == _module(500, 776)
+    assert back.records[1001].source == _module(500, 1000)
+
+
+def test_killing_the_process_mid_reload_never_loses_a_reported_version(tmp_path):
+    path = tmp_path / "crash.sqlite3"
+    loop = textwrap.dedent(f"""
+        import sys, sandbox_magic as sm
+        sm.create_sandbox("crash", max_versions=None)
+        n = 0
+        while True:
+            n += 1
+            r = sm.hot_reload_source("crash", "def c():\\n    return %r\\n" % (sys.argv[1] + str(n)))
+            print(r.new_version, flush=True)
+    """)
+    rng = random.Random(1)
+    reported: list[int] = []
+    env = {**os.environ, "SANDBOX_MAGIC_STORE": str(path)}
+    for run in range(20):
+        p = subprocess.Popen([sys.executable, "-c", loop, f"run{run}-"], env=env,
+                             stdout=subprocess.PIPE, text=True)
+        time.sleep(0.4 + rng.random() * 0.4)
+        p.send_signal(signal.SIGKILL)
+        out, _ = p.communicate()
+        reported += [int(x) for x in out.split()]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    h = SQLiteVersionStore(path).load("crash")["c"]
+    assert reported and set(reported) <= set(h.records)
+    assert h.current == max(h.records)
+
+
+@pytest.mark.parametrize("make_bad", ["directory", "garbage", "newer"])
+def test_bad_store_files_warn_and_fall_back_to_memory(tmp_path, make_bad):
+    path = tmp_path / "bad.sqlite3"
+    if make_bad == "directory":
+        path.mkdir()
+    elif make_bad == "garbage":
+        path.write_bytes(b"this is not a database" * 100)
+    else:
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        conn.execute("INSERT INTO meta VALUES ('format', '99')")
+        conn.commit()
+        conn.close()
+    with pytest.warns(StoreWarning) as rec:
+        store = SQLiteVersionStore(path)
+    if make_bad == "newer":
+        assert "newer sandbox_magic" in str(rec[0].message)
+    sm.create_sandbox("badstore", store=store)
+    try:
+        assert sm.hot_reload_source("badstore", "def b():\n    return 1\n").new_version == 1
+        assert sm.hot_reload_source("badstore", "def b():\n    return 2\n").new_version == 2
+    finally:
+        sm.destroy_sandbox("badstore")
+
+
+def test_a_locked_store_falls_back_without_failing_the_reload(tmp_path):
+    path = tmp_path / "locked.sqlite3"
+    store = SQLiteVersionStore(path, timeout=0.2)
+    sm.create_sandbox("locked", store=store)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.warns(StoreWarning, match="cannot write"):
+            r = sm.hot_reload_source("locked", "def l():\n    return 1\n")
+        assert r.new_version == 1 and sm.get_sandbox("locked").l() == 1
+        assert sm.hot_reload_source("locked", "def l():\n    return 2\n").new_version == 2
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        sm.destroy_sandbox("locked")
+
+
+def test_a_corrupted_segment_is_a_warning_not_a_crash(tmp_path):
+    path = tmp_path / "seg.sqlite3"
+    store = SQLiteVersionStore(path)
+    sm.create_sandbox("seg", store=store)
+    sm.hot_reload_source("seg", "def s():\n    return 1\n")
+    sm.destroy_sandbox("seg")
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE segments SET data = x'00ff00ff'")
+    conn.execute("UPDATE tail SET entry = 'not json'")
+    conn.commit()
+    conn.close()
+    with pytest.warns(StoreWarning, match="cannot read"):
+        sm.create_sandbox("seg", store=SQLiteVersionStore(path))
+    assert sm.hot_reload_source("seg", "def s():\n    return 2\n").new_version == 1
+    sm.destroy_sandbox("seg")
+
+
+def test_two_processes_sharing_a_store_keep_both_histories(tmp_path):
+    path = tmp_path / "shared.sqlite3"
+    code = """
+        import sys, sandbox_magic as sm
+        name = sys.argv[1]
+        sm.create_sandbox(name, max_versions=None)
+        for n in range(60):
+            sm.hot_reload_source(name, "def v():\\n    return %d\\n" % n)
+    """
+    env = {**os.environ, "SANDBOX_MAGIC_STORE": str(path)}
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), name], env=env,
+                              stderr=subprocess.PIPE, text=True)
+             for name in ("left", "right")]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert not any("StoreWarning" in e for e in errors), errors
+    store = SQLiteVersionStore(path)
+    assert store.integrity_check() == "ok"
+    for name in ("left", "right"):
+        assert len(store.load(name)["v"].records) == 60
+
+
+def test_default_store_location_and_environment(tmp_path, monkeypatch):
+    from sandbox_magic._store import store_from_environment
+    monkeypatch.delenv("SANDBOX_MAGIC_STORE", raising=False)
+    s = store_from_environment(tmp_path)
+    assert s.path == tmp_path / ".sandbox_magic" / "history.sqlite3" and s.path.exists()
+    monkeypatch.setenv("SANDBOX_MAGIC_STORE", ":memory:")
+    assert not store_from_environment(tmp_path).durable
+    monkeypatch.setenv("SANDBOX_MAGIC_STORE", str(tmp_path / "elsewhere.db"))
+    assert store_from_environment(tmp_path).path == tmp_path / "elsewhere.db"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        previous = sm.set_default_store(":memory:")
+    assert not previous.durable
+    sm.set_default_store(None)
