@@ -377,3 +377,5 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.remember_cell)
     ipython.set_custom_exc((MagicError,), _show_magic_error)
+    from . import _comm
+    _comm.register(ipython)

@@ -17,6 +17,7 @@ import ipywidgets as w
 
 from . import _api as api
 from ._errors import SandboxError
+from ._history import history_rows
 from ._magics import diff_html
 
 _panels: weakref.WeakSet[HistoryPanel] = weakref.WeakSet()
@@ -68,22 +69,7 @@ class HistoryPanel(w.VBox):
 
     def version_rows(self) -> list[dict[str, Any]]:
         """One row per retained version, newest first (what the list shows)."""
-        if not self.module:
-            return []
-        infos = api.list_module_versions(self.sandbox_id, self.module)
-        rows = []
-        for i, info in enumerate(infos):
-            older = infos[i + 1] if i + 1 < len(infos) else None
-            added = removed = 0
-            if older is not None:
-                d = api.diff_versions(self.sandbox_id, self.module, older.version, info.version)
-                added, removed = d.lines_added, d.lines_removed
-            else:
-                added = len(info.source.splitlines())
-            rows.append({"version": info.version, "loaded_at": info.loaded_at,
-                         "checksum": info.checksum[:8], "added": added, "removed": removed,
-                         "state_handler": info.state_handler, "current": info.is_current})
-        return rows
+        return history_rows(self.sandbox_id, self.module) if self.module else []
 
     @staticmethod
     def _label(r: dict[str, Any]) -> str:

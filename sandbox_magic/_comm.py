@@ -1,0 +1,202 @@
+"""The kernel side of the JupyterLab panel: a Jupyter comm with a versioned JSON protocol.
+
+Protocol 1 (documented in ``labextension/PROTOCOL.md``): the panel opens a comm to the
+target ``sandbox_magic`` and sends requests ``{"protocol": 1, "id", "method",
+"params"}``; every request gets exactly one reply ``{"protocol": 1, "id",
+"ok": true, "result"}`` or ``{"protocol": 1, "id", "ok": false, "error":
+{"code", "message"}}``.  The kernel pushes ``{"protocol": 1, "event":
+"changed", ...}`` on every reload, rollback and sandbox change, and when
+``%load_ext sandbox_magic`` runs it opens a comm to the frontend target
+``sandbox_magic.panel`` so that a panel opened earlier attaches.
+
+Every field is validated; anything malformed, unknown, oversized or wrongly
+typed gets an error reply and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import Any
+
+from . import _api as api
+from ._errors import (HistoryError, ModuleNotFoundInSandboxError, SandboxError,
+                      SandboxNotFoundError, VersionNotFoundError)
+from ._history import history_rows
+
+PROTOCOL = 1
+TARGET = "sandbox_magic"
+FRONTEND_TARGET = "sandbox_magic.panel"
+MAX_MESSAGE = 64 * 1024
+_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+# method -> {param: kind}
+METHODS: dict[str, dict[str, str]] = {
+    "hello": {},
+    "list": {},
+    "history": {"sandbox": "sandbox", "module": "module"},
+    "diff": {"sandbox": "sandbox", "module": "module", "v1": "version", "v2": "version"},
+    "rollback": {"sandbox": "sandbox", "module": "module", "version": "version"},
+    "undo": {"sandbox": "sandbox", "module": "module"},
+    "redo": {"sandbox": "sandbox", "module": "module"},
+}
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _check_param(name: str, kind: str, value: Any) -> Any:
+    if kind == "sandbox":
+        if not isinstance(value, str) or not _ID.fullmatch(value):
+            raise ProtocolError("bad_params", f"{name} must be a sandbox id")
+    elif kind == "module":
+        if not isinstance(value, str) or not _MODULE.fullmatch(value):
+            raise ProtocolError("bad_params", f"{name} must be a module name")
+    elif kind == "version":
+        if type(value) is not int or not 1 <= value < 2**31:
+            raise ProtocolError("bad_params", f"{name} must be a positive integer")
+    return value
+
+
+def parse_request(data: Any) -> tuple[Any, str, dict[str, Any]]:
+    """Validate a request; return ``(id, method, params)`` or raise ProtocolError."""
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_message", "a request must be a JSON object")
+    try:
+        size = len(json.dumps(data))
+    except (TypeError, ValueError):
+        raise ProtocolError("bad_message", "the request is not plain JSON") from None
+    if size > MAX_MESSAGE:
+        raise ProtocolError("too_large", f"requests are limited to {MAX_MESSAGE} bytes")
+    if data.get("protocol") != PROTOCOL or type(data.get("protocol")) is not int:
+        raise ProtocolError("unsupported_protocol",
+                            f"this kernel speaks protocol {PROTOCOL}; update the extension "
+                            "or the sandbox_magic package so that both match")
+    rid = data.get("id")
+    if not ((type(rid) is int and abs(rid) < 2**53) or (isinstance(rid, str) and len(rid) <= 64)):
+        raise ProtocolError("bad_message", "id must be an integer or a short string")
+    method = data.get("method")
+    if not isinstance(method, str) or method not in METHODS:
+        raise ProtocolError("unknown_method", f"unknown method {str(method)[:40]!r}; "
+                            f"known: {', '.join(sorted(METHODS))}")
+    params = data.get("params", {})
+    if not isinstance(params, dict):
+        raise ProtocolError("bad_params", "params must be a JSON object")
+    spec = METHODS[method]
+    extra = set(params) - set(spec)
+    if extra:
+        raise ProtocolError("bad_params", f"unexpected params {sorted(map(str, extra))[:5]}")
+    missing = set(spec) - set(params)
+    if missing:
+        raise ProtocolError("bad_params", f"missing params {sorted(missing)}")
+    return rid, method, {k: _check_param(k, spec[k], params[k]) for k in spec}
+
+
+def _sandboxes() -> list[dict[str, Any]]:
+    return [{"id": i.id, "modules": i.modules, "stored_modules": i.stored_modules}
+            for i in api.list_sandboxes()]
+
+
+def _result(r: Any) -> dict[str, Any]:
+    return {"module": r.module, "status": r.status, "old_version": r.old_version,
+            "new_version": r.new_version, "migrated": r.migrated}
+
+
+def call(method: str, p: dict[str, Any]) -> Any:
+    if method in ("hello", "list"):
+        out: dict[str, Any] = {"sandboxes": _sandboxes()}
+        if method == "hello":
+            out["protocol"] = PROTOCOL
+        return out
+    if method == "history":
+        rows = history_rows(p["sandbox"], p["module"])
+        for r in rows:
+            r["loaded_at"] = r["loaded_at"].isoformat()
+        return {"sandbox": p["sandbox"], "module": p["module"], "versions": rows}
+    if method == "diff":
+        d = api.diff_versions(p["sandbox"], p["module"], p["v1"], p["v2"])
+        return {"v1": p["v1"], "v2": p["v2"], "added": d.lines_added,
+                "removed": d.lines_removed, "lines": [list(x) for x in d.lines()]}
+    if method == "rollback":
+        return _result(api.rollback_module(p["sandbox"], p["module"], p["version"]))
+    fn = api.undo if method == "undo" else api.redo
+    return _result(fn(p["sandbox"], p["module"]))
+
+
+def handle_message(data: Any) -> dict[str, Any]:
+    """Answer one request; never raises."""
+    rid = data.get("id") if isinstance(data, dict) else None
+    if not (type(rid) is int or (isinstance(rid, str) and len(rid) <= 64)):
+        rid = None
+    try:
+        rid, method, params = parse_request(data)
+        return {"protocol": PROTOCOL, "id": rid, "ok": True, "result": call(method, params)}
+    except ProtocolError as exc:
+        code, message = exc.code, str(exc)
+    except (SandboxNotFoundError, ModuleNotFoundInSandboxError, VersionNotFoundError) as exc:
+        code, message = "not_found", str(exc)
+    except HistoryError as exc:
+        code, message = "nothing_to_do", str(exc)
+    except SandboxError as exc:
+        code, message = "failed", str(exc)
+    except Exception as exc:  # a bug must not take the kernel down
+        code, message = "internal", f"{type(exc).__name__}: {exc}"
+    return {"protocol": PROTOCOL, "id": rid, "ok": False,
+            "error": {"code": code, "message": message[:2000]}}
+
+
+class CommHub:
+    """Open comms to panels; replies to requests, pushes change events."""
+
+    def __init__(self) -> None:
+        self.comms: list[Any] = []
+        self.lock = threading.Lock()
+
+    def opened(self, comm: Any, open_msg: Any) -> None:
+        with self.lock:
+            self.comms.append(comm)
+
+        def on_msg(msg: Any) -> None:
+            data = msg.get("content", {}).get("data") if isinstance(msg, dict) else None
+            comm.send(handle_message(data))
+
+        def on_close(msg: Any) -> None:
+            with self.lock:
+                if comm in self.comms:
+                    self.comms.remove(comm)
+
+        comm.on_msg(on_msg)
+        comm.on_close(on_close)
+
+    def push(self, event: str, sandbox_id: str, payload: dict[str, Any]) -> None:
+        msg = {"protocol": PROTOCOL, "event": "changed", "kind": event, "sandbox": sandbox_id,
+               "module": payload.get("module"), "version": payload.get("version")}
+        with self.lock:
+            comms = list(self.comms)
+        for c in comms:
+            try:
+                c.send(msg)
+            except Exception:
+                pass
+
+
+hub = CommHub()
+
+
+def register(ipython: Any) -> None:
+    """Register the comm target and tell an already open panel that we are here."""
+    from comm import create_comm, get_comm_manager
+    manager = get_comm_manager()
+    manager.register_target(TARGET, hub.opened)
+    if hub.push not in api.listeners:
+        api.listeners.append(hub.push)
+    try:
+        create_comm(target_name=FRONTEND_TARGET,
+                    data={"protocol": PROTOCOL, "event": "hello"}).close()
+    except Exception:
+        pass

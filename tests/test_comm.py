@@ -1,0 +1,137 @@
+"""The kernel side of the JupyterLab panel protocol, including a fuzzer."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sandbox_magic as sm
+from sandbox_magic._comm import MAX_MESSAGE, METHODS, CommHub, handle_message
+
+
+def req(method, rid=1, **params):
+    return {"protocol": 1, "id": rid, "method": method, "params": params}
+
+
+def ok(reply):
+    assert reply["ok"], reply
+    return reply["result"]
+
+
+def test_hello_list_history_diff(sid):
+    sm.hot_reload_source(sid, "def f():\n    return 1\n")
+    sm.hot_reload_source(sid, "def f():\n    return '<img src=x onerror=alert(1)>'\n")
+    hello = ok(handle_message(req("hello")))
+    assert hello["protocol"] == 1
+    assert {"id": sid, "modules": {"f": 2}, "stored_modules": {}} in hello["sandboxes"]
+    hist = ok(handle_message(req("history", sandbox=sid, module="f")))
+    assert [v["version"] for v in hist["versions"]] == [2, 1]
+    assert hist["versions"][0]["current"] and len(hist["versions"][0]["checksum"]) == 8
+    assert hist["versions"][0]["loaded_at"].endswith("+00:00")
+    d = ok(handle_message(req("diff", sandbox=sid, module="f", v1=1, v2=2)))
+    assert d["added"] == 1 and ["+", "    return '<img src=x onerror=alert(1)>'"] in d["lines"]
+
+
+def test_rollback_undo_redo(sid):
+    for n in (1, 2, 3):
+        sm.hot_reload_source(sid, f"def f():\n    return {n}\n")
+    r = ok(handle_message(req("rollback", sandbox=sid, module="f", version=1)))
+    assert (r["status"], r["old_version"], r["new_version"]) == ("rolled_back", 3, 1)
+    assert sm.get_sandbox(sid).f() == 1
+    assert ok(handle_message(req("undo", sandbox=sid, module="f")))["new_version"] == 3
+    assert ok(handle_message(req("redo", sandbox=sid, module="f")))["new_version"] == 1
+    err = handle_message(req("redo", sandbox=sid, module="f"))
+    assert err["error"]["code"] == "nothing_to_do"
+
+
+def test_errors_have_codes_and_echo_the_id(sid):
+    cases = {
+        "bad_message": ["nope", [1, 2], {"protocol": 1, "id": [1], "method": "list"}],
+        "unsupported_protocol": [{"protocol": 2, "id": 1, "method": "list"},
+                                 {"protocol": True, "id": 1, "method": "list"}],
+        "unknown_method": [req("drop_tables"), req(None)],
+        "bad_params": [req("history", sandbox=sid), req("history", sandbox=sid, module="f",
+                                                         extra=1),
+                       req("rollback", sandbox=sid, module="f", version=True),
+                       req("rollback", sandbox=sid, module="f", version="1"),
+                       req("history", sandbox="../etc", module="f"),
+                       {"protocol": 1, "id": 3, "method": "list", "params": []}],
+        "not_found": [req("history", sandbox="nosuch", module="f"),
+                      req("history", sandbox=sid, module="nomodule")],
+        "too_large": [req("list", pad="x" * (MAX_MESSAGE + 1))],
+    }
+    for code, messages in cases.items():
+        for m in messages:
+            reply = handle_message(m)
+            assert reply["ok"] is False and reply["protocol"] == 1
+            assert reply["error"]["code"] == code, (m if len(str(m)) < 200 else code, reply)
+    assert handle_message(req("history", rid="abc", sandbox="nosuch", module="f"))["id"] == "abc"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+params = st.dictionaries(st.sampled_from(["sandbox", "module", "version", "v1", "v2", "x"]),
+                         json_values | st.sampled_from(["fz", "f", 1, 2, 0, -1]), max_size=5)
+messages = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"protocol": st.sampled_from([1, 2, "1", None, True]),
+                           "id": json_values,
+                           "method": st.sampled_from(sorted(METHODS) + ["", "eval", None]),
+                           "params": params | json_values}),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages)
+def test_fuzzed_messages_never_raise_and_change_nothing_unless_valid(msg):
+    if "fz" not in {s.id for s in sm.list_sandboxes()}:
+        sm.create_sandbox("fz")
+        for n in (1, 2, 3):
+            sm.hot_reload_source("fz", f"def f():\n    return {n}\n")
+    before = sm.get_module_version("fz", "f")
+    reply = handle_message(msg)
+    assert reply["protocol"] == 1 and isinstance(reply["ok"], bool)
+    if not reply["ok"]:
+        assert set(reply["error"]) == {"code", "message"}
+        assert sm.get_module_version("fz", "f") == before
+    else:
+        assert msg["method"] in METHODS
+
+
+def test_hub_replies_and_pushes_events(sid):
+    sent = []
+
+    class FakeComm:
+        def __init__(self):
+            self.handlers = {}
+
+        def on_msg(self, fn):
+            self.handlers["msg"] = fn
+
+        def on_close(self, fn):
+            self.handlers["close"] = fn
+
+        def send(self, data):
+            sent.append(data)
+
+    hub = CommHub()
+    comm = FakeComm()
+    hub.opened(comm, {})
+    sm._api.listeners.append(hub.push)
+    try:
+        comm.handlers["msg"]({"content": {"data": req("list", rid=7)}})
+        assert sent[-1]["id"] == 7 and sent[-1]["ok"]
+        comm.handlers["msg"]({"content": {}})
+        assert sent[-1]["ok"] is False
+        sm.hot_reload_source(sid, "def g():\n    return 1\n")
+        assert sent[-1] == {"protocol": 1, "event": "changed", "kind": "reloaded",
+                            "sandbox": sid, "module": "g", "version": 1}
+        comm.handlers["close"]({})
+        n = len(sent)
+        sm.hot_reload_source(sid, "def g():\n    return 2\n")
+        assert len(sent) == n
+    finally:
+        sm._api.listeners.remove(hub.push)
