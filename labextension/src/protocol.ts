@@ -1,0 +1,222 @@
+/**
+ * Protocol 1 between the panel and the kernel (see labextension/PROTOCOL.md).
+ * Everything arriving from the kernel is validated here before use.
+ */
+
+export const PROTOCOL = 1;
+export const KERNEL_TARGET = 'sandbox_magic';
+export const FRONTEND_TARGET = 'sandbox_magic.panel';
+
+export interface ISandboxSummary {
+  id: string;
+  modules: Record<string, number>;
+  stored_modules: Record<string, number>;
+}
+
+export interface IVersionRow {
+  version: number;
+  loaded_at: string;
+  checksum: string;
+  added: number;
+  removed: number;
+  state_handler: string | null;
+  current: boolean;
+}
+
+export interface IHistory {
+  sandbox: string;
+  module: string;
+  versions: IVersionRow[];
+}
+
+export interface IDiff {
+  v1: number;
+  v2: number;
+  added: number;
+  removed: number;
+  lines: [string, string][];
+}
+
+export interface IActionResult {
+  module: string;
+  status: string;
+  old_version: number | null;
+  new_version: number | null;
+  migrated: number;
+}
+
+export interface IChangedEvent {
+  protocol: number;
+  event: 'changed';
+  kind: string;
+  sandbox: string;
+  module: string | null;
+  version: number | null;
+}
+
+export class ProtocolError extends Error {
+  constructor(
+    readonly code: string,
+    message: string
+  ) {
+    super(message);
+  }
+}
+
+type Json = unknown;
+
+function isObject(v: Json): v is Record<string, Json> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isInt(v: Json): v is number {
+  return typeof v === 'number' && Number.isInteger(v);
+}
+
+function isVersionMap(v: Json): v is Record<string, number> {
+  return isObject(v) && Object.values(v).every(isInt);
+}
+
+function fail(what: string): never {
+  throw new ProtocolError('bad_reply', `malformed ${what} from the kernel`);
+}
+
+export function parseSandboxes(result: Json): ISandboxSummary[] {
+  if (!isObject(result) || !Array.isArray(result.sandboxes)) {
+    fail('sandbox list');
+  }
+  return (result.sandboxes as Json[]).map(s => {
+    if (
+      !isObject(s) ||
+      typeof s.id !== 'string' ||
+      !isVersionMap(s.modules) ||
+      !isVersionMap(s.stored_modules)
+    ) {
+      fail('sandbox entry');
+    }
+    return {
+      id: s.id as string,
+      modules: s.modules as Record<string, number>,
+      stored_modules: s.stored_modules as Record<string, number>
+    };
+  });
+}
+
+export function parseHistory(result: Json): IHistory {
+  if (
+    !isObject(result) ||
+    typeof result.sandbox !== 'string' ||
+    typeof result.module !== 'string' ||
+    !Array.isArray(result.versions)
+  ) {
+    fail('history');
+  }
+  const versions = (result.versions as Json[]).map(v => {
+    if (
+      !isObject(v) ||
+      !isInt(v.version) ||
+      typeof v.loaded_at !== 'string' ||
+      typeof v.checksum !== 'string' ||
+      !isInt(v.added) ||
+      !isInt(v.removed) ||
+      !(v.state_handler === null || typeof v.state_handler === 'string') ||
+      typeof v.current !== 'boolean'
+    ) {
+      fail('version row');
+    }
+    return v as unknown as IVersionRow;
+  });
+  return {
+    sandbox: result.sandbox as string,
+    module: result.module as string,
+    versions
+  };
+}
+
+export function parseDiff(result: Json): IDiff {
+  if (
+    !isObject(result) ||
+    !isInt(result.v1) ||
+    !isInt(result.v2) ||
+    !isInt(result.added) ||
+    !isInt(result.removed) ||
+    !Array.isArray(result.lines)
+  ) {
+    fail('diff');
+  }
+  const lines = (result.lines as Json[]).map(l => {
+    if (
+      !Array.isArray(l) ||
+      l.length !== 2 ||
+      !['+', '-', ' '].includes(l[0] as string) ||
+      typeof l[1] !== 'string'
+    ) {
+      fail('diff line');
+    }
+    return [l[0], l[1]] as [string, string];
+  });
+  return {
+    v1: result.v1 as number,
+    v2: result.v2 as number,
+    added: result.added as number,
+    removed: result.removed as number,
+    lines
+  };
+}
+
+export function parseAction(result: Json): IActionResult {
+  if (
+    !isObject(result) ||
+    typeof result.module !== 'string' ||
+    typeof result.status !== 'string' ||
+    !(result.new_version === null || isInt(result.new_version))
+  ) {
+    fail('action result');
+  }
+  return result as unknown as IActionResult;
+}
+
+export function parseEvent(data: Json): IChangedEvent | null {
+  if (
+    !isObject(data) ||
+    data.protocol !== PROTOCOL ||
+    data.event !== 'changed' ||
+    typeof data.kind !== 'string' ||
+    typeof data.sandbox !== 'string'
+  ) {
+    return null;
+  }
+  return {
+    protocol: PROTOCOL,
+    event: 'changed',
+    kind: data.kind as string,
+    sandbox: data.sandbox as string,
+    module: typeof data.module === 'string' ? data.module : null,
+    version: isInt(data.version) ? data.version : null
+  };
+}
+
+export interface IReply {
+  id: number | string;
+  ok: boolean;
+  result?: Json;
+  error?: { code: string; message: string };
+}
+
+/** A reply, or null when the message is not a well-formed reply. */
+export function parseReply(data: Json): IReply | null {
+  if (!isObject(data) || data.protocol !== PROTOCOL || !('ok' in data)) {
+    return null;
+  }
+  if (!(isInt(data.id) || typeof data.id === 'string') || typeof data.ok !== 'boolean') {
+    return null;
+  }
+  if (!data.ok) {
+    const e = data.error;
+    if (!isObject(e) || typeof e.code !== 'string' || typeof e.message !== 'string') {
+      return null;
+    }
+    return { id: data.id, ok: false, error: { code: e.code, message: e.message } };
+  }
+  return { id: data.id, ok: true, result: data.result };
+}
