@@ -24,7 +24,9 @@ import sandbox_magic as sm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_reload import update_readme  # noqa: E402
+from bench_reload import fresh_store, update_readme  # noqa: E402
+
+fresh_store()
 
 PARTICLE = '''
 class Particle:

@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--heap", type=int, default=5_000_000)
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
+    fresh_store()
     if args.worker:
         print(json.dumps(worker(args.worker, args.heap, args.repeats)))
         return
@@ -205,6 +206,13 @@ def main() -> None:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "reload.md").write_text(table + "\n")
     update_readme("reload", table)
+
+
+def fresh_store() -> None:
+    """Benchmarks run with the default, durable store, in a new file each run."""
+    if "SANDBOX_MAGIC_STORE" not in os.environ:
+        os.environ["SANDBOX_MAGIC_STORE"] = os.path.join(
+            tempfile.mkdtemp(prefix="sandbox_magic_bench_"), "history.sqlite3")
 
 
 def update_readme(key: str, table: str) -> None:

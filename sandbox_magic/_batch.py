@@ -6,9 +6,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any
 
-from ._api import hot_reload, reload_modules
+from ._api import _state, hot_reload, reload_modules
 from ._artifact import Artifact, compile_source
 from ._errors import ReloadError, SandboxError, SandboxTimeout
 from ._reload import ReloadResult
@@ -82,10 +83,22 @@ def batch_hot_reload(sandbox_ids: Sequence[str], artifact_or_source: Any, *,
     # Reloads are CPU-bound Python, so threads only pay off when sandboxes wait on
     # busy servers to suspend: by default one sandbox at a time, in this thread.
     workers = min(max_concurrency or 1, max(1, len(ids)))
-    if workers == 1:
-        for i in range(len(ids)):
-            one(i)
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox-batch") as pool:
-            list(pool.map(one, range(len(ids))))
+    stores = {id(s): s for s in (_store_of(sid) for sid in ids) if s is not None}
+    with ExitStack() as stack:   # one durable write per store, before results are returned
+        for store in stores.values():
+            stack.enter_context(store.batch())
+        if workers == 1:
+            for i in range(len(ids)):
+                one(i)
+        else:
+            with ThreadPoolExecutor(max_workers=workers,
+                                    thread_name_prefix="sandbox-batch") as pool:
+                list(pool.map(one, range(len(ids))))
     return list(zip(ids, results))
+
+
+def _store_of(sandbox_id: str) -> Any:
+    try:
+        return _state(sandbox_id).store
+    except SandboxError:
+        return None

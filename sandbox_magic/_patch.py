@@ -399,8 +399,11 @@ class Patcher:
         self._undo.append(undo)
         self.patched += 1
         if mode == "code":
-            attrs = {"__code__": new.__code__, "__defaults__": self.tr(new.__defaults__),
-                     "__kwdefaults__": self.tr(new.__kwdefaults__)}
+            attrs = {"__code__": new.__code__}
+            for name in ("__defaults__", "__kwdefaults__"):
+                value = getattr(new, name)
+                if value is not None or saved[name] is not None:
+                    attrs[name] = self.tr(value)
             for oc, nc in zip(_cells(old), _cells(new)):
                 v = _cell_get(nc)
                 if v is _Empty:
@@ -415,10 +418,16 @@ class Patcher:
                      "__kwdefaults__": {_TARGET: target}}
             new_dict = self.tr(dict(new.__dict__)) if isinstance(new, types.FunctionType) else {}
             new_dict["__wrapped__"] = target
-        attrs.update({"__doc__": getattr(new, "__doc__", None), "__name__": new.__name__,
-                      "__qualname__": new.__qualname__, "__module__": new.__module__,
-                      "__annotations__": dict(getattr(new, "__annotations__", {}) or {}),
-                      "__dict__": new_dict})
+        for name, value in (("__doc__", getattr(new, "__doc__", None)),
+                            ("__name__", new.__name__), ("__qualname__", new.__qualname__),
+                            ("__module__", new.__module__)):
+            if saved[name] != value:
+                attrs[name] = value
+        annotations = getattr(new, "__annotations__", None) or {}
+        if annotations or saved["__annotations__"]:
+            attrs["__annotations__"] = dict(annotations)
+        if new_dict or saved_dict:
+            attrs["__dict__"] = new_dict
         ops.extend(partial(setattr, old, k, v) for k, v in attrs.items())
 
     def _patch_class(self, ops: list[Callable[[], Any]], old: type, new: type) -> None:

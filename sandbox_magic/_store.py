@@ -25,12 +25,15 @@ memory with a warning: history is then not persisted, but reloads go on.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import threading
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,7 @@ def _dmp() -> diff_match_patch:
     return d
 
 
+@functools.lru_cache(maxsize=256)   # a batch stores the same edit in many sandboxes
 def encode_delta(old: str, new: str) -> str:
     """A diff-match-patch delta from ``old`` to ``new``.
 
@@ -108,6 +112,7 @@ class SQLiteVersionStore(VersionStore):
         self.fallback: VersionStore | None = None
         self.conn: sqlite3.Connection | None = None
         self._cache: dict[tuple[str, str], _Tail] = {}
+        self._in_batch = False
         try:
             self._open()
         except (sqlite3.Error, OSError, StoreFormatError) as exc:
@@ -162,6 +167,37 @@ class SQLiteVersionStore(VersionStore):
                 pass
         self.conn = None
         self.fallback = VersionStore()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for all saves made inside; committed before leaving.
+
+        A batch reload reports its results only after this commit, so every
+        version it reports is durable, at the cost of one write instead of one
+        per sandbox.
+        """
+        with self.lock:
+            started = self.conn is not None and not self._in_batch
+            if started:
+                assert self.conn is not None
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    self._in_batch = True
+                except sqlite3.Error as exc:
+                    self._fall_back(f"cannot write history to {self.path}: {exc}")
+                    started = False
+        try:
+            yield
+        finally:
+            if started:
+                with self.lock:
+                    self._in_batch = False
+                    if self.conn is not None:
+                        try:
+                            self.conn.execute("COMMIT")
+                        except sqlite3.Error as exc:
+                            self._cache.clear()
+                            self._fall_back(f"cannot write history to {self.path}: {exc}")
 
     def close(self) -> None:
         with self.lock:
@@ -227,6 +263,7 @@ class SQLiteVersionStore(VersionStore):
                     self.conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+                self._in_batch = False
                 self._cache.pop((sandbox_id, history.module), None)
                 self._fall_back(f"cannot write history to {self.path}: {exc}")
 
@@ -234,7 +271,8 @@ class SQLiteVersionStore(VersionStore):
         conn = self.conn
         assert conn is not None
         key = (sandbox_id, h.module)
-        conn.execute("BEGIN IMMEDIATE")
+        if not self._in_batch:
+            conn.execute("BEGIN IMMEDIATE")
         row = conn.execute("SELECT id, rev FROM modules WHERE sandbox = ? AND module = ?",
                            key).fetchone()
         if row is None:
@@ -257,7 +295,8 @@ class SQLiteVersionStore(VersionStore):
                      "cursor = ?, retained = ?, rev = rev + 1 WHERE id = ?",
                      (h.current, h.next_version, json.dumps(h.timeline), h.cursor,
                       json.dumps(sorted(h.records)), mid))
-        conn.execute("COMMIT")
+        if not self._in_batch:
+            conn.execute("COMMIT")
         cache.rev = rev + 1
         self._cache[key] = cache
 

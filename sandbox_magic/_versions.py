@@ -11,6 +11,8 @@ durable store can replace the in-memory one without touching the engine.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -189,3 +191,8 @@ class VersionStore:
 
     def forget(self, sandbox_id: str) -> None:
         """Drop everything stored for ``sandbox_id``."""
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the writes of many reloads into one durable write (see batch reloads)."""
+        yield

@@ -256,3 +256,23 @@ def test_default_store_location_and_environment(tmp_path, monkeypatch):
         previous = sm.set_default_store(":memory:")
     assert not previous.durable
     sm.set_default_store(None)
+
+
+def test_a_batch_reload_writes_every_sandbox_durably(tmp_path):
+    path = tmp_path / "batch.sqlite3"
+    store = SQLiteVersionStore(path)
+    ids = [f"bt{i}" for i in range(6)]
+    for i in ids:
+        sm.create_sandbox(i, store=store)
+    try:
+        res = sm.batch_hot_reload(ids, "def b():\n    return 1\n")
+        assert all(isinstance(r, sm.ReloadResult) for _, r in res)
+        res = sm.batch_hot_reload(ids + ["missing"], "def b():\n    return 2\n",
+                                  max_concurrency=3)
+        assert isinstance(res[-1][1], sm.SandboxNotFoundError)
+        back = SQLiteVersionStore(path)        # another connection sees the committed writes
+        for i in ids:
+            assert back.load(i)["b"].current == 2
+    finally:
+        for i in ids:
+            sm.destroy_sandbox(i)
