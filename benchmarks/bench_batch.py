@@ -23,7 +23,7 @@ import sandbox_magic as sm
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _module import source  # noqa: E402
-from bench_reload import fresh_store, update_readme  # noqa: E402
+from bench_reload import fresh_store, publish  # noqa: E402
 
 fresh_store()
 
@@ -89,10 +89,7 @@ def main() -> None:
         f"sources) vs `graphlib` on the ready-made graph | {o500 * 1e3:.2f} ms "
         f"| {g500 * 1e3:.2f} ms | {o500 / g500:.1f}x |",
     ])
-    print(table)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "batch.md").write_text(table + "\n")
-    update_readme("batch", table)
+    publish("batch", table)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import sandbox_magic as sm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_reload import fresh_store, update_readme  # noqa: E402
+from bench_reload import fresh_store, publish  # noqa: E402
 
 fresh_store()
 
@@ -142,10 +142,7 @@ def main() -> None:
         f"| creating an instance (tracked) vs plain class "
         f"| {new_ours * 1e9:.0f} ns | {new_plain * 1e9:.0f} ns | {new_ours / new_plain:.2f}x |",
     ])
-    print(table)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "live.md").write_text(table + "\n")
-    update_readme("live", table)
+    publish("live", table)
 
 
 if __name__ == "__main__":

@@ -83,14 +83,7 @@ def _autoreload(repeats: int, full: bool) -> tuple[list[float], bool]:
     reloader = shell.magics_manager.registry["AutoreloadMagics"]._reloader
     live = shell.user_ns["live"]
     reloader.check()
-    times, ok = [], True
-    for i in range(1, repeats + 1):
-        _write(path, i)
-        t0 = time.perf_counter()
-        reloader.check()
-        times.append(time.perf_counter() - t0)
-        ok &= live[0].step(0) == i
-    return times, ok
+    return _timed_edits(path, live, reloader.check, repeats)
 
 
 def run_jurigged(repeats: int) -> tuple[list[float], bool]:
@@ -102,11 +95,16 @@ def run_jurigged(repeats: int) -> tuple[list[float], bool]:
     mod = importlib.import_module("benchmod_jr")
     live = mod.make(1000)
     cf = registry.get(str(path))
+    return _timed_edits(path, live, cf.refresh, repeats)
+
+
+def _timed_edits(path: Path, live: list, apply, repeats: int) -> tuple[list[float], bool]:
+    """Write edit i to the file, time ``apply()``, check the live objects run edit i."""
     times, ok = [], True
     for i in range(1, repeats + 1):
         _write(path, i)
         t0 = time.perf_counter()
-        cf.refresh()
+        apply()
         times.append(time.perf_counter() - t0)
         ok &= live[0].step(0) == i
     return times, ok
@@ -202,10 +200,7 @@ def main() -> None:
         f"| sandbox class | {calls['sandbox_ns']:.1f} ns | {calls['ratio']:.2f}x |",
     ]
     table = "\n".join(lines)
-    print(table)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "reload.md").write_text(table + "\n")
-    update_readme("reload", table)
+    publish("reload", table)
 
 
 def fresh_store() -> None:
@@ -213,6 +208,14 @@ def fresh_store() -> None:
     if "SANDBOX_MAGIC_STORE" not in os.environ:
         os.environ["SANDBOX_MAGIC_STORE"] = os.path.join(
             tempfile.mkdtemp(prefix="sandbox_magic_bench_"), "history.sqlite3")
+
+
+def publish(key: str, table: str) -> None:
+    """Print a result table, keep it in benchmarks/results/, and put it in the README."""
+    print(table)
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / f"{key}.md").write_text(table + "\n")
+    update_readme(key, table)
 
 
 def update_readme(key: str, table: str) -> None:

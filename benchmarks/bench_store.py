@@ -20,7 +20,7 @@ from sandbox_magic._versions import ModuleHistory, VersionRecord, utcnow
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _module import source  # noqa: E402
-from bench_reload import update_readme  # noqa: E402
+from bench_reload import publish  # noqa: E402
 
 
 def latency(store: VersionStore, name: str, rounds: int) -> float:
@@ -78,10 +78,7 @@ def main() -> None:
         f"| disk growth for 1,000 one-line edits of a 500-line module vs one copy of it "
         f"| {grown / 1024:.1f} KiB | {copy / 1024:.1f} KiB | {grown / copy:.2f}x |",
     ])
-    print(table)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "store.md").write_text(table + "\n")
-    update_readme("store", table)
+    publish("store", table)
 
 
 if __name__ == "__main__":
