@@ -19,6 +19,7 @@ from typing import Any
 
 from ._errors import IncompatibleStateError, ReloadError, SandboxError, SandboxTimeout
 from ._server import Server, ServerError, ServerProcess, ServerRef
+from ._forward import forward, unforward
 from ._tracking import instances_of
 
 
@@ -363,6 +364,11 @@ class LiveState:
         self.module_of = changed
         self.suspend_set = [p for p in state.servers if p.alive and p.cls.__module__ in running]
         self.servers = [p for p in self.suspend_set if p.cls.__module__ in changed]
+        # instances of classes replaced because their layout changed
+        self.moved: list[tuple[Any, type, Any]] = []   # (old object, old class, new object)
+        self.replaced = [(o, n) for o, n in patcher.replaced if o.__module__ in changed] \
+            if options.use_state_preservation else []
+        skip = {id(o) for o, _ in self.replaced}
         self.groups: list[_ClassGroup] = []
         if options.use_state_preservation:
             for m in changed.values():
@@ -370,11 +376,12 @@ class LiveState:
                 if mod is None:
                     continue
                 for cls in _module_classes(mod):
-                    if issubclass(cls, Server):
+                    if issubclass(cls, Server) or id(cls) in skip:
                         continue
                     objs = instances_of(cls)
                     if objs:
                         self.groups.append(_ClassGroup(cls, objs))
+        self.forwarded = 0
         self.suspended: list[ServerProcess] = []
         self.server_old: list[Any] = []
         self.server_new: list[Any] = []
@@ -403,6 +410,10 @@ class LiveState:
                 raise ReloadError(f"capturing the state of {g.cls.__qualname__} instances "
                                   f"failed: {exc}", step="capture") from exc
         handler = self.opts.state_handler
+        for old_cls, new_cls in self.replaced:
+            ov, nv = self.versions[self.module_of[old_cls.__module__]]
+            for obj in instances_of(old_cls):
+                self.moved.append((obj, old_cls, self._move(obj, new_cls, handler, ov, nv)))
         if handler is None:
             return
         self.server_new = [
@@ -412,6 +423,25 @@ class LiveState:
         for g in self.groups:
             ov, nv = self.versions[self.module_of[g.cls.__module__]]
             g.new = self._migrate_many(handler, g, ov, nv)
+
+    def _move(self, obj: Any, new_cls: type, handler: Any, ov: Any, nv: Any) -> Any:
+        """A new object of ``new_cls`` holding ``obj``'s (migrated) state; nothing changes yet."""
+        label = f"{type(obj).__qualname__} instance at {id(obj):#x}"
+        try:
+            state = get_state(obj)
+        except Exception as exc:
+            raise ReloadError(f"capturing the state of {label} failed: {exc}",
+                              step="capture", obj=obj) from exc
+        if handler is not None:
+            state = self._migrate(handler, label, state, ov, nv)
+        try:
+            new = new_cls.__new__(new_cls)
+            set_state(new, state)
+        except Exception as exc:
+            raise ReloadError(f"the state of {label} does not fit the new layout of "
+                              f"{new_cls.__qualname__} ({exc}); pass a state_handler that "
+                              "maps it", step="migrate", obj=obj) from exc
+        return new
 
     def _migrate(self, fn: Any, label: str, old: Any, ov: Any, nv: Any) -> Any:
         try:
@@ -461,6 +491,10 @@ class LiveState:
                 self.server_new.append(self._migrate(impl.code_change, f"server {p.label}",
                                                      old, ov, nv))
         migrated = 0
+        for obj, _, new in self.moved:
+            forward(obj, new)
+            self.forwarded += 1
+            migrated += 1
         for p, new in zip(self.servers, self.server_new):
             if new is not None:
                 p.state = new
@@ -489,6 +523,9 @@ class LiveState:
         return migrated
 
     def rollback(self) -> None:
+        for obj, old_cls, _ in self.moved[:self.forwarded]:
+            unforward(obj, old_cls)
+        self.forwarded = 0
         for p, old in zip(self.servers[:self.applied_servers], self.server_old):
             p.state = old
         for g, done in self.applied_groups:

@@ -124,6 +124,7 @@ class Patcher:
         self._undo: list[Callable[[], None]] = []
         self.notes: list[str] = []
         self.patched = 0                  # old objects updated in place
+        self.replaced: list[tuple[type, type]] = []   # (old, new) classes not patchable
 
     # ------------------------------------------------------------------ pairing
     def _is_new_function(self, obj: Any) -> bool:
@@ -212,11 +213,13 @@ class Patcher:
                 why = self._unpatchable(old, new)
                 if why:
                     self._class_pairs.remove(pair)
+                    self.replaced.append((old, new))
                     del self.memo[id(new)]
                     self._instance_pairs = [(o, n) for o, n in self._instance_pairs
                                             if type(n) is not new]
-                    self.notes.append(f"{path}: {why}; replaced by the new class (instances "
-                                      "created before this reload keep the old class)")
+                    self.notes.append(f"{path}: {why}; replaced by the new class (live "
+                                      "instances move their state into new objects and "
+                                      "forward to them)")
                     changed = True
 
     def _unpatchable(self, old: type, new: type) -> str | None:

@@ -502,3 +502,48 @@ def test_preserve_and_restore(sid):
         sm.StatePreservation.preserve_and_restore(sid, "counter", 2, 3,
                                                   migration_function=lambda s, ov, nv: {})
     assert e.value.step == "validate"
+
+
+def test_instances_of_a_class_whose_slots_change_move_into_new_objects(sid):
+    sm.hot_reload_source(sid, src("""
+        class P:
+            __slots__ = ("x",)
+            def __init__(self, x):
+                self.x = x
+            def show(self):
+                return f"P({self.x})"
+    """), "p")
+    OldP = sm.get_sandbox(sid).P
+    p = OldP(3)
+    holder = {"p": p}
+    r = sm.hot_reload_source(sid, src("""
+        class P:
+            __slots__ = ("x", "y")
+            def __init__(self, x):
+                self.x = x
+                self.y = 0
+            def show(self):
+                return f"P({self.x}, {self.y})"
+            def total(self):
+                return self.x + self.y
+    """), "p", state_handler=lambda s, ov, nv: {**s, "y": 10})
+    NewP = sm.get_sandbox(sid).P
+    assert NewP is not OldP and r.migrated == 1
+    assert any("layout" in n for n in r.notes)
+    assert holder["p"] is p                       # the reference held elsewhere still works
+    assert p.total() == 13 and p.show() == "P(3, 10)" and repr(p) == repr(p)
+    assert isinstance(p, NewP) and p.__class__ is NewP
+    p.y = 20
+    assert p.total() == 23
+    assert NewP(1).total() == 1
+
+
+def test_a_state_that_does_not_fit_the_new_slots_refuses_the_reload(sid):
+    sm.hot_reload_source(sid, "class Q:\n    __slots__ = ('a',)\n    def __init__(self):\n"
+                              "        self.a = 1\n", "q")
+    q = sm.get_sandbox(sid).Q()
+    with pytest.raises(sm.ReloadError) as info:
+        sm.hot_reload_source(sid, "class Q:\n    __slots__ = ('b',)\n", "q")
+    assert info.value.step == "migrate" and "state_handler" in str(info.value)
+    assert type(q).__slots__ == ("a", "__weakref__") and q.a == 1
+    assert sm.get_module_version(sid, "q") == 1
