@@ -274,18 +274,22 @@ class SandboxMagics(Magics):
             raise MagicError("usage: %sandbox_info SANDBOX_ID")
         return api.get_sandbox_info(sid)
 
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("--forget", action="store_true",
+              help="also delete the sandbox's recorded history from the store")
     @line_magic
     def sandbox_destroy(self, line: str) -> None:
-        """Stop a sandbox's servers and drop its modules."""
-        sid = line.strip()
-        if not sid:
-            raise MagicError("usage: %sandbox_destroy SANDBOX_ID")
-        api.destroy_sandbox(sid)
+        """Stop a sandbox's servers and drop its modules (the history is kept)."""
+        args = parse_argstring(self.sandbox_destroy, line)
+        sid = args.sandbox_id
+        api.destroy_sandbox(sid, forget_history=args.forget)
         ns = self.shell.user_ns
         if isinstance(ns.get(sid), Sandbox):
             del ns[sid]
         self.cell_modules = {k: v for k, v in self.cell_modules.items() if k[0] != sid}
-        print(f"sandbox {sid!r} destroyed")
+        print(f"sandbox {sid!r} destroyed" + (" and its history forgotten" if args.forget
+                                               else "; its history is kept"))
 
     @magic_arguments()
     @argument("sandbox_id")

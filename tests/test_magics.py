@@ -202,5 +202,8 @@ def test_history_and_restore_after_a_restart(ip, sb_id, tmp_path, capsys):
         assert "counter v3" in capsys.readouterr().out
         assert not cell(ip, "%sandbox_history never_seen_before").success
         assert "no recorded history" in capsys.readouterr().err
+        cell(ip, f"%sandbox_destroy {sb_id} --forget")
+        assert "history forgotten" in capsys.readouterr().out
+        assert not cell(ip, f"%sandbox_history {sb_id}").success
     finally:
         sm._api._default_store = previous
