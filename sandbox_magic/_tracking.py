@@ -35,8 +35,12 @@ class _Registry:
             self.prune()
 
     def prune(self) -> list[Any]:
-        alive = [o for o in (r() for r in self.refs) if o is not None]
-        self.refs = [_ref(o) for o in alive]
+        """The live instances; dead references are dropped (the live ones are kept)."""
+        refs = self.refs
+        alive = [r() for r in refs]
+        if None in alive:
+            self.refs = [r for r, o in zip(refs, alive) if o is not None]
+            alive = [o for o in alive if o is not None]
         self.limit = max(64, 2 * len(alive))
         return alive
 
