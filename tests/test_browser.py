@@ -43,7 +43,8 @@ def lab(tmp_path_factory):
                                  "language": "python"}
     nbformat.write(nb, str(root / "panel.ipynb"))
     port = _free_port()
-    env = {**os.environ, "SANDBOX_MAGIC_STORE": str(root / "history.sqlite3")}
+    store = tmp_path_factory.mktemp("store") / "history.sqlite3"
+    env = {**os.environ, "SANDBOX_MAGIC_STORE": str(store)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
          f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
@@ -159,8 +160,10 @@ def test_panel_follows_reloads_and_rolls_back(page):
     page.click("#sandbox-magic-panel .jp-SandboxPanel-undo")
     wait_versions(page, ["3*", "2", "1"])
     assert "hello from v3" in run(page, "demo.greet()")
-    for button in page.query_selector_all(".jp-Notification-Toast button:has-text('No')"):
-        button.click()      # the news prompt is not part of the picture
+    no_news = page.get_by_role("button", name="No", exact=True)
+    if no_news.count():
+        no_news.first.click()      # the news prompt is not part of the picture
+        page.wait_for_timeout(800)
     page.screenshot(path=str(ROOT / "labextension" / "screenshot.png"))
 
 

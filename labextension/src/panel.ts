@@ -97,7 +97,9 @@ export class SandboxPanel extends Widget {
       const li = el('li', 'jp-SandboxPanel-version' + (v.current ? ' jp-mod-current' : ''));
       li.dataset.version = String(v.version);
       const time = new Date(v.loaded_at);
-      const when = isNaN(time.getTime()) ? v.loaded_at : time.toLocaleTimeString();
+      const when = isNaN(time.getTime())
+        ? v.loaded_at
+        : time.toLocaleTimeString([], { hour12: false });
       li.appendChild(el('span', 'jp-SandboxPanel-marker', v.current ? '●' : ''));
       li.appendChild(el('span', 'jp-SandboxPanel-number', `v${v.version}`));
       li.appendChild(el('span', 'jp-SandboxPanel-time', when));
