@@ -13,36 +13,45 @@ Dead references are pruned whenever a list has doubled since its last prune.
 from __future__ import annotations
 
 import builtins
+import threading
 import weakref
 from typing import Any
 
 LIVE_ATTR = "__sandbox_live__"
+_create_lock = threading.Lock()
 _ref = weakref.ref
 
 
 class _Registry:
-    __slots__ = ("refs", "limit", "owner")
+    __slots__ = ("refs", "limit", "owner", "lock")
 
     def __init__(self, owner: type) -> None:
+        self.lock = threading.Lock()
         self.refs: list[weakref.ref[Any]] = []
         self.limit = 64
         self.owner = _ref(owner)
 
     def add(self, obj: Any) -> None:
-        refs = self.refs
-        refs.append(_ref(obj))
-        if len(refs) > self.limit:
+        ref = _ref(obj)
+        self.refs.append(ref)
+        if len(self.refs) > self.limit:
             self.prune()
 
     def prune(self) -> list[Any]:
-        """The live instances; dead references are dropped (the live ones are kept)."""
-        refs = self.refs
-        alive = [r() for r in refs]
-        if None in alive:
-            self.refs = [r for r, o in zip(refs, alive) if o is not None]
-            alive = [o for o in alive if o is not None]
-        self.limit = max(64, 2 * len(alive))
-        return alive
+        """The live instances; dead references are dropped (the live ones are kept).
+
+        The list is swapped out first, so instances created by other threads
+        meanwhile land in the fresh list; the kept references are put in front
+        of them in one C-level step.  No reference is ever lost.
+        """
+        with self.lock:
+            refs = self.refs
+            self.refs = fresh = []
+            alive = [r() for r in refs]
+            fresh[:0] = [r for r, o in zip(refs, alive) if o is not None]
+            objs = [o for o in alive if o is not None]
+            self.limit = max(64, 2 * len(objs))
+        return objs
 
 
 class Tracked:
@@ -64,12 +73,12 @@ class Tracked:
         if reg is None or reg.owner() is not cls:
             track(cls, obj)
         else:
-            refs = reg.refs
             try:
-                refs.append(_ref(obj))
+                ref = _ref(obj)
             except TypeError:  # not weakly referenceable (a base without __weakref__)
                 return obj
-            if len(refs) > reg.limit:
+            reg.refs.append(ref)   # no thread switch between the lookup and the append
+            if len(reg.refs) > reg.limit:
                 reg.prune()
         return obj
 
@@ -78,8 +87,11 @@ def track(cls: type, obj: Any) -> None:
     """Record ``obj`` as a live instance of ``cls`` (after its class was reassigned)."""
     reg = cls.__dict__.get(LIVE_ATTR)
     if reg is None:
-        reg = _Registry(cls)
-        type.__setattr__(cls, LIVE_ATTR, reg)
+        with _create_lock:   # two threads making the first instances share one registry
+            reg = cls.__dict__.get(LIVE_ATTR)
+            if reg is None:
+                reg = _Registry(cls)
+                type.__setattr__(cls, LIVE_ATTR, reg)
     try:
         reg.add(obj)
     except TypeError:

@@ -547,3 +547,25 @@ def test_a_state_that_does_not_fit_the_new_slots_refuses_the_reload(sid):
     assert info.value.step == "migrate" and "state_handler" in str(info.value)
     assert type(q).__slots__ == ("a", "__weakref__") and q.a == 1
     assert sm.get_module_version(sid, "q") == 1
+
+
+def test_instances_created_by_threads_while_pruning_stay_tracked(sid):
+    sm.hot_reload_source(sid, INSTANCES_V1)
+    P = sm.get_sandbox(sid).Particle
+    keep: list = []
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            keep.append(P(len(keep)))
+            P(-1)                      # garbage, so prunes have work to do
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    r = sm.hot_reload_source(sid, INSTANCES_V2, state_handler=lambda s, ov, nv: {**s, "mass": 1})
+    assert r.migrated == len(keep) and all(p.mass == 1 for p in keep)
