@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import IncompatibleStateError, ReloadError, SandboxError, SandboxTimeout
-from ._server import Server, ServerError, ServerProcess, ServerRef
+from ._server import Server, ServerError, ServerProcess
 from ._forward import forward, unforward
 from ._tracking import instances_of
 

@@ -134,7 +134,7 @@ def test_a_thousand_one_line_edits_cost_at_most_three_copies(tmp_path):
 
 def test_killing_the_process_mid_reload_never_loses_a_reported_version(tmp_path):
     path = tmp_path / "crash.sqlite3"
-    loop = textwrap.dedent(f"""
+    loop = textwrap.dedent("""
         import sys, sandbox_magic as sm
         sm.create_sandbox("crash", max_versions=None)
         n = 0
