@@ -225,7 +225,7 @@ def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, 
         state.clear_overlay()
         for m in run_order:
             reals[m].__file__ = code_for[m].filename
-            reals[m].__spec__ = state.new_module(m, code_for[m]).__spec__
+            reals[m].__spec__ = state.spec(m, code_for[m])
             state.register_module(m, reals[m], code_for[m])
 
         results = []

@@ -129,14 +129,17 @@ class SandboxState:
                     return types.SimpleNamespace(**found)
         return builtins.__import__(name, globals, locals, fromlist, level)
 
+    def spec(self, module: str, artifact: Artifact) -> importlib.machinery.ModuleSpec:
+        return importlib.machinery.ModuleSpec(self.fullname(module), None,
+                                              origin=artifact.filename)
+
     def new_module(self, module: str, artifact: Artifact) -> types.ModuleType:
-        fullname = self.fullname(module)
-        mod = types.ModuleType(fullname)
+        mod = types.ModuleType(self.fullname(module))
         mod.__dict__.update({
             "__builtins__": self.builtins,
             "__package__": self.package_name,
             "__file__": artifact.filename,
-            "__spec__": importlib.machinery.ModuleSpec(fullname, None, origin=artifact.filename),
+            "__spec__": self.spec(module, artifact),
             "__loader__": None,
         })
         return mod
