@@ -75,7 +75,7 @@ class ReloadOptions:
 
 
 #: Live-state participants (servers, tracked instances) hook in here.  Each is
-#: called as ``factory(state, patcher, modules, options) -> participant`` and
+#: called as ``factory(state, patcher, run_order, changes, options)`` and
 #: the participant offers ``before_commit()``, ``after_commit() -> int``
 #: (objects migrated), ``rollback()`` and ``finish()``.
 PARTICIPANTS: list[Callable[..., Any]] = []
