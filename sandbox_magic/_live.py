@@ -14,14 +14,78 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
 from typing import Any
 
 from ._errors import IncompatibleStateError, ReloadError, SandboxError, SandboxTimeout
 from ._server import Server, ServerError, ServerProcess
 from ._forward import forward, unforward
+from ._interrupts import user_code
 from ._tracking import instances_of
+
+_GATED = frozenset({"__getattribute__", "__setattr__", "__delattr__"})
+_Missing = object()
+
+
+class _Gate:
+    """Holds other threads off the instances of classes whose state is being migrated.
+
+    While a ``state_handler`` computes new states, every attribute read, write or
+    delete on an instance of a migrating class from another thread waits until
+    the reload is over (applied or refused), then goes ahead on whatever is
+    current.  So no write lands in a state that is about to be replaced, and
+    no new code runs on a state that is not migrated yet.  The reloading
+    thread passes through.
+    """
+
+    def __init__(self) -> None:
+        self.owner = threading.get_ident()
+        self.open = threading.Event()
+        self.installed: list[tuple[type, str, Any]] = []   # (class, name, original entry)
+
+    def install(self, cls: type) -> None:
+        for name in _GATED:
+            resolved = getattr(cls, name)
+            self.installed.append((cls, name, cls.__dict__.get(name, _Missing)))
+            type.__setattr__(cls, name, self._gate(name, resolved))
+
+    def _gate(self, name: str, resolved: Any) -> Any:
+        owner, opened = self.owner, self.open
+
+        def gate(obj: Any, *args: Any) -> Any:
+            if threading.get_ident() == owner or opened.is_set():
+                return resolved(obj, *args)
+            opened.wait()
+            return getattr(type(obj), name)(obj, *args)   # whatever is current now
+        gate.__name__ = name
+        return gate
+
+    def removal_ops(self, final: Any) -> list[Any]:
+        """C-level calls that put each gated attribute to ``final(cls, name, original)``."""
+        ops = []
+        for cls, name, original in self.installed:
+            value = final(cls, name, original)
+            if value is _Missing:
+                ops.append(partial(type.__delattr__, cls, name))
+            else:
+                ops.append(partial(type.__setattr__, cls, name, value))
+        return ops
+
+    def remove(self) -> None:
+        for cls, name, original in reversed(self.installed):
+            if original is _Missing:
+                if name in cls.__dict__:
+                    type.__delattr__(cls, name)
+            else:
+                type.__setattr__(cls, name, original)
+        self.installed.clear()
+
+    def release(self) -> None:
+        self.open.set()
 
 
 # ------------------------------------------------------------------ supervisors
@@ -388,6 +452,9 @@ class LiveState:
         self.server_new: list[Any] = []
         self.applied_servers = 0
         self.applied_groups: list[tuple[_ClassGroup, int]] = []
+        self.patcher = patcher
+        self.gate: _Gate | None = None
+        self.gate_committed = False
 
     def before_commit(self) -> None:
         if not self.opts.use_state_preservation:
@@ -401,16 +468,21 @@ class LiveState:
                                   step="suspend", obj=p.label) from exc
             self.suspended.append(p)
         self.server_old = [p.state for p in self.servers]
-        for g in self.groups:
+        handler = self.opts.state_handler
+        if handler is not None and self.groups:
+            self.gate = _Gate()
+            for g in self.groups:
+                self.gate.install(g.cls)
+                self.patcher.protect(g.cls, _GATED)
+        for g in self.groups if handler is not None else ():
             try:
                 if g.plain:
-                    g.old = [o.__dict__ for o in g.objs]
+                    g.old = list(map(object.__getattribute__, g.objs, repeat("__dict__")))
                 else:
                     g.old = [get_state(o) for o in g.objs]
             except Exception as exc:
                 raise ReloadError(f"capturing the state of {g.cls.__qualname__} instances "
                                   f"failed: {exc}", step="capture") from exc
-        handler = self.opts.state_handler
         for old_cls, new_cls in self.replaced:
             ov, nv = self.versions[self.module_of[old_cls.__module__]]
             for obj in instances_of(old_cls):
@@ -426,12 +498,33 @@ class LiveState:
         paused = gc.isenabled()
         gc.disable()
         try:
-            for g in self.groups:
-                ov, nv = self.versions[self.module_of[g.cls.__module__]]
-                g.new = self._migrate_many(handler, g, ov, nv)
+            with user_code():
+                for g in self.groups:
+                    ov, nv = self.versions[self.module_of[g.cls.__module__]]
+                    g.new = self._migrate_many(handler, g, ov, nv)
         finally:
             if paused:
                 gc.enable()
+
+    def commit_ops(self) -> list[Any]:
+        """New states of plain instances and the gates' removal, in the code switch's loop."""
+        ops: list[Any] = []
+        for g in self.groups:
+            if g.new and g.plain:
+                self.applied_groups.append((g, len(g.objs)))   # rollback puts back all
+                ops.append(partial(deque, map(object.__setattr__, g.objs, repeat("__dict__"),
+                                              g.new), 0))
+        if self.gate is not None:
+            patcher = self.patcher
+
+            def final(cls: type, name: str, original: Any) -> Any:
+                new_cls = patcher.new_class_of(cls)
+                if new_cls is None:
+                    return original
+                value = new_cls.__dict__.get(name, _Missing)
+                return value if value is _Missing else patcher.tr(value)
+            ops.extend(self.gate.removal_ops(final))
+        return ops
 
     def _move(self, obj: Any, new_cls: type, handler: Any, ov: Any, nv: Any) -> Any:
         """A new object of ``new_cls`` holding ``obj``'s (migrated) state; nothing changes yet."""
@@ -442,7 +535,8 @@ class LiveState:
             raise ReloadError(f"capturing the state of {label} failed: {exc}",
                               step="capture", obj=obj) from exc
         if handler is not None:
-            state = self._migrate(handler, label, state, ov, nv)
+            with user_code():
+                state = self._migrate(handler, label, state, ov, nv)
         try:
             new = new_cls.__new__(new_cls)
             set_state(new, state)
@@ -455,7 +549,7 @@ class LiveState:
     def _migrate(self, fn: Any, label: str, old: Any, ov: Any, nv: Any) -> Any:
         try:
             new = fn(copy_state(old), ov, nv)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ReloadError(f"state migration of {label} raised {type(exc).__name__}: "
                               f"{exc}; nothing was changed", step="migrate", obj=label) from exc
         try:
@@ -475,7 +569,7 @@ class LiveState:
         for obj, old in zip(g.objs, g.old):   # the hot loop of big migrations
             try:
                 new = fn(dict(old), ov, nv)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raise ReloadError(
                     f"state migration of {g.cls.__qualname__} instance at {id(obj):#x} raised "
                     f"{type(exc).__name__}: {exc}; nothing was changed", step="migrate",
@@ -487,6 +581,7 @@ class LiveState:
         return out
 
     def after_commit(self) -> int:
+        self.gate_committed = True          # the commit loop removed the gates
         if not self.opts.use_state_preservation:
             return 0
         if self.opts.state_handler is None:
@@ -497,8 +592,9 @@ class LiveState:
                     self.server_new.append(None)
                     continue
                 ov, nv = self.versions[self.module_of[p.cls.__module__]]
-                self.server_new.append(self._migrate(impl.code_change, f"server {p.label}",
-                                                     old, ov, nv))
+                with user_code():
+                    self.server_new.append(self._migrate(impl.code_change,
+                                                         f"server {p.label}", old, ov, nv))
         migrated = 0
         for obj, _, new in self.moved:
             forward(obj, new)
@@ -509,20 +605,17 @@ class LiveState:
                 p.state = new
                 migrated += 1
             self.applied_servers += 1
-        setattr_ = object.__setattr__
         for g in self.groups:
             if not g.new:
                 continue
+            if g.plain:            # applied in the commit loop
+                migrated += len(g.objs)
+                continue
             done = 0
             try:
-                if g.plain:
-                    for obj, new in zip(g.objs, g.new):
-                        setattr_(obj, "__dict__", new)   # one assignment: never half-set
-                        done += 1
-                else:
-                    for obj, new in zip(g.objs, g.new):
-                        set_state(obj, new)
-                        done += 1
+                for obj, new in zip(g.objs, g.new):
+                    set_state(obj, new)
+                    done += 1
             except Exception as exc:
                 raise ReloadError(f"restoring the migrated state of a {g.cls.__qualname__} "
                                   f"instance failed: {exc}", step="restore") from exc
@@ -532,6 +625,9 @@ class LiveState:
         return migrated
 
     def rollback(self) -> None:
+        if self.gate is not None:
+            self.gate.remove()
+            self.gate_committed = False
         for obj, old_cls, _ in self.moved[:self.forwarded]:
             unforward(obj, old_cls)
         self.forwarded = 0
@@ -547,6 +643,10 @@ class LiveState:
         self.applied_servers = 0
 
     def finish(self) -> None:
+        if self.gate is not None:
+            if not self.gate_committed:
+                self.gate.remove()  # a refused reload: the classes as they were
+            self.gate.release()
         for p in self.suspended:
             p.resume()
         self.suspended.clear()

@@ -12,11 +12,21 @@ pickles) therefore sees the new code without a heap scan.
 Every mutation of an old object is recorded first, so :meth:`Patcher.revert`
 puts all of them back exactly; a reload is either applied whole or not at all.
 
+Functions the new body creates keep their identity: the commit re-points their
+globals from the staging namespace at the live module dict (see ``_globals``),
+so a function reached only through a wrapper (``lru_cache``, ``partial``,
+``singledispatch``, a ``functools.wraps`` closure, a registry) reads and writes
+the live namespace too.  Wrappers are paired like functions, one rule per kind
+of object (:data:`RULES`): the wrapped old function gets the new code, an old
+memoizing wrapper forgets its cache, an old ``partial`` takes the new
+arguments, so a wrapper held from an older version runs the current code.
+
 Where an in-place update is impossible the patcher falls back to something
 correct and says so in :attr:`Patcher.notes`:
 
-* a function whose closure changed shape keeps its identity and forwards to the
-  new function (a trampoline); ``__wrapped__`` points at the target;
+* a function whose closure changed shape (for example a decorator was added
+  or removed) keeps its identity and forwards to the new function (a
+  trampoline); ``__wrapped__`` points at the target;
 * a class whose memory layout, metaclass or bases cannot change in place is
   replaced by the new class; existing instances keep the old class.
 """
@@ -25,14 +35,21 @@ from __future__ import annotations
 
 import enum
 import functools
+import gc
+import logging
 import operator
-from collections import deque
-from functools import partial
+import sys
+import threading
 import types
+from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from ._globals import PINS, Repoint
 from ._tracking import track
+
+log = logging.getLogger(__name__)
 
 _TARGET = "__sandbox_magic_target__"
 _FUNC_ATTRS = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__name__",
@@ -42,6 +59,52 @@ _CLASS_KEEP = frozenset({"__dict__", "__weakref__", "_abc_impl", "__sandbox_live
 _MODULE_KEEP = frozenset({"__name__", "__builtins__", "__spec__", "__loader__",
                           "__package__", "__path__"})
 _Empty = object()
+_LRU = type(functools.lru_cache(maxsize=None)(lambda: None))
+_GENERATORS = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
+
+
+def _links(obj: Any, tables: bool = False) -> list[Any]:
+    """What a wrapper wraps: closure cells, ``__wrapped__``, ``func``, ``__func__``.
+
+    With ``tables``, also the values of dicts held in closure cells (the
+    registry of a ``singledispatch`` function, say).
+    """
+    if isinstance(obj, types.FunctionType):
+        out = [v for v in map(_cell_get, _cells(obj)) if v is not _Empty]
+        if tables:
+            out += [x for v in out if type(v) is dict for x in v.values()]
+        w = obj.__dict__.get("__wrapped__", _Empty)
+        if w is not _Empty:
+            out.append(w)
+        return out
+    if isinstance(obj, partial):
+        return [obj.func]
+    if isinstance(obj, (types.MethodType, classmethod, staticmethod)):
+        return [obj.__func__]
+    if isinstance(obj, _LRU):
+        return [obj.__wrapped__]
+    return []
+
+
+def _reaches(obj: Any, pred: Callable[[Any], bool], depth: int = 4,
+             tables: bool = False) -> bool:
+    """Whether ``obj`` is, or wraps (through at most ``depth`` wrappers), a match."""
+    if pred(obj):
+        return True
+    if depth <= 0:
+        return False
+    return any(_reaches(x, pred, depth - 1, tables) for x in _links(obj, tables))
+
+
+# Containers are searched for functions to pair up to this size, and only these items.
+_PAIR_ITEMS_MAX = 10_000
+_PAIRABLE = (types.FunctionType, type, partial, _LRU, types.MethodType, classmethod,
+             staticmethod, dict, list, tuple)
+
+
+def _same_code(a: Any, b: Any) -> bool:
+    return (isinstance(a, types.FunctionType) and isinstance(b, types.FunctionType)
+            and a.__code__ == b.__code__ and a.__defaults__ == b.__defaults__)
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,24 +167,37 @@ class Patcher:
         transaction; functions whose globals are a staging dict are "new".
     staged_modules:
         ``{id(staging module): real module}``.
+    old_namespaces:
+        the real module dicts before the reload (their classes are "old").
+    staging:
+        the staging dicts themselves (kept alive until :meth:`finish`).
     """
 
     def __init__(self, staged: dict[int, dict[str, Any]],
                  staged_modules: dict[int, types.ModuleType],
-                 old_namespaces: list[dict[str, Any]]) -> None:
+                 old_namespaces: list[dict[str, Any]],
+                 staging: list[dict[str, Any]] | None = None) -> None:
         self._globals_map = staged
+        self._real_ids = {id(d) for d in staged.values()}
         self._modnames = {m.__name__ for m in staged_modules.values()}
+        self._staging = list(staging or ())
         self._old_classes: set[int] = set()
         for ns in old_namespaces:
             for v in ns.values():
                 self._note_old_class(v)
         self.memo: dict[int, Any] = dict(staged_modules)
+        self.memo.update(staged)          # globals() captured by the body -> the live dict
         self._keep: list[Any] = []        # keeps new objects alive while ids are in use
         self._func_pairs: list[tuple[types.FunctionType, Any, str]] = []
         self._class_pairs: list[tuple[type, type, str]] = []
         self._instance_pairs: list[tuple[Any, Any]] = []
+        self._wrapper_pairs: list[tuple[Any, Any]] = []
+        self._paired: set[tuple[int, int]] = set()
         self._walked: set[int] = set()
         self._undo: list[Callable[[], None]] = []
+        self._repoint = Repoint()
+        self._live_frames: set[int] = set()   # staging dicts a body-made frame still reads
+        self._protected: dict[int, frozenset[str]] = {}   # class attributes others manage
         self.notes: list[str] = []
         self.patched = 0                  # old objects updated in place
         self.replaced: list[tuple[type, type]] = []   # (old, new) classes not patchable
@@ -129,6 +205,17 @@ class Patcher:
     # ------------------------------------------------------------------ pairing
     def _is_new_function(self, obj: Any) -> bool:
         return isinstance(obj, types.FunctionType) and id(obj.__globals__) in self._globals_map
+
+    def _is_new(self, obj: Any) -> bool:
+        """Made by this transaction's bodies: a function of theirs, or a wrapper of one."""
+        return _reaches(obj, lambda o: self._is_new_function(o) or self._is_new_class(o),
+                        tables=True)
+
+    def _is_owned(self, obj: Any) -> bool:
+        """Belongs to a module of this transaction (safe to patch in place)."""
+        return _reaches(obj, lambda o: (isinstance(o, types.FunctionType)
+                                        and id(o.__globals__) in self._real_ids)
+                        or (isinstance(o, type) and id(o) in self._old_classes))
 
     def _note_old_class(self, v: Any) -> None:
         if isinstance(v, type) and id(v) not in self._old_classes \
@@ -151,42 +238,90 @@ class Patcher:
             self._pair(old, new, f"{modname}.{name}")
 
     def _pair(self, old: Any, new: Any, path: str) -> None:
+        """Pair one old object with the new one of the same name: the first rule that applies."""
         if id(new) in self.memo or old is new:
             return
-        if self._is_new_function(new) and isinstance(old, types.FunctionType):
-            mode = "code" if len(_cells(old)) == len(_cells(new)) else "trampoline"
+        key = (id(old), id(new))
+        if key in self._paired:
+            return
+        self._paired.add(key)
+        self._keep.append(new)
+        for applies, pair in RULES:
+            if applies(self, old, new):
+                pair(self, old, new, path)
+                return
+
+    # One method per kind of object; RULES below lists them in order.
+    def _pair_functions(self, old: types.FunctionType, new: types.FunctionType,
+                        path: str) -> None:
+        if len(_cells(old)) == len(_cells(new)):
             self._remember(new, old)
-            self._func_pairs.append((old, new, mode))
-            if mode == "trampoline":
-                self.notes.append(f"{path}: closure changed shape; the old function object "
-                                  "now forwards to the new one")
-            else:
-                for oc, nc in zip(_cells(old), _cells(new)):
-                    ov, nv = _cell_get(oc), _cell_get(nc)
-                    if ov is not _Empty and nv is not _Empty:
-                        self._pair(ov, nv, f"{path}.<closure>")
-        elif isinstance(old, types.FunctionType) and callable(new) and (
-                self._is_new_class(new) or self._is_new_function(new)):
-            self._func_pairs.append((old, new, "forward"))
-            self.notes.append(f"{path}: changed from a function to {type(new).__name__} "
-                              f"{getattr(new, '__name__', '')}; the old function forwards to it")
-        elif isinstance(old, type) and self._is_new_class(new):
+            self._func_pairs.append((old, new, "code"))
+            for oc, nc in zip(_cells(old), _cells(new)):
+                ov, nv = _cell_get(oc), _cell_get(nc)
+                if ov is not _Empty and nv is not _Empty:
+                    self._pair(ov, nv, f"{path}.<closure>")
+            ow, nw = old.__dict__.get("__wrapped__", _Empty), new.__dict__.get("__wrapped__", _Empty)
+            if ow is not _Empty and nw is not _Empty:
+                self._pair(ow, nw, f"{path}.__wrapped__")
+        else:
+            # A decorator added or removed: the old object keeps its identity and forwards.
             self._remember(new, old)
-            self._class_pairs.append((old, new, path))
-            for name, nv in new.__dict__.items():
-                if name in _CLASS_KEEP:
-                    continue
-                ov = old.__dict__.get(name, _Empty)
-                if ov is not _Empty:
-                    self._pair_attr(ov, nv, f"{path}.{name}", old, new)
-        elif isinstance(old, type) and not isinstance(new, type) and self._is_new_function(new):
-            self.notes.append(f"{path}: changed from a class to a function; references to "
-                              "the old class taken before this reload still see the class")
+            self._func_pairs.append((old, new, "trampoline"))
+            self.notes.append(f"{path}: closure changed shape; the old function object "
+                              "now forwards to the new one")
+
+    def _pair_kind_switch(self, old: types.FunctionType, new: Any, path: str) -> None:
+        self._func_pairs.append((old, new, "forward"))
+        self.notes.append(f"{path}: changed from a function to {type(new).__name__} "
+                          f"{getattr(new, '__name__', '')}; the old function forwards to it")
+
+    def _pair_classes(self, old: type, new: type, path: str) -> None:
+        self._remember(new, old)
+        self._class_pairs.append((old, new, path))
+        for name, nv in new.__dict__.items():
+            if name in _CLASS_KEEP:
+                continue
+            ov = old.__dict__.get(name, _Empty)
+            if ov is not _Empty:
+                self._pair_attr(ov, nv, f"{path}.{name}", old, new)
+
+    def _pair_class_to_function(self, old: type, new: Any, path: str) -> None:
+        self.notes.append(f"{path}: changed from a class to a function; references to "
+                          "the old class taken before this reload still see the class")
+
+    def _pair_memoized(self, old: Any, new: Any, path: str) -> None:
+        self._pair(old.__wrapped__, new.__wrapped__, f"{path}.__wrapped__")
+        if old.cache_parameters() == new.cache_parameters():
+            self._remember(new, old)      # the old wrapper stays, with the new function
+        else:
+            self.notes.append(f"{path}: the cache settings changed; the module binds the new "
+                              "cache, the old one runs the new code")
+        self._wrapper_pairs.append((old, new))
+
+    def _pair_partials(self, old: partial, new: partial, path: str) -> None:
+        self._pair(old.func, new.func, f"{path}.func")
+        self._remember(new, old)
+        self._wrapper_pairs.append((old, new))
+
+    def _pair_methods(self, old: Any, new: Any, path: str) -> None:
+        self._pair(old.__func__, new.__func__, path)
+
+    def _pair_containers(self, old: Any, new: Any, path: str) -> None:
+        if len(new) > _PAIR_ITEMS_MAX:
+            return
+        if isinstance(old, dict):
+            for k, nv in new.items():
+                ov = old.get(k, _Empty)
+                if ov is not _Empty and isinstance(nv, _PAIRABLE):
+                    self._pair(ov, nv, f"{path}[{k!r}]")
+        else:
+            for i, (ov, nv) in enumerate(zip(old, new)):
+                if isinstance(nv, _PAIRABLE):
+                    self._pair(ov, nv, f"{path}[{i}]")
 
     def _pair_attr(self, ov: Any, nv: Any, path: str, old_cls: type, new_cls: type) -> None:
-        if isinstance(ov, (classmethod, staticmethod)) and type(ov) is type(nv):
-            self._pair(ov.__func__, nv.__func__, path)
-        elif isinstance(ov, property) and isinstance(nv, property):
+        if isinstance(ov, property) and isinstance(nv, property):
             for part in ("fget", "fset", "fdel"):
                 o, n = getattr(ov, part), getattr(nv, part)
                 if o is not None and n is not None:
@@ -247,6 +382,16 @@ class Patcher:
     def tr_ref(self, obj: Any) -> Any:
         return self.memo.get(id(obj), obj)
 
+    def new_class_of(self, old: type) -> type | None:
+        for o, n, _ in self._class_pairs:
+            if o is old:
+                return n
+        return None
+
+    def protect(self, cls: type, names: frozenset[str]) -> None:
+        """Leave these attributes of ``cls`` to another participant (see live state)."""
+        self._protected[id(cls)] = names
+
     # -------------------------------------------------------------- translation
     def tr(self, value: Any) -> Any:
         """Map a value from the new world onto the old one (in place for new objects)."""
@@ -255,7 +400,9 @@ class Patcher:
             return hit
         if isinstance(value, types.FunctionType):
             if self._is_new_function(value):
-                return self._rebuild(value)
+                self._adopt_function(value)
+            elif id(value) not in self._walked and self._is_new(value):
+                self._adopt_function(value)   # a wrapper made by the body around new code
             return value
         if isinstance(value, type):
             if self._is_new_class(value):
@@ -294,6 +441,11 @@ class Patcher:
         if isinstance(value, (classmethod, staticmethod)):
             f = self.tr(value.__func__)
             return value if f is value.__func__ else type(value)(f)
+        if isinstance(value, types.MethodType):
+            f, obj = self.tr(value.__func__), self.tr(value.__self__)
+            if f is value.__func__ and obj is value.__self__:
+                return value
+            return types.MethodType(f, obj)
         if isinstance(value, property) and type(value) is property:
             parts = [self.tr(p) for p in (value.fget, value.fset, value.fdel)]
             if any(a is not b for a, b in zip(parts, (value.fget, value.fset, value.fdel))):
@@ -301,6 +453,34 @@ class Patcher:
             return value
         if isinstance(value, functools.cached_property):
             value.func = self.tr(value.func)
+            return value
+        if isinstance(value, partial) and type(value) is partial:
+            if id(value) not in self._walked and self._is_new(value):
+                self._walked.add(id(value))
+                state = self._partial_state(value)
+                if any(a is not b for a, b in zip(state, value.__reduce__()[2])):
+                    value.__setstate__(state)
+            return value
+        if isinstance(value, _LRU):
+            if id(value) not in self._walked:
+                self._walked.add(id(value))
+                self.tr(value.__wrapped__)     # the function it calls keeps its identity
+                d = getattr(value, "__dict__", None)
+                if d:
+                    self.tr(d)
+            return value
+        if isinstance(value, types.MappingProxyType):
+            for v in value.values():           # e.g. a singledispatch registry
+                self.tr(v)
+            return value
+        if isinstance(value, _GENERATORS):
+            frame = getattr(value, "gi_frame", None) or getattr(value, "cr_frame", None) \
+                or getattr(value, "ag_frame", None)
+            if frame is not None and id(frame.f_globals) in self._globals_map:
+                self._live_frames.add(id(frame.f_globals))
+                self.notes.append(f"{getattr(value, '__qualname__', 'a generator')}: a "
+                                  "generator made by the module body keeps the globals it "
+                                  "started with; create it again to use the live module")
             return value
         if isinstance(value, types.ModuleType):
             return value
@@ -319,26 +499,31 @@ class Patcher:
                 self.tr(d)
         return value
 
-    def _rebuild(self, fn: types.FunctionType, remember: bool = True) -> types.FunctionType:
-        """A copy of a new function that uses the real module dict as globals."""
-        real = self._globals_map[id(fn.__globals__)]
-        clone = types.FunctionType(fn.__code__, real, fn.__name__, None, fn.__closure__)
-        if remember:
-            self._remember(fn, clone)
-        clone.__defaults__ = self.tr(fn.__defaults__)
-        clone.__kwdefaults__ = self.tr(fn.__kwdefaults__)
-        clone.__qualname__ = fn.__qualname__
-        clone.__doc__ = fn.__doc__
-        clone.__module__ = fn.__module__
-        clone.__annotations__ = fn.__annotations__
-        clone.__dict__.update(self.tr(dict(fn.__dict__)))
+    def _partial_state(self, p: partial) -> tuple[Any, ...]:
+        func, args, kwds, d = p.__reduce__()[2]
+        return (self.tr(func), self.tr(args), self.tr(kwds) if kwds is not None else None,
+                self.tr(d) if d is not None else None)
+
+    def _adopt_function(self, fn: types.FunctionType) -> None:
+        """Point a function made by a body at the live globals; translate its parts in place."""
+        if id(fn) in self._walked:
+            return
+        self._walked.add(id(fn))
+        self._keep.append(fn)
+        real = self._globals_map.get(id(fn.__globals__))
+        if real is not None:
+            self._repoint.add(fn, real)
+        fn.__defaults__ = self.tr(fn.__defaults__)
+        if fn.__kwdefaults__:
+            self.tr(fn.__kwdefaults__)
+        if fn.__dict__:
+            self.tr(fn.__dict__)
         for cell in _cells(fn):
             v = _cell_get(cell)
             if v is not _Empty:
                 t = self.tr(v)
                 if t is not v:
                     cell.cell_contents = t
-        return clone
 
     def _adopt_class(self, cls: type) -> None:
         """Point a class that only exists in the new version at the real globals."""
@@ -359,13 +544,16 @@ class Patcher:
                 type.__setattr__(cls, name, t)
 
     # ------------------------------------------------------------------- commit
-    def commit(self, modules: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    def commit(self, modules: list[tuple[dict[str, Any], dict[str, Any]]],
+               extra_ops: Callable[[], list[Callable[[], Any]]] | None = None) -> None:
         """Apply every pair and rewrite each ``(real_dict, staging_dict)``; all or nothing.
 
         Every change to an old object is first prepared as a call of a C function
         (``setattr``, ``type.__setattr__``, ``dict.update``...), then all of them
         run inside one C-level loop.  No Python bytecode runs in between, so no
         other thread can observe a module that is half old and half new.
+        ``extra_ops`` adds the operations of other participants (live state)
+        to the same loop.
         """
         ops: list[Callable[[], Any]] = []
         try:
@@ -375,8 +563,14 @@ class Patcher:
                 self._patch_class(ops, old, new)
             for old, new in self._instance_pairs:
                 self._patch_instance(ops, old, new)
+            for old, new in self._wrapper_pairs:
+                self._patch_wrapper(ops, old, new)
             for real, staging in modules:
                 self._patch_module(ops, real, staging)
+            self._undo.append(self._repoint.undo)
+            ops.extend(self._repoint.ops())
+            if extra_ops is not None:
+                ops.extend(extra_ops())
             deque(map(operator.call, ops), maxlen=0)
         except BaseException:
             self.revert()
@@ -386,6 +580,57 @@ class Patcher:
         """Undo every mutation of an old object, newest first."""
         while self._undo:
             self._undo.pop()()
+
+    def finish(self) -> None:
+        """The transaction is final: release the staging namespaces.
+
+        A function the walk over the new objects could not reach (held by an
+        object of another library, say) still has a staging dict as globals;
+        the dict's reference count shows it, and only then are its referrers
+        searched and re-pointed.  A staging dict that a frame made by the body
+        still reads (a generator, a thread the body started) is kept as it is;
+        every other one is emptied.
+        """
+        self._repoint.release(PINS)
+        current = threading.get_ident()
+        for ident, frame in sys._current_frames().items():
+            if ident == current:
+                continue
+            while frame is not None:
+                if id(frame.f_globals) in self._globals_map:
+                    self._live_frames.add(id(frame.f_globals))
+                frame = frame.f_back
+        del frame
+        for staging in self._staging:
+            real = self._globals_map[id(staging)]
+            # Known holders: this list, the loop variable, the argument, the staging
+            # module, the pin; and the dict itself where the body kept globals().
+            known = 4 + PINS.holds(staging)
+            for v in staging.values():
+                if v is staging:
+                    known += 1
+            if sys.getrefcount(staging) > known:
+                self._search_escaped(staging, real)
+            if id(staging) in self._live_frames:
+                self.notes.append(f"{staging.get('__name__', 'a module')}: code started by the "
+                                  "module body is still running with the namespace of this "
+                                  "version's body")
+            else:
+                staging.clear()
+        self._staging.clear()
+        self._keep.clear()
+        self.memo.clear()
+
+    def _search_escaped(self, staging: dict[str, Any], real: dict[str, Any]) -> None:
+        late = Repoint()
+        for ref in gc.get_referrers(staging):
+            if isinstance(ref, types.FunctionType) and ref.__globals__ is staging:
+                late.add(ref, real)
+        if len(late):
+            deque(map(operator.call, late.ops()), maxlen=0)
+            late.release(PINS)
+            log.debug("re-pointed %d functions found by searching referrers of %s",
+                      len(late), staging.get("__name__"))
 
     def _patch_function(self, ops: list[Callable[[], Any]], old: types.FunctionType, new: Any,
                         mode: str) -> None:
@@ -402,6 +647,7 @@ class Patcher:
         self._undo.append(undo)
         self.patched += 1
         if mode == "code":
+            self._adopt_function(new)     # wrappers made by the body may still call it
             attrs = {"__code__": new.__code__}
             for name in ("__defaults__", "__kwdefaults__"):
                 value = getattr(new, name)
@@ -414,9 +660,15 @@ class Patcher:
                 else:
                     ops.append(partial(setattr, oc, "cell_contents", self.tr(v)))
             new_dict = self.tr(dict(new.__dict__))
+            real = self._globals_map.get(id(new.__globals__))
+            if real is not None and old.__globals__ is not real:
+                self._repoint.add(old, real)   # moved between modules of one transaction
         else:
-            target = (self._rebuild(new, remember=False) if self._is_new_function(new)
-                      else self.tr(new))
+            if mode == "trampoline":
+                self._adopt_function(new)
+                target = new
+            else:
+                target = self.tr(new)
             attrs = {"__code__": _trampoline_code(len(_cells(old))), "__defaults__": None,
                      "__kwdefaults__": {_TARGET: target}}
             new_dict = self.tr(dict(new.__dict__)) if isinstance(new, types.FunctionType) else {}
@@ -433,18 +685,28 @@ class Patcher:
             attrs["__dict__"] = new_dict
         ops.extend(partial(setattr, old, k, v) for k, v in attrs.items())
 
+    def _patch_wrapper(self, ops: list[Callable[[], Any]], old: Any, new: Any) -> None:
+        if isinstance(old, partial):
+            saved = old.__reduce__()[2]
+            self._undo.append(partial(old.__setstate__, saved))
+            ops.append(partial(old.__setstate__, self._partial_state(new)))
+        elif not _same_code(old.__wrapped__, new.__wrapped__):
+            ops.append(old.cache_clear)   # its function changed: cached results are stale
+        self.tr(new)
+
     def _patch_class(self, ops: list[Callable[[], Any]], old: type, new: type) -> None:
-        saved = dict(old.__dict__)
+        keep = _CLASS_KEEP | self._protected.get(id(old), frozenset())
+        saved = {k: v for k, v in old.__dict__.items() if k not in keep}
         saved_bases = old.__bases__
 
         def undo() -> None:
             if old.__bases__ != saved_bases:
                 old.__bases__ = saved_bases
             for name in list(old.__dict__):
-                if name not in saved and name not in _CLASS_KEEP:
+                if name not in saved and name not in keep:
                     type.__delattr__(old, name)
             for name, v in saved.items():
-                if name not in _CLASS_KEEP and old.__dict__.get(name, _Empty) is not v:
+                if old.__dict__.get(name, _Empty) is not v:
                     type.__setattr__(old, name, v)
         self._undo.append(undo)
         self.patched += 1
@@ -453,13 +715,13 @@ class Patcher:
             ops.append(partial(type.__setattr__, old, "__bases__", bases))
         new_dict = new.__dict__
         for name, ov in saved.items():
-            if name in _CLASS_KEEP or name in new_dict or name == "__abstractmethods__":
+            if name in new_dict or name == "__abstractmethods__":
                 continue
             if isinstance(ov, (types.MemberDescriptorType, types.GetSetDescriptorType)):
                 continue
             ops.append(partial(type.__delattr__, old, name))
         for name, nv in list(new_dict.items()):
-            if name in _CLASS_KEEP:
+            if name in keep:
                 continue
             if isinstance(nv, (types.MemberDescriptorType, types.GetSetDescriptorType)) \
                     and name in saved:
@@ -491,3 +753,30 @@ class Patcher:
         ops.extend(partial(real.__delitem__, name) for name in saved
                    if name not in values and name not in _MODULE_KEEP)
         ops.append(partial(real.update, values))
+
+
+def _both(kind: Any) -> Callable[[Patcher, Any, Any], bool]:
+    return lambda p, o, n: type(o) is type(n) and isinstance(o, kind) \
+        and p._is_new(n) and p._is_owned(o)
+
+
+#: How each kind of object pairs with its new version: (applies, pair), first match wins.
+RULES: list[tuple[Callable[[Patcher, Any, Any], bool], Callable[..., None]]] = [
+    (lambda p, o, n: isinstance(o, types.FunctionType) and isinstance(n, types.FunctionType)
+     and p._is_new(n) and p._is_owned(o), Patcher._pair_functions),
+    (lambda p, o, n: isinstance(o, types.FunctionType) and callable(n)
+     and (p._is_new_class(n) or p._is_new_function(n)) and p._is_owned(o),
+     Patcher._pair_kind_switch),
+    (lambda p, o, n: isinstance(o, type) and id(o) in p._old_classes and p._is_new_class(n),
+     Patcher._pair_classes),
+    (lambda p, o, n: isinstance(o, type) and not isinstance(n, type)
+     and p._is_new_function(n), Patcher._pair_class_to_function),
+    (_both(_LRU), Patcher._pair_memoized),
+    (lambda p, o, n: type(o) is partial and type(n) is partial and p._is_new(n)
+     and p._is_owned(o), Patcher._pair_partials),
+    (lambda p, o, n: type(o) is type(n) and isinstance(o, (types.MethodType, classmethod,
+                                                           staticmethod)),
+     Patcher._pair_methods),
+    (lambda p, o, n: type(o) is type(n) and type(o) in (dict, list, tuple),
+     Patcher._pair_containers),
+]
