@@ -461,12 +461,12 @@ class LiveState:
             return
         deadline = time.monotonic() + self.opts.suspend_timeout
         for p in self.suspend_set:
+            self.suspended.append(p)      # resumed by finish() however suspend() ends
             try:
                 p.suspend(max(0.0, deadline - time.monotonic()))
             except SandboxTimeout as exc:
                 raise ReloadError(f"{exc}; the reload was refused and nothing changed",
                                   step="suspend", obj=p.label) from exc
-            self.suspended.append(p)
         self.server_old = [p.state for p in self.servers]
         handler = self.opts.state_handler
         if handler is not None and self.groups:
