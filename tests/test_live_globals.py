@@ -306,3 +306,47 @@ def test_outside_memoized_function_is_left_alone(sid):
                               "    return -n\n", module="m")
     assert _outside.cache_info().currsize == 1
     assert _outside(2) == 2
+
+
+def test_generator_made_by_the_body_survives_later_reloads(sid):
+    import gc
+    body = "X = 1\ndef gen():\n    while True:\n        yield X\nG = gen()\n"
+    sm.hot_reload_source(sid, body, module="m")
+    m = sm.get_sandbox(sid).modules["m"]
+    g = m.G
+    assert next(g) == 1
+    for i in range(3):
+        sm.hot_reload_source(sid, body + f"# edit {i}\n", module="m")
+        gc.collect()
+    assert next(g) == 1          # still reads the namespace it started with, no crash
+    assert next(m.G) == 1
+
+
+def test_thread_started_by_the_body_keeps_running(sid):
+    body = src("""
+        import threading
+        X = 1
+        SEEN = []
+        EV = threading.Event()
+        def loop():
+            while not EV.is_set():
+                SEEN.append(X)
+                EV.wait(0.005)
+        T = threading.Thread(target=loop, daemon=True)
+        T.start()
+        """)
+    sm.hot_reload_source(sid, body, module="m")
+    m = sm.get_sandbox(sid).modules["m"]
+    first_ev, first_seen, first_t = m.EV, m.SEEN, m.T
+    r = sm.hot_reload_source(sid, body.replace("X = 1", "X = 2"), module="m")
+    assert any("still running" in n for n in r.notes), r.notes
+    n = len(first_seen)
+    deadline = __import__("time").monotonic() + 2
+    while len(first_seen) < n + 3 and __import__("time").monotonic() < deadline:
+        first_ev.wait(0.01)
+    assert len(first_seen) >= n + 3 and set(first_seen) == {1}
+    first_ev.set()
+    m.EV.set()
+    first_t.join(2)
+    m.T.join(2)
+    assert not first_t.is_alive()
