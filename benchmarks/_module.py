@@ -61,3 +61,22 @@ def describe(p):
 def source(edit: int) -> str:
     """The module with the edit number ``edit`` (changes one method and one function)."""
     return TEMPLATE.replace("{edit}", str(edit))
+
+
+def padded_source(edit: int, lines: int = 200) -> str:
+    """:func:`source` grown to ``lines`` lines by plain helper functions after it.
+
+    The helpers stay the same from edit to edit; only what :func:`source`
+    changes differs, so each edit is one small real change of a bigger module.
+    """
+    text = source(edit)
+    parts = [text]
+    count = text.count("\n")
+    k = 0
+    while count + 5 <= lines:
+        parts.append(f"\n\ndef helper_{k}(values):\n"
+                     f"    return [v * {k + 2} + {k} for v in values if v > {k}]\n")
+        count += 4
+        k += 1
+    parts.append("\n" * (lines - count))
+    return "".join(parts)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,15 +43,15 @@ def make_heap(n: int) -> list:
     return [[] for _ in range(n)]
 
 
-def _file_module(tmp: Path, name: str) -> Path:
+def _file_module(tmp: Path, name: str, make=source) -> Path:
     path = tmp / f"{name}.py"
-    path.write_text(source(0))
+    path.write_text(make(0))
     sys.path.insert(0, str(tmp))
     return path
 
 
-def _write(path: Path, edit: int) -> None:
-    path.write_text(source(edit))
+def _write(path: Path, edit: int, make=source) -> None:
+    path.write_text(make(edit))
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + edit * 1_000_000_000))
 
@@ -72,10 +73,20 @@ def run_sandbox_magic(repeats: int) -> tuple[list[float], bool]:
 
 
 def _autoreload(repeats: int, full: bool) -> tuple[list[float], bool]:
+    path, live, check = autoreload_module(full)
+    return _timed_edits(path, live, check, repeats)
+
+
+def autoreload_module(full: bool, make=source) -> tuple[Path, list, Callable[[], None]]:
+    """A file module under ``%autoreload 2`` with 1,000 live instances of its class.
+
+    Returns the file, the instances and the reloader's check (what IPython runs
+    before each cell).
+    """
     from IPython.core.interactiveshell import InteractiveShell
 
     tmp = Path(tempfile.mkdtemp())
-    path = _file_module(tmp, "benchmod_ar")
+    path = _file_module(tmp, "benchmod_ar", make)
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "autoreload")
     shell.run_line_magic("autoreload", "2 --full" if full else "2")
@@ -83,7 +94,7 @@ def _autoreload(repeats: int, full: bool) -> tuple[list[float], bool]:
     reloader = shell.magics_manager.registry["AutoreloadMagics"]._reloader
     live = shell.user_ns["live"]
     reloader.check()
-    return _timed_edits(path, live, reloader.check, repeats)
+    return path, live, reloader.check
 
 
 def run_jurigged(repeats: int) -> tuple[list[float], bool]:

@@ -48,7 +48,7 @@ def storage(tmp: Path) -> tuple[int, int]:
     path = tmp / "size.sqlite3"
     store = SQLiteVersionStore(path)
     h = ModuleHistory("big")
-    h.add(sm.compile_source(module_500(0), "big"), None)
+    h.add(sm.compile_source(module_500(0), "big").artifacts[0], None)
     store.save("size", h)
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     empty = path.stat().st_size

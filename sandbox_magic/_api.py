@@ -10,11 +10,12 @@ import ast
 import ctypes
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._artifact import Artifact, compile_source
+from ._artifact import Artifact, CompileInfo, compile_artifact
 from ._diff import VersionDiff, diff_sources
 from ._errors import (CompileError, SandboxError, SandboxExistsError, SandboxNotFoundError,
                       SandboxTimeout)
@@ -134,6 +135,7 @@ def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
         with _registry_lock:
             _registry.pop(sandbox_id, None)
         st.unregister_all()
+        st.release_sources()
         raise
     _emit("sandbox_created", sandbox_id)
     return st.info()
@@ -150,6 +152,7 @@ def destroy_sandbox(sandbox_id: str, *, forget_history: bool = False) -> None:
         from ._live import stop_all
         stop_all(st)
         st.unregister_all()
+        st.release_sources()
         if forget_history:
             st.store.forget(sandbox_id)
         st.status = "destroyed"
@@ -188,6 +191,8 @@ def restore_sandbox(sandbox_id: str) -> SandboxInfo:
             changes = [Change(m, st.histories[m].current_record().artifact, "rerun")
                        for m in missing]
             execute(st, changes, ReloadOptions())
+            for m in missing:
+                st.hold_sources(st.histories[m])
     for m in missing:
         _emit("reloaded", sandbox_id, module=m, version=st.histories[m].current,
               status="restored")
@@ -209,17 +214,26 @@ def get_sandbox(sandbox_id: str) -> Sandbox:
 
 
 # -------------------------------------------------------------------- reloads
-def hot_reload(sandbox_id: str, artifact: Artifact | bytes, *,
+def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
                state_handler: StateHandler | None = None, use_state_preservation: bool = True,
                coordinate_dependencies: bool = True, suspend_timeout: float = 5.0
                ) -> ReloadResult:
     """Load compiled code into a sandbox, in place, as a new version.
 
+    ``artifact`` is an :class:`Artifact`, its bytes, or a :class:`CompileInfo`
+    (what ``compile_source``, ``compile_file`` and ``compile_sandbox`` return):
+    all of its artifacts are loaded as one transaction, in dependency order,
+    like a ``{module: source}`` dict given to :func:`hot_reload_source`.
     A module the sandbox does not have yet is added as version 1.  Code identical
     to the current version gives ``"no_change"``; code identical to an older
     retained version re-activates that version instead of recording a duplicate.
     """
     started = time.perf_counter()
+    if isinstance(artifact, CompileInfo) and len(artifact.artifacts) != 1:
+        _state(sandbox_id)
+        return _load_many(sandbox_id, artifact.artifacts,
+                          _options(state_handler, use_state_preservation,
+                                   coordinate_dependencies, suspend_timeout), started)
     art = Artifact.coerce(artifact)
     st = _state(sandbox_id)
     opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
@@ -247,7 +261,7 @@ def hot_reload_source(sandbox_id: str, source: str | Mapping[str, str],
         return _reload_many(sandbox_id, source, state_handler, use_state_preservation,
                             coordinate_dependencies, suspend_timeout)
     _state(sandbox_id)
-    art = compile_source(source, module)
+    art = compile_artifact(source, module)
     return hot_reload(sandbox_id, art, state_handler=state_handler,
                       use_state_preservation=use_state_preservation,
                       coordinate_dependencies=coordinate_dependencies,
@@ -258,12 +272,24 @@ def _reload_many(sandbox_id: str, sources: Mapping[str, str], state_handler: Any
                  use_state_preservation: bool, coordinate_dependencies: bool,
                  suspend_timeout: float) -> ReloadResult:
     started = time.perf_counter()
-    st = _state(sandbox_id)
+    _state(sandbox_id)
     if not sources:
         raise SandboxError("the source dict is empty; give {module_name: source}")
     opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
                     suspend_timeout)
-    arts = [compile_source(src, name) for name, src in sources.items()]
+    arts = [compile_artifact(src, name) for name, src in sources.items()]
+    return _load_many(sandbox_id, arts, opts, started)
+
+
+def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,
+               started: float) -> ReloadResult:
+    """Load several modules' artifacts as one transaction."""
+    st = _state(sandbox_id)
+    if not arts:
+        raise SandboxError("nothing to load: the CompileInfo holds no artifact")
+    twice = sorted(m for m, n in Counter(a.module for a in arts).items() if n > 1)
+    if twice:
+        raise SandboxError(f"module {twice[0]!r} is given twice; load one artifact per module")
     with st.lock:
         changes, unchanged = [], []
         for art in arts:
@@ -464,7 +490,7 @@ def reload_modules(sandbox_id: str, modules: Any, *, state_handler: StateHandler
         changes: list[Change] = []
         if isinstance(modules, Mapping):
             for name, code in modules.items():
-                art = (compile_source(code, name) if isinstance(code, str)
+                art = (compile_artifact(code, name) if isinstance(code, str)
                        else Artifact.coerce(code))
                 ch = plan_change(st, art)
                 if ch is None and force_reload:

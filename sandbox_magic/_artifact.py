@@ -12,6 +12,7 @@ import ast
 import hashlib
 import importlib.util
 import json
+import keyword
 import marshal
 import os
 import struct
@@ -113,6 +114,10 @@ class Artifact:
             slen, clen = int(header["source_len"]), int(header["code_len"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"artifact header is unreadable ({exc}); recompile it") from exc
+        if not is_module_name(module):
+            raise ArtifactError(f"artifact names module {module!r}, which is not a valid "
+                                "module name (an identifier that is not a keyword); "
+                                "recompile it with compile_source(source, 'name')")
         if fmt != _FORMAT:
             raise ArtifactError(f"artifact format {fmt} is not supported by this "
                                 f"sandbox_magic (format {_FORMAT}); upgrade sandbox_magic "
@@ -138,18 +143,29 @@ class Artifact:
         return cls(module=module, code=code, source=source, checksum=checksum)
 
     @classmethod
-    def coerce(cls, value: Artifact | bytes | bytearray | memoryview) -> Artifact:
+    def coerce(cls, value: Artifact | bytes | bytearray | memoryview | CompileInfo) -> Artifact:
+        """The artifact itself, parsed bytes, or the only artifact of a CompileInfo."""
         if isinstance(value, Artifact):
             return value
         if isinstance(value, (bytes, bytearray, memoryview)):
             return cls.from_bytes(value)
+        if isinstance(value, CompileInfo):
+            if len(value.artifacts) == 1:
+                return value.artifacts[0]
+            raise ArtifactError(f"the CompileInfo holds {len(value.artifacts)} artifacts "
+                                f"({', '.join(value.modules) or 'none'}); pass one of "
+                                "info.artifacts, or the CompileInfo to hot_reload()")
         raise ArtifactError(f"expected an Artifact or bytes, got {type(value).__name__}; "
                             "use hot_reload_source() for source text")
 
 
 @dataclass(frozen=True)
 class CompileInfo:
-    """What a compile produced: artifacts and the files they were written to."""
+    """What a compile produced: artifacts and the files they were written to.
+
+    ``artifact_files`` is empty when nothing was written (``compile_source``
+    without ``output_dir``).
+    """
 
     artifacts: list[Artifact]
     artifact_files: list[Path]
@@ -160,61 +176,160 @@ class CompileInfo:
     def modules(self) -> list[str]:
         return [a.module for a in self.artifacts]
 
+    @property
+    def artifact(self) -> Artifact:
+        """The only artifact (``compile_source``, ``compile_file``); ValueError if several."""
+        if len(self.artifacts) != 1:
+            raise ValueError(f"this compile produced {len(self.artifacts)} artifacts "
+                             f"({', '.join(self.modules) or 'none'}); use .artifacts")
+        return self.artifacts[0]
+
+
+#: Appended to an inferred module name that would shadow a module or be a keyword.
+INFERRED_SUFFIX = "_module"
+
 
 def is_module_name(name: object) -> bool:
-    return isinstance(name, str) and name.isidentifier() and not name.startswith("__")
+    """A name a module may have: an identifier, not a keyword, not ``__dunder``."""
+    return (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
+            and not name.startswith("__"))
 
 
-def infer_module_name(source: str, tree: ast.Module | None = None) -> str | None:
-    """First top-level class or function name, lower-cased (``class Counter`` -> ``counter``)."""
-    if tree is None:
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            return None
-    for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            return node.name.lower()
+def _module_name_error(module: object) -> CompileError:
+    if isinstance(module, str) and keyword.iskeyword(module):
+        why = (f"{module!r} is a Python keyword, so no code could import a module of that "
+               "name; choose another module name")
+    elif isinstance(module, str) and module.startswith("__") and module.isidentifier():
+        why = f"{module!r} is not a valid module name (names starting with '__' are reserved)"
+    else:
+        why = (f"{module!r} is not a valid module name; use a Python identifier such as "
+               "'counter'")
+    return CompileError(why, module=None, line=None, column=None)
+
+
+def _importable(name: str) -> bool:
+    """Whether ``import name`` would find a module outside the sandbox."""
+    if name in sys.modules or name in sys.builtin_module_names or name in sys.stdlib_module_names:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except Exception:  # a finder that fails or a module without spec: stay on the safe side
+        return True
+
+
+def _name_conflict(name: str, imports: frozenset[str]) -> str | None:
+    """Why ``name`` cannot be an inferred module name, or None when it can."""
+    if keyword.iskeyword(name):
+        return "is a Python keyword"
+    if name in imports:
+        return "is a module this code imports"
+    if _importable(name):
+        return "would shadow the importable module of that name"
     return None
 
 
-def compile_source(source: str, module: str | None = None) -> Artifact:
-    """Compile module source text into an :class:`Artifact`.
+def _infer(tree: ast.Module) -> tuple[str | None, str]:
+    """The inferred module name, or None and the reason there is none."""
+    first = next((node.name for node in tree.body
+                  if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and not node.name.startswith("__")), None)
+    if first is None:
+        return None, ("cannot infer a module name: the source defines no top-level class "
+                      "or function; pass module='name'")
+    imports = imports_of_tree(tree)
+    base = first.lower()
+    why = _name_conflict(base, imports)
+    if why is None:
+        return base, ""
+    other = base + INFERRED_SUFFIX
+    why_other = _name_conflict(other, imports)
+    if why_other is None:
+        return other, ""
+    return None, (f"cannot infer a module name: {base!r} (from {first!r}) {why} and "
+                  f"{other!r} {why_other}; pass module='name'")
 
-    Raises CompileError with line and column on a syntax error; when ``module``
-    is omitted the name comes from the first top-level class or function.
+
+def infer_module_name(source: str, tree: ast.Module | None = None) -> str | None:
+    """The module name for source compiled without one, or None when there is none.
+
+    The first top-level class or function (names starting with ``__``
+    skipped), lower-cased: ``class Counter`` -> ``counter``.  A name that is a
+    keyword, that the code itself imports, or that would shadow a module the
+    code could import (the standard library, built-in modules, anything
+    ``importlib.util.find_spec`` finds) gets the suffix ``_module``:
+    ``class Random`` -> ``random_module``, ``class If`` -> ``if_module``.
+    None when the source does not parse, defines nothing, or the suffixed name
+    is taken too (compiling it raises a CompileError that asks for a name).
     """
+    if tree is None:
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError):
+            return None
+    return _infer(tree)[0]
+
+
+def compile_artifact(source: str, module: str | None = None) -> Artifact:
+    """Compile module source text into one :class:`Artifact` (see :func:`compile_source`)."""
     if not isinstance(source, str):
         raise CompileError(f"source must be str, not {type(source).__name__}",
-                           module=module, line=None, column=None)
+                           module=module if isinstance(module, str) else None,
+                           line=None, column=None)
     if module is not None and not is_module_name(module):
-        raise CompileError(f"{module!r} is not a valid module name (use a Python identifier)",
-                           module=None, line=None, column=None)
+        raise _module_name_error(module)
     try:
-        tree = ast.parse(source, filename=f"<sandbox {module or 'source'}>")
+        tree = ast.parse(source, filename=f"<sandbox {module}>" if module else UNNAMED)
     except SyntaxError as exc:
-        raise _compile_error(exc, module) from None
+        raise _compile_error(exc, module, source) from None
     except ValueError as exc:  # e.g. null bytes
         raise CompileError(str(exc), module=module, line=None, column=None) from None
     if module is None:
-        module = infer_module_name(source, tree)
+        module, why = _infer(tree)
         if module is None:
-            raise CompileError("cannot infer a module name: the source defines no top-level "
-                               "class or function; pass module='name'",
-                               module=None, line=None, column=None)
+            raise CompileError(why, module=None, line=None, column=None)
     checksum = source_checksum(source)
     filename = artifact_filename(module, checksum)
     try:
         code = compile(tree, filename, "exec", dont_inherit=True)
     except SyntaxError as exc:  # errors only the compiler finds (e.g. 'return' outside function)
-        raise _compile_error(exc, module) from None
+        raise _compile_error(exc, module, source) from None
     return Artifact(module=module, code=code, source=source, checksum=checksum,
                     imports_found=imports_of_tree(tree), defines_found=definitions_of_tree(tree))
 
 
-def _compile_error(exc: SyntaxError, module: str | None) -> CompileError:
+def compile_source(source: str, module: str | None = None, *,
+                   output_dir: str | os.PathLike[str] | None = None) -> CompileInfo:
+    """Compile module source text; the :class:`CompileInfo` holds one artifact.
+
+    ``info.artifacts[0]`` (or ``info.artifact``) is what :func:`hot_reload`
+    loads; ``hot_reload`` also takes the CompileInfo itself.  With
+    ``output_dir`` the artifact is also written there as ``MODULE.sbxc``
+    (``info.artifact_files``); without it nothing is written.
+
+    When ``module`` is omitted the name is inferred (see
+    :func:`infer_module_name`: ``class Counter`` -> ``counter``,
+    ``class Random`` -> ``random_module``).  Raises CompileError with line and
+    column on a syntax error, and for a module name that is not an identifier
+    or is a keyword.
+    """
+    started = time.perf_counter()
+    art = compile_artifact(source, module)
+    files, out = _write_artifacts([art], output_dir) if output_dir is not None else ([], None)
+    return CompileInfo([art], files, out, time.perf_counter() - started)
+
+
+#: Pseudo file name of source compiled without a module name (in syntax errors).
+UNNAMED = "<sandbox source, no module name given>"
+
+
+def _compile_error(exc: SyntaxError, module: str | None, source: str) -> CompileError:
+    text = exc.text
+    if text is None and exc.lineno:   # the compiler has no file to read the line from
+        lines = source.splitlines()
+        if 0 < exc.lineno <= len(lines):
+            text = lines[exc.lineno - 1] + "\n"
     return CompileError(exc.msg, module=module, line=exc.lineno, column=exc.offset,
-                        text=exc.text, filename=exc.filename)
+                        text=text, filename=exc.filename)
 
 
 def _write_artifacts(artifacts: list[Artifact], output_dir: str | os.PathLike[str] | None
@@ -240,7 +355,7 @@ def compile_file(path: str | os.PathLike[str], *, module: str | None = None,
     except OSError as exc:
         raise CompileError(f"cannot read {p}: {exc.strerror}", module=module, line=None,
                            column=None) from None
-    art = compile_source(source, module or p.stem)
+    art = compile_artifact(source, module or p.stem)
     files, out = _write_artifacts([art], output_dir)
     return CompileInfo([art], files, out, time.perf_counter() - started)
 
@@ -256,7 +371,7 @@ def compile_sandbox(directory: str | os.PathLike[str], *,
     for p in sorted(d.glob("*.py")):
         if p.stem == "__init__":
             continue
-        arts.append(compile_source(p.read_text(encoding="utf-8"), p.stem))
+        arts.append(compile_artifact(p.read_text(encoding="utf-8"), p.stem))
     files, out = _write_artifacts(arts, output_dir)
     return CompileInfo(arts, files, out, time.perf_counter() - started)
 

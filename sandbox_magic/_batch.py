@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from ._api import _state, hot_reload, reload_modules
-from ._artifact import Artifact, compile_source
+from ._artifact import Artifact, CompileInfo, compile_artifact
 from ._errors import ReloadError, SandboxError, SandboxTimeout
 from ._reload import ReloadResult
 
@@ -18,10 +18,12 @@ Progress = Callable[[int, int, str, Any], None]
 
 
 def _compile_once(code: Any, module: str | None) -> Artifact | dict[str, Artifact]:
+    if isinstance(code, CompileInfo) and len(code.artifacts) > 1:
+        return {a.module: a for a in code.artifacts}
     if isinstance(code, str):
-        return compile_source(code, module)
+        return compile_artifact(code, module)
     if isinstance(code, Mapping):
-        return {name: (compile_source(src, name) if isinstance(src, str)
+        return {name: (compile_artifact(src, name) if isinstance(src, str)
                        else Artifact.coerce(src)) for name, src in code.items()}
     return Artifact.coerce(code)
 
@@ -33,8 +35,9 @@ def batch_hot_reload(sandbox_ids: Sequence[str], artifact_or_source: Any, *,
                      ) -> list[tuple[str, ReloadResult | SandboxError]]:
     """Hot-reload the same code into every sandbox of ``sandbox_ids``.
 
-    ``artifact_or_source``: source text (``str``), compiled code (``bytes`` or
-    :class:`Artifact`), or a ``{module: source}`` dict; it is compiled once.
+    ``artifact_or_source``: source text (``str``), compiled code (``bytes``,
+    :class:`Artifact`, or a :class:`CompileInfo`, whose artifacts load as one
+    transaction), or a ``{module: source}`` dict; it is compiled once.
     Returns ``[(sandbox_id, ReloadResult or SandboxError), ...]`` in input
     order; one sandbox's failure never affects another.  Once ``batch_timeout``
     seconds have passed no new reload starts, and the sandboxes not started are

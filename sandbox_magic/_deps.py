@@ -10,12 +10,38 @@ from __future__ import annotations
 
 import ast
 import functools
-from collections.abc import Iterable, Mapping
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 
 from ._errors import CircularDependencyError
 
 
-@functools.lru_cache(maxsize=4096)
+def _cached_per_source(fn: Callable[[str], frozenset[str]]) -> Callable[[str], frozenset[str]]:
+    """Cache ``fn(source)`` under the source's sha256, so no source is kept alive here."""
+    cache: OrderedDict[bytes, frozenset[str]] = OrderedDict()
+    lock = threading.Lock()
+
+    @functools.wraps(fn)
+    def cached(source: str) -> frozenset[str]:
+        key = hashlib.sha256(source.encode("utf-8", "surrogatepass")).digest()
+        with lock:
+            found = cache.get(key)
+            if found is not None:
+                cache.move_to_end(key)
+                return found
+        value = fn(source)
+        with lock:
+            cache[key] = value
+            while len(cache) > 4096:
+                cache.popitem(last=False)
+        return value
+
+    return cached
+
+
+@_cached_per_source
 def imported_names(source: str) -> frozenset[str]:
     """Top-level module names a source imports (absolute and ``from .``); cached per source."""
     try:
@@ -133,7 +159,7 @@ def dependents_of(graph: Mapping[str, Iterable[str]], roots: Iterable[str]) -> s
     return out
 
 
-@functools.lru_cache(maxsize=4096)
+@_cached_per_source
 def defined_names(source: str) -> frozenset[str]:
     """Names a module binds at top level other than by importing them; cached per source."""
     try:

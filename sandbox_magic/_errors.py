@@ -43,11 +43,14 @@ class CompileError(SandboxError, SyntaxError):
     def __init__(self, message: str, *, module: str | None, line: int | None,
                  column: int | None, text: str | None = None,
                  filename: str | None = None) -> None:
-        where = f"module {module!r}" if module else "source"
-        loc = f" line {line}" if line is not None else ""
+        if module:
+            where = f"module {module!r}"
+        else:
+            where = "source" if line is None else "source (no module name given)"
+        loc = f", line {line}" if line is not None else ""
         if column is not None and line is not None:
             loc += f", column {column}"
-        full = f"cannot compile {where}:{loc}: {message}"
+        full = f"cannot compile {where}{loc}: {message}"
         SandboxError.__init__(self, full)
         # SyntaxError attributes, so tracebacks and IDE tooling point at the spot.
         self.msg = full

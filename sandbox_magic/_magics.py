@@ -88,7 +88,8 @@ class SandboxMagics(Magics):
     @argument("sandbox_id", help="sandbox to load the cell into (created on first use)")
     @argument("module", nargs="?", default=None,
               help="module name (default: the module this cell made before, else the "
-                   "first class or function name, lower-cased)")
+                   "first class or function name, lower-cased, with '_module' appended "
+                   "when that name is a keyword or would shadow an importable module)")
     @argument("--state-handler", dest="state_handler", default=None,
               help="name of a function(old_state, old_version, new_version) that migrates "
                    "the state of live objects")
@@ -349,7 +350,11 @@ def summary_line(sandbox_id: str, r: Any) -> str:
 
 
 def _compile_message(exc: CompileError) -> str:
-    line = f"cell line {exc.line + 1}" if exc.line is not None else "the cell"
+    if exc.line is None:   # not a syntax error: e.g. no module name could be inferred
+        hint = ("\nname the module after the sandbox id: %%sandbox_reload ID MODULE"
+                if exc.reason.startswith("cannot infer") else "")
+        return f"{exc}{hint}\nnothing was changed"
+    line = f"cell line {exc.line + 1}"
     col = f", column {exc.column}" if exc.column is not None else ""
     text = f"\n    {exc.text.rstrip()}" if exc.text else ""
     return f"syntax error at {line}{col}: {exc.reason}{text}\nnothing was changed"

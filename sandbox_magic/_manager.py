@@ -6,7 +6,7 @@ from typing import Any
 
 from ._api import _state, hot_reload, reload_modules
 from ._reload import ReloadResult
-from ._artifact import Artifact, compile_source
+from ._artifact import Artifact, compile_artifact
 from ._deps import dependency_graph, find_cycles, topological_order
 from ._versions import utcnow
 
@@ -22,7 +22,7 @@ class ModuleVersionManager:
         Code identical to a retained version returns that version's number and
         loads nothing; new code is hot-reloaded and becomes the next version.
         """
-        art = compile_source(code, module) if isinstance(code, str) else Artifact.coerce(code)
+        art = compile_artifact(code, module) if isinstance(code, str) else Artifact.coerce(code)
         st = _state(sandbox_id)
         with st.lock:
             h = st.histories.get(module)
@@ -31,7 +31,7 @@ class ModuleVersionManager:
                 if same is not None:
                     return same
             if art.module != module:
-                art = compile_source(art.source, module)
+                art = compile_artifact(art.source, module)
             result = hot_reload(sandbox_id, art)
         assert result.new_version is not None
         return result.new_version

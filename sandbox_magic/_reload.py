@@ -247,6 +247,7 @@ def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, 
             else:
                 h.move(c.delta)
             h.retain(state.max_versions)
+            state.hold_sources(h)   # linecache keeps retained versions only
             state.store.save(state.id, h)
             results.append(ReloadResult(status, c.module, old, h.current, migrated, deps,
                                         duration, notes))

@@ -17,15 +17,17 @@ import re
 import sys
 import threading
 import types
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ._artifact import Artifact
+from ._artifact import Artifact, artifact_filename
 from ._tracking import build_class
 from ._errors import AmbiguousNameError, InvalidSandboxIdError, ModuleNotFoundInSandboxError
-from ._versions import ModuleHistory, VersionStore, utcnow
+from ._versions import ModuleHistory, VersionRecord, VersionStore, utcnow
 
 PACKAGE_ROOT = "sandbox_magic.sandboxes"
 _ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
@@ -39,13 +41,83 @@ def validate_sandbox_id(sandbox_id: object) -> str:
     return sandbox_id
 
 
+# Sources in linecache are bounded by what is retained.  Each (sandbox, module)
+# holds the pseudo file names of its retained versions (the current one among
+# them); an entry leaves linecache when no sandbox holds it any more.  Sandboxes
+# loading the same code share one entry (the name is module + checksum).  Code
+# registered but held by nobody (a reload that failed, so that its traceback
+# still shows source) stays only among the newest _UNHELD_MAX such entries.
+_UNHELD_MAX = 8
+_sources_lock = threading.Lock()
+_refs: dict[str, int] = {}                          # file name -> holders
+_held: dict[tuple[str, str], dict[str, str]] = {}   # (sandbox, module) -> {file name: checksum}
+_unheld: OrderedDict[str, None] = OrderedDict()
+
+
+def _lines_entry(name: str, source: str) -> tuple[int, None, list[str], str]:
+    lines = source.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    # mtime None: linecache.checkcache() leaves the entry alone.
+    return (len(source), None, lines, name)
+
+
 def register_source(artifact: Artifact) -> None:
     """Make the artifact's source visible to linecache (tracebacks, inspect)."""
     src = artifact.source
-    lines = src.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    linecache.cache[artifact.filename] = (len(src), None, lines, artifact.filename)
+    name = artifact.filename
+    with _sources_lock:
+        entry = linecache.cache.get(name)
+        held = name in _refs
+        if not (held and entry is not None and entry[0] == len(src)):
+            linecache.cache[name] = _lines_entry(name, src)
+        if not held:
+            _unheld[name] = None
+            _unheld.move_to_end(name)
+            while len(_unheld) > _UNHELD_MAX:
+                linecache.cache.pop(_unheld.popitem(last=False)[0], None)
+
+
+def hold_sources(sandbox_id: str, module: str, records: Iterable[VersionRecord]) -> None:
+    """Record that ``module`` of ``sandbox_id`` now retains exactly ``records``.
+
+    Entries nobody holds any more leave linecache, and cached store deltas of
+    their versions are forgotten.  A held version that was loaded in this
+    process but has lost its entry (a history put back after a failed
+    transaction, ``linecache.clearcache()``) gets it again.
+    """
+    key = (sandbox_id, module)
+    files = {artifact_filename(module, rec.checksum): rec for rec in records}
+    released: list[str] = []
+    with _sources_lock:
+        old = _held.pop(key, {})
+        if files:
+            _held[key] = {name: rec.checksum for name, rec in files.items()}
+        for name in files.keys() - old.keys():
+            _refs[name] = _refs.get(name, 0) + 1
+            _unheld.pop(name, None)
+        for name in old.keys() - files.keys():
+            left = _refs.get(name, 1) - 1
+            if left > 0:
+                _refs[name] = left
+                continue
+            _refs.pop(name, None)
+            linecache.cache.pop(name, None)
+            released.append(old[name])
+        for name, rec in files.items():   # compiled here: it has run in this process
+            if name not in linecache.cache and rec._artifact is not None:
+                linecache.cache[name] = _lines_entry(name, rec.source)
+    if released:
+        from ._store import forget_deltas
+        forget_deltas(released)
+
+
+def release_sources(sandbox_id: str) -> None:
+    """Give up every linecache entry the sandbox holds (it is being destroyed)."""
+    with _sources_lock:
+        modules = [m for (sid, m) in _held if sid == sandbox_id]
+    for module in modules:
+        hold_sources(sandbox_id, module, ())
 
 
 @dataclass(frozen=True)
@@ -170,6 +242,18 @@ class SandboxState:
                 del sys.modules[mod.__name__]
         if sys.modules.get(self.package_name) is self.package:
             del sys.modules[self.package_name]
+
+    def hold_sources(self, history: ModuleHistory) -> None:
+        """Keep linecache entries for the versions ``history`` retains, drop the rest.
+
+        Called after every change of a module's retained versions (a reload,
+        a rollback, retention); entries another sandbox still holds stay.
+        """
+        hold_sources(self.id, history.module, history.records.values())
+
+    def release_sources(self) -> None:
+        """Give up every linecache entry this sandbox holds (it is being destroyed)."""
+        release_sources(self.id)
 
     def current_versions(self) -> dict[str, int]:
         return {m: h.current for m, h in sorted(self.histories.items())

@@ -25,14 +25,14 @@ memory with a warning: history is then not persisted, but reloads go on.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import Any
 
 from diff_match_patch import diff_match_patch
 
+from ._artifact import source_checksum
 from ._versions import ModuleHistory, VersionRecord, VersionStore
 
 FORMAT = 1
@@ -65,15 +66,41 @@ def _dmp() -> diff_match_patch:
     return d
 
 
-@functools.lru_cache(maxsize=256)   # a batch stores the same edit in many sandboxes
+# A batch stores the same edit in many sandboxes: the newest deltas are kept,
+# keyed by the checksums of both sources so that no source is pinned here; the
+# deltas of a version no sandbox retains any more are forgotten (forget_deltas).
+DELTA_CACHE = 32
+_deltas: OrderedDict[tuple[str, str], str] = OrderedDict()
+_deltas_lock = threading.Lock()
+
+
 def encode_delta(old: str, new: str) -> str:
-    """A diff-match-patch delta from ``old`` to ``new``.
+    """A diff-match-patch delta from ``old`` to ``new`` (the newest few are cached).
 
     ``checklines`` makes diff-match-patch find the changed lines first and diff
     characters only inside them: fast, and the delta stays character-exact.
     """
+    key = (source_checksum(old), source_checksum(new))
+    with _deltas_lock:
+        delta = _deltas.get(key)
+        if delta is not None:
+            _deltas.move_to_end(key)
+            return delta
     dmp = _dmp()
-    return dmp.diff_toDelta(dmp.diff_main(old, new, True))
+    delta = dmp.diff_toDelta(dmp.diff_main(old, new, True))
+    with _deltas_lock:
+        _deltas[key] = delta
+        while len(_deltas) > DELTA_CACHE:
+            _deltas.popitem(last=False)
+    return delta
+
+
+def forget_deltas(checksums: Iterable[str]) -> None:
+    """Drop cached deltas from or to these sources (versions nobody retains)."""
+    gone = set(checksums)
+    with _deltas_lock:
+        for key in [k for k in _deltas if k[0] in gone or k[1] in gone]:
+            del _deltas[key]
 
 
 def apply_delta(old: str, delta: str) -> str:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ._artifact import Artifact, compile_source, source_checksum
+from ._artifact import Artifact, compile_artifact, source_checksum
 from ._errors import HistoryError, VersionNotFoundError
 
 
@@ -48,7 +48,7 @@ class VersionRecord:
     @property
     def artifact(self) -> Artifact:
         if self._artifact is None:
-            self._artifact = compile_source(self.source, self.module)
+            self._artifact = compile_artifact(self.source, self.module)
         return self._artifact
 
     def __repr__(self) -> str:

@@ -168,8 +168,8 @@ def test_batch_accepts_artifacts_bytes_and_dicts_and_isolates_unknown_ids(fleet)
     ids = fleet(3, "kinds")
     art = sm.compile_source("def f():\n    return 1\n")
     assert all(r.new_version == 1 for _, r in sm.batch_hot_reload(ids, art))
-    assert all(r.new_version == 2 for _, r in
-               sm.batch_hot_reload(ids, sm.compile_source("def f():\n    return 2\n").to_bytes()))
+    data = sm.compile_source("def f():\n    return 2\n").artifacts[0].to_bytes()
+    assert all(r.new_version == 2 for _, r in sm.batch_hot_reload(ids, data))
     res = sm.batch_hot_reload(ids + ["missing"], {"f": "def f():\n    return 3\n",
                                                   "g": "import f\nG = f.f()\n"})
     assert isinstance(res[-1][1], sm.SandboxNotFoundError)

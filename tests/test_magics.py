@@ -94,6 +94,22 @@ def test_syntax_error_shows_cell_line_and_keeps_previous_version(ip, sb_id, caps
     assert sm.get_module_version(sb_id, "counter") == 1
 
 
+def test_cell_named_like_a_stdlib_module_gets_its_own_module_name(ip, sb_id, capsys):
+    r = cell(ip, f"%%sandbox_reload {sb_id}\nimport random\n\nclass Random:\n"
+                 "    def pick(self):\n        return random.choice([7])\n")
+    assert r.success
+    assert f"{sb_id}.random_module v1" in capsys.readouterr().out
+    assert cell(ip, f"picked = {sb_id}.Random().pick()").success
+    assert ip.user_ns["picked"] == 7
+
+
+def test_cell_without_an_inferable_name_asks_for_one(ip, sb_id, capsys):
+    r = cell(ip, f"%%sandbox_reload {sb_id}\nx = 1\n")
+    assert not r.success
+    err = capsys.readouterr().err
+    assert "module name" in err and "syntax error" not in err and "nothing was changed" in err
+
+
 def test_body_exception_shows_cell_line(ip, sb_id, capsys):
     cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
     capsys.readouterr()

@@ -236,7 +236,7 @@ def test_retention_never_drops_the_current_version():
     from sandbox_magic._versions import ModuleHistory
     h = ModuleHistory("f")
     for i in range(3):
-        h.add(sm.compile_source(f"def f():\n    return {i}\n"), None)
+        h.add(sm.compile_source(f"def f():\n    return {i}\n").artifacts[0], None)
     h.activate(1)                                 # current is the oldest
     assert h.retain(1) == [2, 3]
     assert list(h.records) == [1] and h.current == 1
@@ -252,7 +252,8 @@ def test_retention_none_keeps_everything(new_id):
 def test_register_module_version_returns_existing_for_same_code(sid):
     mvm = sm.ModuleVersionManager
     assert mvm.register_module_version(sid, "counter", V1) == 1
-    assert mvm.register_module_version(sid, "counter", sm.compile_source(V1).to_bytes()) == 1
+    data = sm.compile_source(V1).artifacts[0].to_bytes()
+    assert mvm.register_module_version(sid, "counter", data) == 1
     assert mvm.register_module_version(sid, "counter", V2) == 2
     assert sm.get_module_version(sid, "counter") == 2
 
@@ -270,10 +271,10 @@ def test_export_loads_into_other_sandboxes(sid, new_id):
 
 
 def test_hot_reload_accepts_artifacts_and_adds_new_modules(sid):
-    art = sm.compile_source(V1)
+    art = sm.compile_source(V1).artifacts[0]
     r = sm.hot_reload(sid, art)
     assert r.new_version == 1
-    r = sm.hot_reload(sid, sm.compile_source(V2).to_bytes())
+    r = sm.hot_reload(sid, sm.compile_source(V2).artifacts[0].to_bytes())
     assert r.new_version == 2
 
 

@@ -51,7 +51,7 @@ def test_history_survives_a_restart_and_numbering_continues(store_path):
         print(info.modules, info.stored_modules)
         vs = sm.list_module_versions("demo", "f")
         print([(v.version, v.is_current, v.state_handler) for v in vs])
-        print(vs[0].source.strip().splitlines()[-1], vs[0].checksum == sm.compile_source(vs[0].source).checksum)
+        print(vs[0].source.strip().splitlines()[-1], vs[0].checksum == sm.compile_source(vs[0].source).artifacts[0].checksum)
         print(sm.restore_sandbox("demo").modules, sm.get_sandbox("demo").f())
         print(sm.undo("demo", "f").new_version, sm.get_sandbox("demo").f())
         print(sm.hot_reload_source("demo", "def f():\\n    return 5\\n").new_version)
@@ -112,7 +112,7 @@ def test_a_thousand_one_line_edits_cost_at_most_three_copies(tmp_path):
     path = tmp_path / "compact.sqlite3"
     store = SQLiteVersionStore(path)
     h = ModuleHistory("big")
-    h.add(sm.compile_source(_module(500, 0), "big"), None)
+    h.add(sm.compile_source(_module(500, 0), "big").artifacts[0], None)
     store.save("compact", h)
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     empty = path.stat().st_size
