@@ -10,6 +10,7 @@ objects and history exactly as they were and names the step that failed.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import traceback
@@ -22,11 +23,13 @@ from typing import Any
 from ._artifact import Artifact
 from ._deps import dependents_of, graph_of, topological_order
 from ._errors import ReloadError, SandboxError
+from ._interrupts import InterruptGuard, user_code
 from ._patch import Patcher
 from ._sandbox import SandboxState, register_source
 from ._versions import ModuleHistory
 
 StateHandler = Callable[[Any, int, int], Any]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ class ReloadOptions:
 
 #: Live-state participants (servers, tracked instances) hook in here.  Each is
 #: called as ``factory(state, patcher, run_order, changes, options)`` and
-#: the participant offers ``before_commit()``, ``after_commit() -> int``
+#: the participant offers ``before_commit()``, ``commit_ops()`` (C-level
+#: callables run in the same loop as the code switch), ``after_commit() -> int``
 #: (objects migrated), ``rollback()`` and ``finish()``.
 PARTICIPANTS: list[Callable[..., Any]] = []
 
@@ -108,8 +112,9 @@ def _levels(order: list[str], graph: dict[str, set[str]]) -> list[list[str]]:
 
 def _run_body(state: SandboxState, m: str, art: Artifact, smod: types.ModuleType) -> None:
     try:
-        exec(art.code, smod.__dict__)
-    except Exception as exc:
+        with user_code():
+            exec(art.code, smod.__dict__)
+    except (Exception, SystemExit) as exc:
         raise _body_error(exc, m, art) from exc
 
 
@@ -124,7 +129,8 @@ def _run_level(state: SandboxState, mods: list[str], code_for: dict[str, Artifac
                               thread_name_prefix=f"sandbox-{state.id}-reload")
     try:
         futures = {pool.submit(job, m): m for m in mods}
-        done, pending = wait(futures, timeout=timeout)
+        with user_code():
+            done, pending = wait(futures, timeout=timeout)
         if pending:
             late = ", ".join(sorted(futures[f] for f in pending))
             raise ReloadError(f"module bodies of {late} did not finish within {timeout} s; "
@@ -133,6 +139,201 @@ def _run_level(state: SandboxState, mods: list[str], code_for: dict[str, Artifac
             f.result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Transaction:
+    """One reload, as named steps: plan, stage, pair, prepare, commit, record, finish.
+
+    Every step before :meth:`commit` leaves the running program untouched;
+    :meth:`commit` switches code (and migrated state) in one C-level loop;
+    :meth:`record` writes the versions.  :meth:`rollback` undoes whatever
+    ran, in reverse order, whichever step failed and however (an error, a
+    ``KeyboardInterrupt``, a ``SystemExit``).
+    """
+
+    def __init__(self, state: SandboxState, changes: list[Change], options: ReloadOptions, *,
+                 fresh: bool, rerun: Iterable[str]) -> None:
+        self.state = state
+        self.changes = changes
+        self.options = options
+        self.fresh = fresh
+        self.rerun = set(rerun)
+        self.staged: dict[str, types.ModuleType] = {}
+        self.saved_sys: dict[str, None] = {}
+        self.reals: dict[str, types.ModuleType] = {}
+        self.participants: list[Any] = []
+        self.patcher: Patcher | None = None
+        self.committed = False
+        self.registered: dict[str, tuple[types.ModuleType | None, frozenset[str] | None]] = {}
+        self.histories: dict[str, tuple[ModuleHistory | None, Any]] = {}
+        self.old_versions: dict[str, int | None] = {}
+        self.saved_store: list[ModuleHistory] = []
+        self.migrated = 0
+
+    # ------------------------------------------------------------------- steps
+    def plan(self) -> None:
+        state = self.state
+        self.code_for = {name: state.histories[name].current_record().artifact
+                         for name in state.modules}
+        self.changed = {c.module for c in self.changes}
+        for c in self.changes:
+            self.code_for[c.module] = c.artifact
+        self.graph = graph_of({m: a.imports for m, a in self.code_for.items()})
+        order = topological_order(self.graph)
+        if self.fresh:
+            run = set(self.code_for)
+        else:
+            cascade = (dependents_of(self.graph, self.changed) & set(state.modules)
+                       if self.options.coordinate_dependencies else set())
+            run = self.changed | cascade | self.rerun
+        self.run_order = [m for m in order if m in run]
+
+    def stage(self, parallel: bool, timeout: float | None) -> None:
+        """Run the new bodies into staging modules; the old version keeps running."""
+        state = self.state
+        state.install_overlay(self.staged)
+        for group in (_levels(self.run_order, self.graph) if parallel
+                      else [[m] for m in self.run_order]):
+            for m in group:
+                art = self.code_for[m]
+                register_source(art)
+                smod = state.new_module(m, art)
+                self.staged[m] = smod
+                if sys.modules.get(smod.__name__) is None:
+                    # A module's first load: importers by full name find it while it runs.
+                    # An existing module stays in sys.modules as it is, so other threads
+                    # (pickle, importers) never see a half-built one.
+                    self.saved_sys.setdefault(smod.__name__, None)
+                    sys.modules[smod.__name__] = smod
+            if len(group) == 1:
+                _run_body(state, group[0], self.code_for[group[0]], self.staged[group[0]])
+            else:
+                _run_level(state, group, self.code_for, self.staged, timeout)
+
+    def pair(self) -> None:
+        state, run_order = self.state, self.run_order
+        for m in run_order:
+            existing = None if self.fresh else state.modules.get(m)
+            self.reals[m] = (existing if existing is not None
+                             else state.new_module(m, self.code_for[m]))
+        staged, reals = self.staged, self.reals
+        self.patcher = Patcher({id(staged[m].__dict__): reals[m].__dict__ for m in run_order},
+                               {id(staged[m]): reals[m] for m in run_order},
+                               [reals[m].__dict__ for m in run_order],
+                               [staged[m].__dict__ for m in run_order])
+        for m in run_order:
+            self.patcher.pair_module(reals[m].__dict__, staged[m].__dict__, reals[m].__name__)
+        self.patcher.check_classes()
+
+    def prepare(self) -> None:
+        """Live state joins: servers suspended, states captured and migrated (not applied)."""
+        if self.fresh:
+            return
+        for factory in PARTICIPANTS:
+            self.participants.append(factory(self.state, self.patcher, self.run_order,
+                                             self.changes, self.options))
+        for p in self.participants:
+            p.before_commit()
+
+    def commit(self) -> None:
+        assert self.patcher is not None
+        participants = self.participants
+
+        def extra_ops() -> list[Callable[[], Any]]:
+            return [op for p in participants for op in p.commit_ops()]
+        try:
+            self.patcher.commit([(self.reals[m].__dict__, self.staged[m].__dict__)
+                                 for m in self.run_order], extra_ops)
+        except SandboxError:
+            raise
+        except Exception as exc:
+            raise ReloadError(f"patching old objects failed ({type(exc).__name__}: {exc}); "
+                              "every change was undone", step="patch",
+                              module=", ".join(self.run_order)) from exc
+        self.committed = True
+        self.migrated = sum(p.after_commit() for p in participants)
+        state = self.state
+        for m in self.run_order:
+            real = self.reals[m]
+            self.registered[m] = (state.modules.get(m), state.defined.get(m))
+            real.__file__ = self.code_for[m].filename
+            real.__spec__ = state.spec(m, self.code_for[m])
+            state.register_module(m, real, self.code_for[m])
+
+    def record(self) -> None:
+        """Write the versions: in memory first (undoable), then to the store."""
+        state = self.state
+        for c in self.changes:
+            h = state.histories.get(c.module)
+            self.old_versions.setdefault(c.module, h.current if h is not None else None)
+            if c.action == "rerun" or c.module in self.histories:
+                continue
+            self.histories[c.module] = (h, h.snapshot() if h is not None else None)
+            if h is None:
+                h = state.histories[c.module] = ModuleHistory(c.module)
+            if c.action == "new":
+                h.add(c.artifact, self.options.handler_name)
+            elif c.action == "activate":
+                assert c.version is not None
+                h.activate(c.version)
+            else:
+                h.move(c.delta)
+            h.retain(state.max_versions)
+            state.hold_sources(h)   # linecache keeps retained versions only
+        for c in self.changes:
+            if c.action != "rerun":
+                h = state.histories[c.module]
+                self.saved_store.append(h)
+                state.store.save(state.id, h)
+
+    def results(self, status: str, started: float) -> list[ReloadResult]:
+        notes = tuple(self.patcher.notes) if self.patcher else ()
+        deps = tuple(m for m in self.run_order if m not in self.changed)
+        duration = time.perf_counter() - started
+        out = []
+        for c in self.changes:
+            h = self.state.histories[c.module]
+            out.append(ReloadResult(status, c.module, self.old_versions.get(c.module),
+                                    h.current, self.migrated, deps,
+                                    duration, notes))
+        return out
+
+    def rollback(self) -> None:
+        """Undo every step that ran, newest first; never raises."""
+        state = self.state
+        for m, (h, snap) in self.histories.items():
+            if h is None:
+                state.histories.pop(m, None)
+            else:
+                h.restore(snap)
+                state.hold_sources(h)
+        for h in self.saved_store:
+            try:
+                state.store.save(state.id, state.histories.get(h.module, h))
+            except Exception:   # the store said why when it failed; memory is right
+                log.exception("could not write back the history of %s", h.module)
+        for m, (mod, defined) in self.registered.items():
+            state.unregister_module(m, mod, defined)
+        if self.patcher is not None:
+            self.patcher.revert()       # nothing to undo unless its commit ran
+        for p in reversed(self.participants):
+            try:
+                p.rollback()
+            except Exception:
+                log.exception("rolling back live state failed")
+        for full in self.saved_sys:     # first loads only: nothing was there before
+            sys.modules.pop(full, None)
+        state.clear_overlay()
+
+    def finish(self, ok: bool) -> None:
+        for p in self.participants:
+            try:
+                p.finish()
+            except Exception:
+                log.exception("resuming live state failed")
+        self.state.clear_overlay()
+        if ok and self.patcher is not None:
+            self.patcher.finish()
 
 
 def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, *,
@@ -145,113 +346,24 @@ def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, 
     level side by side, each level bounded by ``timeout`` seconds.
     """
     started = time.perf_counter()
-    with state.lock:
-        code_for: dict[str, Artifact] = {}
-        for name in state.modules:
-            code_for[name] = state.histories[name].current_record().artifact
-        changed = {c.module for c in changes}
-        for c in changes:
-            code_for[c.module] = c.artifact
-        graph = graph_of({m: a.imports for m, a in code_for.items()})
-        order = topological_order(graph)
-        if fresh:
-            run = set(code_for)
-            cascade: set[str] = set()
-        else:
-            cascade = (dependents_of(graph, changed) & set(state.modules)
-                       if options.coordinate_dependencies else set())
-            run = changed | cascade | set(rerun)
-        run_order = [m for m in order if m in run]
-
-        staged: dict[str, types.ModuleType] = {}
-        saved_sys: dict[str, types.ModuleType | None] = {}
-        reals: dict[str, types.ModuleType] = {}
-        participants: list[Any] = []
-        committed = False
-        patcher: Patcher | None = None
-        state.install_overlay(staged)
+    with state.lock, InterruptGuard() as guard:
+        tx = Transaction(state, changes, options, fresh=fresh, rerun=rerun)
+        ok = False
         try:
-            for group in (_levels(run_order, graph) if parallel else [[m] for m in run_order]):
-                for m in group:
-                    art = code_for[m]
-                    register_source(art)
-                    smod = state.new_module(m, art)
-                    staged[m] = smod
-                    saved_sys.setdefault(smod.__name__, sys.modules.get(smod.__name__))
-                    sys.modules[smod.__name__] = smod
-                if len(group) == 1:
-                    _run_body(state, group[0], code_for[group[0]], staged[group[0]])
-                else:
-                    _run_level(state, group, code_for, staged, timeout)
-            for m in run_order:
-                existing = None if fresh else state.modules.get(m)
-                reals[m] = existing if existing is not None else state.new_module(m, code_for[m])
-            patcher = Patcher({id(staged[m].__dict__): reals[m].__dict__ for m in run_order},
-                              {id(staged[m]): reals[m] for m in run_order},
-                              [reals[m].__dict__ for m in run_order])
-            for m in run_order:
-                patcher.pair_module(reals[m].__dict__, staged[m].__dict__, reals[m].__name__)
-            patcher.check_classes()
-            if not fresh:
-                for factory in PARTICIPANTS:
-                    participants.append(factory(state, patcher, run_order, changes, options))
-                for p in participants:
-                    p.before_commit()
-            try:
-                patcher.commit([(reals[m].__dict__, staged[m].__dict__) for m in run_order])
-            except SandboxError:
-                raise
-            except Exception as exc:
-                raise ReloadError(f"patching old objects failed ({type(exc).__name__}: {exc}); "
-                                  "every change was undone", step="patch",
-                                  module=", ".join(run_order)) from exc
-            committed = True
-            migrated = sum(p.after_commit() for p in participants)
+            tx.plan()
+            tx.stage(parallel, timeout)
+            tx.pair()
+            tx.prepare()
+            guard.checkpoint()        # an interrupt so far refuses the reload
+            tx.commit()
+            tx.record()
+            ok = True
         except BaseException:
-            if committed and patcher is not None:
-                patcher.revert()
-            for p in reversed(participants):
-                p.rollback()
-            for full, prev in saved_sys.items():
-                if prev is None:
-                    sys.modules.pop(full, None)
-                else:
-                    sys.modules[full] = prev
-            state.clear_overlay()
+            tx.rollback()
             raise
         finally:
-            for p in participants:
-                p.finish()
-        state.clear_overlay()
-        for m in run_order:
-            reals[m].__file__ = code_for[m].filename
-            reals[m].__spec__ = state.spec(m, code_for[m])
-            state.register_module(m, reals[m], code_for[m])
-
-        results = []
-        notes = tuple(patcher.notes) if patcher else ()
-        deps = tuple(m for m in run_order if m not in changed)
-        duration = time.perf_counter() - started
-        for c in changes:
-            h = state.histories.setdefault(c.module, ModuleHistory(c.module))
-            old = h.current
-            if c.action == "rerun":
-                results.append(ReloadResult(status, c.module, old, old, migrated, deps,
-                                            duration, notes))
-                continue
-            if c.action == "new":
-                h.add(c.artifact, options.handler_name)
-            elif c.action == "activate":
-                assert c.version is not None
-                h.activate(c.version)
-            else:
-                h.move(c.delta)
-            h.retain(state.max_versions)
-            state.hold_sources(h)   # linecache keeps retained versions only
-            state.store.save(state.id, h)
-            results.append(ReloadResult(status, c.module, old, h.current, migrated, deps,
-                                        duration, notes))
-        return results
+            tx.finish(ok)
+        return tx.results(status, started)
 
 
 def plan_change(state: SandboxState, artifact: Artifact) -> Change | None:

@@ -236,6 +236,24 @@ class SandboxState:
         sys.modules[mod.__name__] = mod
         setattr(self.package, name, mod)
 
+    def unregister_module(self, name: str, previous: types.ModuleType | None,
+                          defined: frozenset[str] | None) -> None:
+        """Undo :meth:`register_module`: put back what was registered before."""
+        current = self.modules.get(name)
+        if previous is None:
+            self.modules.pop(name, None)
+            self.defined.pop(name, None)
+            if current is not None and sys.modules.get(current.__name__) is current:
+                del sys.modules[current.__name__]
+            if getattr(self.package, name, None) is current:
+                delattr(self.package, name)
+            return
+        self.modules[name] = previous
+        if defined is not None:
+            self.defined[name] = defined
+        sys.modules[previous.__name__] = previous
+        setattr(self.package, name, previous)
+
     def unregister_all(self) -> None:
         for name, mod in self.modules.items():
             if sys.modules.get(mod.__name__) is mod:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from ._artifact import Artifact, compile_artifact, source_checksum
 from ._errors import HistoryError, VersionNotFoundError
@@ -126,6 +127,16 @@ class ModuleHistory:
         return self.timeline[self.cursor + 1]
 
     # -------------------------------------------------------------- mutations
+    def snapshot(self) -> tuple[Any, ...]:
+        """Everything a mutation may change, for :meth:`restore`."""
+        return (dict(self.records), self.current, self.next_version, list(self.timeline),
+                self.cursor)
+
+    def restore(self, snap: tuple[Any, ...]) -> None:
+        records, self.current, self.next_version, timeline, self.cursor = snap
+        self.records = dict(records)
+        self.timeline = list(timeline)
+
     def add(self, artifact: Artifact, state_handler: str | None,
             loaded_at: datetime | None = None) -> VersionRecord:
         rec = VersionRecord(self.next_version, artifact, loaded_at or utcnow(), state_handler)
