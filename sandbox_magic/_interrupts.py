@@ -14,10 +14,9 @@ recorded.
 
 from __future__ import annotations
 
+import _signal  # the C functions: signal.signal's enum conversion costs more than the call
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -25,15 +24,29 @@ from typing import Any
 _local = threading.local()
 
 
-@contextmanager
-def user_code() -> Iterator[None]:
+class _Allowed:
+    """Context of user code: SIGINT goes to the user's handler meanwhile."""
+
+    __slots__ = ("guard",)
+
+    def __init__(self, guard: InterruptGuard | None) -> None:
+        self.guard = guard if guard is not None and guard.active else None
+
+    def __enter__(self) -> None:
+        g = self.guard
+        if g is not None:
+            _signal.signal(signal.SIGINT, g._saved)
+            g.deliver()
+
+    def __exit__(self, *exc: Any) -> None:
+        g = self.guard
+        if g is not None:
+            _signal.signal(signal.SIGINT, g._record)
+
+
+def user_code() -> _Allowed:
     """Let an interrupt stop the user code run inside (inside a reload, or anywhere)."""
-    guard = getattr(_local, "guard", None)
-    if guard is None:
-        yield
-    else:
-        with guard.allowed():
-            yield
+    return _Allowed(getattr(_local, "guard", None))
 
 
 class InterruptGuard:
@@ -52,7 +65,10 @@ class InterruptGuard:
         _local.guard = self
         if self.active:
             try:
-                self._saved = signal.signal(signal.SIGINT, self._record)
+                if _signal.getsignal(signal.SIGINT) is None:
+                    self.active = False     # a handler set outside Python: leave it alone
+                else:
+                    self._saved = _signal.signal(signal.SIGINT, self._record)
             except ValueError:          # not the main interpreter
                 self.active = False
         return self
@@ -61,7 +77,7 @@ class InterruptGuard:
         _local.guard = self._outer
         if not self.active:
             return
-        signal.signal(signal.SIGINT, self._saved)
+        _signal.signal(signal.SIGINT, self._saved)
         if exc_type is None:
             self.deliver()
 
@@ -77,15 +93,6 @@ class InterruptGuard:
 
     checkpoint = deliver
 
-    @contextmanager
-    def allowed(self) -> Iterator[None]:
+    def allowed(self) -> _Allowed:
         """Run user code interruptibly (a pending interrupt is raised first)."""
-        if not self.active:
-            yield
-            return
-        signal.signal(signal.SIGINT, self._saved)
-        try:
-            self.deliver()
-            yield
-        finally:
-            signal.signal(signal.SIGINT, self._record)
+        return _Allowed(self)

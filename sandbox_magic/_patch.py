@@ -208,11 +208,15 @@ class Patcher:
 
     def _is_new(self, obj: Any) -> bool:
         """Made by this transaction's bodies: a function of theirs, or a wrapper of one."""
+        if isinstance(obj, types.FunctionType) and id(obj.__globals__) in self._globals_map:
+            return True     # the common case, without building the search
         return _reaches(obj, lambda o: self._is_new_function(o) or self._is_new_class(o),
                         tables=True)
 
     def _is_owned(self, obj: Any) -> bool:
         """Belongs to a module of this transaction (safe to patch in place)."""
+        if isinstance(obj, types.FunctionType) and id(obj.__globals__) in self._real_ids:
+            return True
         return _reaches(obj, lambda o: (isinstance(o, types.FunctionType)
                                         and id(o.__globals__) in self._real_ids)
                         or (isinstance(o, type) and id(o) in self._old_classes))
