@@ -9,8 +9,9 @@ from __future__ import annotations
 from ._api import (create_sandbox, destroy_sandbox, diff_versions, get_module_version,
                    get_sandbox, get_sandbox_info, get_version_history, hot_reload,
                    get_server, hot_reload_source, list_module_versions, list_sandboxes,
-                   list_servers, redo, restart_sandbox, restore_sandbox, set_default_store, rollback_module, run, start_server,
-                   undo)
+                   list_servers, redo, restart_sandbox, restore_sandbox, set_default_store,
+                   rollback_module, run, start_server, undo)
+from ._scope import current_scope, set_history_scope
 from ._live import ChildSpec, Supervisor
 from ._preservation import CapturedState, PreserveResult, StatePreservation
 from ._server import Server, ServerError, ServerRef
@@ -43,7 +44,7 @@ __all__ = [
     "compile_source", "create_sandbox", "destroy_sandbox", "diff_versions",
     "get_module_version", "get_sandbox", "get_sandbox_info", "get_version_history",
     "hot_reload", "hot_reload_source", "list_module_versions", "list_sandboxes", "redo",
-    "restart_sandbox", "rollback_module", "run", "undo",
+    "restart_sandbox", "rollback_module", "run", "undo", "current_scope", "set_history_scope",
 ]
 
 

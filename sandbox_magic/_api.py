@@ -17,14 +17,15 @@ from typing import Any
 
 from ._artifact import Artifact, CompileInfo, compile_artifact
 from ._diff import VersionDiff, diff_sources
-from ._errors import (CompileError, SandboxError, SandboxExistsError, SandboxNotFoundError,
-                      SandboxTimeout)
+from ._errors import (CompileError, ModuleNotFoundInSandboxError, SandboxError,
+                      SandboxExistsError, SandboxNotFoundError, SandboxTimeout)
 from ._live import LiveState, resolve_class, spawn
 from ._reload import (PARTICIPANTS, Change, ReloadOptions, ReloadResult, StateHandler, combine,
                       execute, no_change, plan_change)
 from ._server import Server, ServerRef
 from ._sandbox import Sandbox, SandboxInfo, SandboxState, validate_sandbox_id
-from ._versions import VersionInfo, VersionStore
+from ._scope import current_scope, set_history_scope, validate_scope  # noqa: F401 (re-export)
+from ._versions import ModuleHistory, VersionInfo, VersionStore
 
 PARTICIPANTS.append(LiveState)
 _registry: dict[str, SandboxState] = {}
@@ -101,12 +102,16 @@ def _options(state_handler: StateHandler | None, use_state_preservation: bool,
 # ------------------------------------------------------------------ lifecycle
 def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
                    sandbox_path: str | Path | None = None, max_versions: int | None = 10,
-                   store: VersionStore | None = None) -> SandboxInfo:
+                   store: VersionStore | None = None,
+                   history_scope: str | None = None) -> SandboxInfo:
     """Create an empty sandbox, optionally loading every ``.py`` file of ``sandbox_path``.
 
     ``max_versions`` bounds each module's retained history (``None`` keeps all).
+    ``history_scope`` names a history shared on purpose (by default each
+    notebook, or script, has its own: see :func:`set_history_scope`).
     """
     validate_sandbox_id(sandbox_id)
+    scope = validate_scope(history_scope) if history_scope is not None else current_scope()
     if max_versions is not None and (not isinstance(max_versions, int) or max_versions < 1):
         raise SandboxError(f"max_versions must be a positive int or None, got {max_versions!r}")
     path = Path(sandbox_path) if sandbox_path is not None else None
@@ -121,7 +126,7 @@ def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
             raise SandboxExistsError(f"sandbox {sandbox_id!r} already exists; use "
                                      "get_sandbox() or destroy_sandbox() first")
         st = SandboxState(sandbox_id, max_versions=max_versions, sandbox_path=path,
-                          store=store or default_store())
+                          store=store or default_store(), scope=scope)
         _registry[sandbox_id] = st
     try:
         import sys
@@ -154,11 +159,22 @@ def destroy_sandbox(sandbox_id: str, *, forget_history: bool = False) -> None:
         st.unregister_all()
         st.release_sources()
         if forget_history:
-            st.store.forget(sandbox_id)
+            st.store.forget(sandbox_id, scope=st.scope)
         st.status = "destroyed"
         with _registry_lock:
             _registry.pop(sandbox_id, None)
     _emit("sandbox_destroyed", sandbox_id)
+
+
+def stored_history_origin(sandbox_id: str) -> str:
+    """Where a sandbox's stored history came from, in words: a running kernel or an earlier one."""
+    st = _state(sandbox_id)
+    others = [w for w in st.store.writers(sandbox_id, scope=st.scope)
+              if not w.get("me") and w.get("alive")]
+    if others:
+        who = ", ".join(f"pid {w.get('pid')} ({w.get('name')})" for w in others)
+        return f"history shared with a running kernel, {who}, found"
+    return "history from an earlier session found"
 
 
 def restart_sandbox(sandbox_id: str) -> SandboxInfo:
@@ -358,21 +374,130 @@ def get_module_version(sandbox_id: str, module: str) -> int:
 
 
 def list_module_versions(sandbox_id: str, module: str) -> list[VersionInfo]:
-    """Retained versions, newest first."""
-    return _state(sandbox_id).history(module).infos()
+    """Retained versions, newest first (from the store when this kernel has not loaded
+    the sandbox, e.g. after a restart)."""
+    return module_history(sandbox_id, module).infos()
 
 
 def get_version_history(sandbox_id: str, module: str) -> dict[str, Any]:
-    h = _state(sandbox_id).history(module)
+    """Current version and retained versions (from the store if not loaded, as above)."""
+    h = module_history(sandbox_id, module)
     infos = h.infos()
     return {"current_version": h.current, "total_versions": len(infos), "versions": infos}
 
 
 def diff_versions(sandbox_id: str, module: str, v1: int, v2: int) -> VersionDiff:
-    """Line diff (diff-match-patch) from version ``v1`` to ``v2``."""
-    h = _state(sandbox_id).history(module)
+    """Line diff (diff-match-patch) from version ``v1`` to ``v2`` (from the store if not loaded)."""
+    h = module_history(sandbox_id, module)
     a, b = h.record(v1), h.record(v2)
     return diff_sources(module, v1, a.source, v2, b.source)
+
+
+# ---------------------------------------------------- history after a restart
+# After a kernel restart the store holds a sandbox's history but this kernel
+# has not created the sandbox.  Every command that reads history reads it from
+# the store then; commands that change code restore the sandbox first
+# (load_before_change).  Every read of the store goes through stored_histories.
+def stored_histories(sandbox_id: str) -> dict[str, ModuleHistory]:
+    """The histories the default store holds for ``sandbox_id`` (loaded here or not)."""
+    return default_store().load(sandbox_id)
+
+
+def stored_sandbox_ids() -> list[str]:
+    """Ids of the sandboxes whose history the default store holds, sorted.
+
+    Asks the store's ``list_sandboxes()``; a store without one lists nothing.
+    """
+    lister = getattr(default_store(), "list_sandboxes", None)
+    if lister is None:
+        return []
+    return sorted(lister())
+
+
+def _copy_history(h: ModuleHistory) -> ModuleHistory:
+    c = ModuleHistory(h.module)
+    c.restore(h.snapshot())
+    return c
+
+
+def sandbox_histories(sandbox_id: str) -> dict[str, ModuleHistory]:
+    """``{module: history}`` as the history-reading commands show it.
+
+    The sandbox's own histories when this kernel has it (copies, so a reload
+    running meanwhile changes nothing under the reader), else the ones in the
+    store.  Raises :class:`SandboxNotFoundError` when there are neither.
+    """
+    with _registry_lock:
+        st = _registry.get(sandbox_id)
+    if st is not None:
+        with st.lock:
+            return {m: _copy_history(h) for m, h in st.histories.items()}
+    validate_sandbox_id(sandbox_id)
+    stored = stored_histories(sandbox_id)
+    if not any(h.current is not None for h in stored.values()):
+        with _registry_lock:
+            known = ", ".join(sorted(_registry)) or "none"
+        raise SandboxNotFoundError(f"no sandbox {sandbox_id!r} and no recorded history for it "
+                                   f"(sandboxes in this kernel: {known})")
+    return stored
+
+
+def module_history(sandbox_id: str, module: str) -> ModuleHistory:
+    """One module's history, as :func:`sandbox_histories` finds it."""
+    histories = sandbox_histories(sandbox_id)
+    h = histories.get(module)
+    if h is None or h.current is None:
+        have = ", ".join(sorted(m for m, x in histories.items() if x.current is not None))
+        raise ModuleNotFoundInSandboxError(
+            f"sandbox {sandbox_id!r} has no module {module!r} (modules: {have or 'none'})")
+    return h
+
+
+def history_modules(sandbox_id: str) -> dict[str, int]:
+    """``{module: current version}`` of every module with a history, loaded or not."""
+    return {m: h.current for m, h in sorted(sandbox_histories(sandbox_id).items())
+            if h.current is not None}
+
+
+def is_loaded(sandbox_id: str, module: str | None = None) -> bool:
+    """Whether this kernel has the sandbox (and, given ``module``, has loaded that module)."""
+    with _registry_lock:
+        st = _registry.get(sandbox_id)
+    return st is not None and (module is None or module in st.modules)
+
+
+def load_before_change(sandbox_id: str, module: str, *, version: int | None = None,
+                       step: int = 0) -> dict[str, int]:
+    """Load a sandbox that is only in the store before a rollback, undo or redo changes it.
+
+    Call it before :func:`rollback_module` (give ``version``), :func:`undo`
+    (``step=-1``) or :func:`redo` (``step=+1``).  The change is checked against
+    the history first: an unknown sandbox, module or version, or nothing to
+    undo or redo, raises the error the change itself would and loads nothing.
+    When ``module`` is not loaded in this kernel (after a restart), the
+    sandbox is then restored as :func:`restore_sandbox` does, every module at
+    its current version, so that the modules it imports are there too.
+
+    Returns ``{module: version}`` of the modules it loaded, ``{}`` when
+    ``module`` was loaded already.  Restoring is a reload like any other: if
+    a module body fails, nothing is loaded and the error says why.
+    """
+    h = module_history(sandbox_id, module)
+    if version is not None:
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise SandboxError(f"version must be an int, got {version!r}")
+        h.record(version)
+    elif step < 0:
+        h.undo_target()
+    elif step > 0:
+        h.redo_target()
+    with _registry_lock:
+        st = _registry.get(sandbox_id)
+    if st is not None and module in st.modules:
+        return {}
+    before = set(st.modules) if st is not None else set()
+    info = restore_sandbox(sandbox_id)
+    return {m: v for m, v in info.modules.items() if m not in before}
 
 
 # ------------------------------------------------------------------------ run

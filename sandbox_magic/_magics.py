@@ -50,7 +50,7 @@ class SandboxMagics(Magics):
             info = api.create_sandbox(sandbox_id)
             if info.stored_modules:
                 mods = ", ".join(f"{m} v{v}" for m, v in info.stored_modules.items())
-                print(f"{sandbox_id}: history from an earlier session found ({mods}); "
+                print(f"{sandbox_id}: {api.stored_history_origin(sandbox_id)} ({mods}); "
                       f"numbering continues. %sandbox_restore {sandbox_id} loads them all.")
 
     def _existing_or_stored(self, sandbox_id: str) -> None:

@@ -284,7 +284,7 @@ class Transaction:
             if c.action != "rerun":
                 h = state.histories[c.module]
                 self.saved_store.append(h)
-                state.store.save(state.id, h)
+                state.store.save(state.id, h, scope=state.scope)
 
     def results(self, status: str, started: float) -> list[ReloadResult]:
         notes = tuple(self.patcher.notes) if self.patcher else ()
@@ -309,7 +309,7 @@ class Transaction:
                 state.hold_sources(h)
         for h in self.saved_store:
             try:
-                state.store.save(state.id, state.histories.get(h.module, h))
+                state.store.save(state.id, state.histories.get(h.module, h), scope=state.scope)
             except Exception:   # the store said why when it failed; memory is right
                 log.exception("could not write back the history of %s", h.module)
         for m, (mod, defined) in self.registered.items():

@@ -134,19 +134,21 @@ class SandboxInfo:
     sandbox_path: str | None = None
     supervisor: str | None = None
     stored_modules: dict[str, int] = field(default_factory=dict)  # in the history, not loaded
+    history_scope: str = "folder"    # whose history this is (see set_history_scope)
 
 
 class SandboxState:
     """Everything the engine keeps about one sandbox (internal)."""
 
     def __init__(self, sandbox_id: str, *, max_versions: int | None,
-                 sandbox_path: Path | None, store: VersionStore) -> None:
+                 sandbox_path: Path | None, store: VersionStore, scope: str = "folder") -> None:
         self.id = sandbox_id
         self.created_at = utcnow()
         self.restart_count = 0
         self.max_versions = max_versions
         self.sandbox_path = sandbox_path
         self.store = store
+        self.scope = scope
         self.status = "running"
         self.lock = threading.RLock()
         self.package_name = f"{PACKAGE_ROOT}.{sandbox_id}"
@@ -155,7 +157,7 @@ class SandboxState:
         self.package.__package__ = self.package_name
         self.modules: dict[str, types.ModuleType] = {}
         self.defined: dict[str, frozenset[str]] = {}
-        self.histories: dict[str, ModuleHistory] = store.load(sandbox_id)
+        self.histories: dict[str, ModuleHistory] = store.load(sandbox_id, scope=scope)
         self.builtins = dict(builtins.__dict__)
         self.builtins["__import__"] = self._import
         self.builtins["__build_class__"] = build_class
@@ -285,6 +287,7 @@ class SandboxState:
             max_versions=self.max_versions, namespace=self.package_name,
             sandbox_path=str(self.sandbox_path) if self.sandbox_path else None,
             supervisor=getattr(sup, "__qualname__", None) or (str(sup) if sup else None),
+            history_scope=self.scope,
             stored_modules={m: h.current for m, h in sorted(self.histories.items())
                             if h.current is not None and m not in self.modules})
 

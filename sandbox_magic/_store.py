@@ -1,9 +1,10 @@
 """Durable version history: an embedded SQLite store.
 
-Layout (format 1)::
+Layout (format 2)::
 
-    meta(key, value)                  -- 'format' = 1
-    modules(id, sandbox, module, current, next_version, timeline, cursor, retained, rev)
+    meta(key, value)                  -- 'format' = 2
+    modules(id, scope, sandbox, module, current, next_version, timeline, cursor, retained,
+            rev, writer)              -- one row per (scope, sandbox, module)
     tail(module_id, version, entry)   -- the newest versions, one small row each
     segments(module_id, first, data)  -- zlib(JSON) of up to SEGMENT versions
 
@@ -18,18 +19,33 @@ stored; they are recomputed from the sources.
 Every change is written in one transaction before the reload reports success.
 The database runs in WAL mode, so readers never block the writer and several
 kernels can share one folder; a kernel killed mid-write leaves the last
-committed state.  A file that cannot be opened, is locked too long, is
+committed state.  Histories belong to a scope (see ``_scope``): a notebook, a
+script, the folder, or a name shared on purpose.  Format 1 files (no scopes)
+are upgraded in place, their histories going to the folder scope.
+
+Any number of kernels may write one history: each write happens in an
+immediate transaction that first checks the row's revision.  When another
+kernel wrote in between, its versions are merged in and this kernel's new
+versions are numbered after them, so none is lost, overwritten or numbered
+twice; the first time a live kernel other than this one is seen writing the
+same history, a :class:`StoreWarning` names it.  A store that cannot be
+written (read-only file or folder) is opened read-only: its history is shown,
+and writes warn once.  Closing the store (also at interpreter exit)
+checkpoints and removes the write-ahead log.  A file that cannot be opened, is locked too long, is
 corrupted, or was written by a newer format makes the store fall back to
 memory with a warning: history is then not persisted, but reloads go on.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import socket
 import sqlite3
 import threading
 import warnings
+import weakref
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -41,15 +57,46 @@ from typing import Any
 from diff_match_patch import diff_match_patch
 
 from ._artifact import source_checksum
+from ._scope import FOLDER
 from ._versions import ModuleHistory, VersionRecord, VersionStore
 
-FORMAT = 1
+FORMAT = 2
 SEGMENT = 256     # versions per compressed segment; each starts with a full snapshot
 TAIL_MAX = 32     # new versions kept as small rows until they are folded into segments
 DEFAULT_DIR = ".sandbox_magic"
 DEFAULT_FILE = "history.sqlite3"
 ENV_STORE = "SANDBOX_MAGIC_STORE"
 MEMORY = ":memory:"
+# The write-ahead log is checkpointed every WAL_PAGES pages and cut back to
+# WAL_LIMIT bytes, so even a kernel that is killed leaves a small log behind.
+WAL_PAGES = 64
+WAL_LIMIT = 64 << 10
+_HOST = socket.gethostname()
+
+
+def writer_identity() -> dict[str, Any]:
+    """Who writes: this process, its host and the notebook or script it serves."""
+    return {"pid": os.getpid(), "host": _HOST,
+            "name": os.environ.get("JPY_SESSION_NAME") or
+            os.path.basename(getattr(__import__("sys").modules.get("__main__"), "__file__", "")
+                             or "") or "python"}
+
+
+def writer_alive(w: dict[str, Any]) -> bool:
+    """Whether the process that wrote is still running (on this host; elsewhere: assumed)."""
+    if w.get("host") != _HOST:
+        return True
+    try:
+        os.kill(int(w["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def _close_at_exit(ref: weakref.ref[Any]) -> None:
+    store = ref()
+    if store is not None:
+        store.close()
 
 
 class StoreWarning(UserWarning):
@@ -138,15 +185,23 @@ class SQLiteVersionStore(VersionStore):
         self.lock = threading.RLock()
         self.fallback: VersionStore | None = None
         self.conn: sqlite3.Connection | None = None
-        self._cache: dict[tuple[str, str], _Tail] = {}
+        self.readonly = False
+        self._cache: dict[tuple[str, str, str], _Tail] = {}
         self._in_batch = False
+        self._me = json.dumps(writer_identity(), sort_keys=True)
+        self._warned: set[tuple[str, str, int]] = set()
+        self._warned_readonly = False
         try:
             self._open()
         except (sqlite3.Error, OSError, StoreFormatError) as exc:
-            self._fall_back(f"cannot use the history store {self.path}: {exc}")
+            if not self._open_readonly(exc):
+                self._fall_back(f"cannot use the history store {self.path}: {exc}")
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # ------------------------------------------------------------------ open
     def _open(self) -> None:
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False,
                                isolation_level=None)
@@ -157,32 +212,68 @@ class SQLiteVersionStore(VersionStore):
             conn.execute("PRAGMA auto_vacuum=FULL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('format', ?)", (str(FORMAT),))
-            elif int(row[0]) > FORMAT:
+            if row is not None and int(row[0]) > FORMAT:
                 raise StoreFormatError(
                     f"it was written by a newer sandbox_magic (store format {row[0]}, this "
                     f"version reads format {FORMAT}); upgrade sandbox_magic or point "
                     f"{ENV_STORE} at another file")
-            conn.execute("""CREATE TABLE IF NOT EXISTS modules (
-                id INTEGER PRIMARY KEY, sandbox TEXT NOT NULL, module TEXT NOT NULL,
-                current INTEGER, next_version INTEGER NOT NULL, timeline TEXT NOT NULL,
-                cursor INTEGER NOT NULL, retained TEXT NOT NULL, rev INTEGER NOT NULL DEFAULT 0,
-                UNIQUE (sandbox, module))""")
-            conn.execute("""CREATE TABLE IF NOT EXISTS tail (
-                module_id INTEGER NOT NULL, version INTEGER NOT NULL, entry TEXT NOT NULL,
-                PRIMARY KEY (module_id, version)) WITHOUT ROWID""")
-            conn.execute("""CREATE TABLE IF NOT EXISTS segments (
-                module_id INTEGER NOT NULL, first INTEGER NOT NULL, data BLOB NOT NULL,
-                PRIMARY KEY (module_id, first)) WITHOUT ROWID""")
+            self._create_tables(conn, old_format=int(row[0]) if row is not None else None)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
             conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
         self.conn = conn
+
+    @staticmethod
+    def _create_tables(conn: sqlite3.Connection, old_format: int | None) -> None:
+        if old_format == 1:
+            # Format 1 had no scopes: its histories move to the folder scope, unchanged.
+            conn.execute("ALTER TABLE modules RENAME TO modules_v1")
+        conn.execute("""CREATE TABLE IF NOT EXISTS modules (
+            id INTEGER PRIMARY KEY, scope TEXT NOT NULL, sandbox TEXT NOT NULL,
+            module TEXT NOT NULL, current INTEGER, next_version INTEGER NOT NULL,
+            timeline TEXT NOT NULL, cursor INTEGER NOT NULL, retained TEXT NOT NULL,
+            rev INTEGER NOT NULL DEFAULT 0, writer TEXT,
+            UNIQUE (scope, sandbox, module))""")
+        if old_format == 1:
+            conn.execute("INSERT INTO modules (id, scope, sandbox, module, current, next_version, "
+                         "timeline, cursor, retained, rev) SELECT id, ?, sandbox, module, "
+                         "current, next_version, timeline, cursor, retained, rev "
+                         "FROM modules_v1", (FOLDER,))
+            conn.execute("DROP TABLE modules_v1")
+        conn.execute("""CREATE TABLE IF NOT EXISTS tail (
+            module_id INTEGER NOT NULL, version INTEGER NOT NULL, entry TEXT NOT NULL,
+            PRIMARY KEY (module_id, version)) WITHOUT ROWID""")
+        conn.execute("""CREATE TABLE IF NOT EXISTS segments (
+            module_id INTEGER NOT NULL, first INTEGER NOT NULL, data BLOB NOT NULL,
+            PRIMARY KEY (module_id, first)) WITHOUT ROWID""")
+
+    def _open_readonly(self, why: BaseException) -> bool:
+        """A store we may not write: open it to read, so its history still shows."""
+        if not self.path.exists() or "readonly" not in str(why).replace("-", "").lower() \
+                and os.access(self.path.parent, os.W_OK):
+            return False
+        for query in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{query}", uri=True,
+                                       timeout=self.timeout, check_same_thread=False,
+                                       isolation_level=None)
+                row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+                if row is None or int(row[0]) != FORMAT:
+                    conn.close()
+                    return False      # an older format cannot be upgraded read-only
+                conn.execute("SELECT count(*) FROM modules").fetchone()
+            except sqlite3.Error:
+                continue
+            self.conn, self.readonly = conn, True
+            return True
+        return False
 
     def _fall_back(self, why: str) -> None:
         warnings.warn(f"{why}. Version history is kept in memory only for now.",
@@ -195,6 +286,14 @@ class SQLiteVersionStore(VersionStore):
         self.conn = None
         self.fallback = VersionStore()
 
+    def _cannot_write(self) -> bool:
+        """True (after one warning) when this store is read-only."""
+        if self.readonly and not self._warned_readonly:
+            self._warned_readonly = True
+            warnings.warn(f"the history store {self.path} is read-only: its history is shown, "
+                          "but new versions are kept in memory only", StoreWarning, stacklevel=4)
+        return self.readonly
+
     @contextmanager
     def batch(self) -> Iterator[None]:
         """One transaction for all saves made inside; committed before leaving.
@@ -204,7 +303,7 @@ class SQLiteVersionStore(VersionStore):
         per sandbox.
         """
         with self.lock:
-            started = self.conn is not None and not self._in_batch
+            started = self.conn is not None and not self._in_batch and not self.readonly
             if started:
                 assert self.conn is not None
                 try:
@@ -227,105 +326,210 @@ class SQLiteVersionStore(VersionStore):
                             self._fall_back(f"cannot write history to {self.path}: {exc}")
 
     def close(self) -> None:
+        """Checkpoint the write-ahead log into the file and close (the log is removed)."""
         with self.lock:
             if self.conn is not None:
+                try:
+                    if not self.readonly:
+                        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    pass
                 self.conn.close()
                 self.conn = None
 
     # ------------------------------------------------------------------ read
-    def load(self, sandbox_id: str) -> dict[str, ModuleHistory]:
+    def load(self, sandbox_id: str, scope: str = FOLDER) -> dict[str, ModuleHistory]:
         with self.lock:
             if self.conn is None:
                 return {}
             try:
-                return self._load(sandbox_id)
+                return self._load(scope, sandbox_id)
             except (sqlite3.Error, ValueError, KeyError, zlib.error) as exc:
                 self._fall_back(f"cannot read history of sandbox {sandbox_id!r} from "
                                 f"{self.path}: {exc}")
                 return {}
 
-    def _load(self, sandbox_id: str) -> dict[str, ModuleHistory]:
+    def list_sandboxes(self, scope: str = FOLDER) -> dict[str, dict[str, int]]:
+        """``{sandbox: {module: current version}}`` stored under ``scope``."""
+        with self.lock:
+            if self.conn is None:
+                return {}
+            try:
+                rows = self.conn.execute("SELECT sandbox, module, current FROM modules "
+                                         "WHERE scope = ? AND current IS NOT NULL "
+                                         "ORDER BY sandbox, module", (scope,)).fetchall()
+            except sqlite3.Error:
+                return {}
+        out: dict[str, dict[str, int]] = {}
+        for sandbox, module, current in rows:
+            out.setdefault(sandbox, {})[module] = current
+        return out
+
+    def writers(self, sandbox_id: str, scope: str = FOLDER) -> list[dict[str, Any]]:
+        """Who last wrote each module of this history (``alive``, ``me`` added)."""
+        with self.lock:
+            if self.conn is None:
+                return []
+            try:
+                rows = self.conn.execute("SELECT DISTINCT writer FROM modules WHERE scope = ? "
+                                         "AND sandbox = ? AND writer IS NOT NULL",
+                                         (scope, sandbox_id)).fetchall()
+            except sqlite3.Error:
+                return []
+        out = []
+        for (w,) in rows:
+            info = json.loads(w)
+            info["me"] = w == self._me
+            info["alive"] = info["me"] or writer_alive(info)
+            out.append(info)
+        return out
+
+    def _read_module(self, mid: int, module: str, keep: set[int] | None
+                     ) -> tuple[dict[int, VersionRecord], _Tail]:
+        """Every stored version of one module (or those in ``keep``), and where the chain ends."""
+        assert self.conn is not None
+        entries: list[Any] = []
+        for (data,) in self.conn.execute(
+                "SELECT data FROM segments WHERE module_id = ? ORDER BY first", (mid,)):
+            entries.extend(json.loads(zlib.decompress(data)))
+        tail = self.conn.execute("SELECT entry FROM tail WHERE module_id = ? "
+                                 "ORDER BY version", (mid,)).fetchall()
+        entries.extend(json.loads(t) for (t,) in tail)
+        source = ""
+        cache = _Tail(mid, -1)
+        records: dict[int, VersionRecord] = {}
+        for version, ts, handler, kind, payload in entries:
+            source = payload if kind == "full" else apply_delta(source, payload)
+            if keep is None or version in keep:
+                records[version] = VersionRecord(
+                    version, None, datetime.fromtimestamp(ts / 1000, timezone.utc),
+                    handler, module=module, source=source)
+            cache.last, cache.last_source = version, source
+        cache.tail = len(tail)
+        return records, cache
+
+    def _load(self, scope: str, sandbox_id: str) -> dict[str, ModuleHistory]:
         assert self.conn is not None
         out: dict[str, ModuleHistory] = {}
         rows = self.conn.execute(
             "SELECT id, module, current, next_version, timeline, cursor, retained, rev "
-            "FROM modules WHERE sandbox = ?", (sandbox_id,)).fetchall()
+            "FROM modules WHERE scope = ? AND sandbox = ?", (scope, sandbox_id)).fetchall()
         for mid, module, current, next_version, timeline, cursor, retained, rev in rows:
             h = ModuleHistory(module)
-            keep = set(json.loads(retained))
-            entries: list[Any] = []
-            for (data,) in self.conn.execute(
-                    "SELECT data FROM segments WHERE module_id = ? ORDER BY first", (mid,)):
-                entries.extend(json.loads(zlib.decompress(data)))
-            tail = self.conn.execute("SELECT entry FROM tail WHERE module_id = ? "
-                                     "ORDER BY version", (mid,)).fetchall()
-            entries.extend(json.loads(t) for (t,) in tail)
-            source = ""
-            cache = _Tail(mid, rev)
-            for version, ts, handler, kind, payload in entries:
-                source = payload if kind == "full" else apply_delta(source, payload)
-                if version in keep:
-                    h.records[version] = VersionRecord(
-                        version, None, datetime.fromtimestamp(ts / 1000, timezone.utc),
-                        handler, module=module, source=source)
-                cache.last, cache.last_source = version, source
-            cache.tail = len(tail)
+            h.records, cache = self._read_module(mid, module, set(json.loads(retained)))
+            cache.rev = rev
             h.current = current if current in h.records else None
             h.next_version = next_version
             h.timeline = [v for v in json.loads(timeline) if v in h.records]
             h.cursor = min(cursor, len(h.timeline) - 1)
-            self._cache[(sandbox_id, module)] = cache
+            self._cache[(scope, sandbox_id, module)] = cache
             out[module] = h
         return out
 
     # ----------------------------------------------------------------- write
-    def save(self, sandbox_id: str, history: ModuleHistory) -> None:
+    def save(self, sandbox_id: str, history: ModuleHistory, scope: str = FOLDER) -> None:
+        """Write ``history``; may renumber its newest versions (see the module docstring)."""
         with self.lock:
-            if self.conn is None:
+            if self.conn is None or self._cannot_write():
                 return
             try:
-                self._save(sandbox_id, history)
+                self._save(scope, sandbox_id, history)
             except sqlite3.Error as exc:
                 try:
                     self.conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
                 self._in_batch = False
-                self._cache.pop((sandbox_id, history.module), None)
+                self._cache.pop((scope, sandbox_id, history.module), None)
                 self._fall_back(f"cannot write history to {self.path}: {exc}")
 
-    def _save(self, sandbox_id: str, h: ModuleHistory) -> None:
+    def _save(self, scope: str, sandbox_id: str, h: ModuleHistory) -> None:
         conn = self.conn
         assert conn is not None
-        key = (sandbox_id, h.module)
+        key = (scope, sandbox_id, h.module)
         if not self._in_batch:
             conn.execute("BEGIN IMMEDIATE")
-        row = conn.execute("SELECT id, rev FROM modules WHERE sandbox = ? AND module = ?",
-                           key).fetchone()
-        if row is None:
-            mid = conn.execute(
-                "INSERT INTO modules (sandbox, module, current, next_version, timeline, "
-                "cursor, retained) VALUES (?, ?, NULL, 1, '[]', -1, '[]')", key).lastrowid
-            rev = 0
-            self._cache[key] = _Tail(mid, rev)
-        else:
-            mid, rev = row
-        cache = self._cache.get(key)
-        if cache is None or cache.rev != rev or cache.mid != mid:
-            cache = self._rewrite(mid, h)          # another kernel wrote it: ours wins
-        else:
-            for v in sorted(x for x in h.records if x > cache.last):
-                self._append(cache, h.records[v])
-            if cache.tail >= TAIL_MAX:
-                self._fold(cache, min(h.records, default=0))
-        conn.execute("UPDATE modules SET current = ?, next_version = ?, timeline = ?, "
-                     "cursor = ?, retained = ?, rev = rev + 1 WHERE id = ?",
-                     (h.current, h.next_version, json.dumps(h.timeline), h.cursor,
-                      json.dumps(sorted(h.records)), mid))
-        if not self._in_batch:
-            conn.execute("COMMIT")
+        try:
+            row = conn.execute("SELECT id, rev, next_version, writer, retained FROM modules "
+                               "WHERE scope = ? AND sandbox = ? AND module = ?", key).fetchone()
+            cache = self._cache.get(key)
+            if row is None:
+                mid = conn.execute(
+                    "INSERT INTO modules (scope, sandbox, module, current, next_version, "
+                    "timeline, cursor, retained) VALUES (?, ?, ?, NULL, 1, '[]', -1, '[]')",
+                    key).lastrowid
+                cache = _Tail(mid, 0)
+                rev = 0
+                for v in sorted(h.records):
+                    self._append(cache, h.records[v])
+            else:
+                mid, rev, stored_next, writer, retained = row
+                if writer is not None and writer != self._me:
+                    self._tell_other_writer(key, json.loads(writer))
+                if cache is None or cache.rev != rev or cache.mid != mid:
+                    cache = self._merge(mid, h, cache, stored_next, set(json.loads(retained)))
+                else:
+                    for v in sorted(x for x in h.records if x > cache.last):
+                        self._append(cache, h.records[v])
+                    if cache.tail >= TAIL_MAX:
+                        self._fold(cache, min(h.records, default=0))
+            conn.execute("UPDATE modules SET current = ?, next_version = ?, timeline = ?, "
+                         "cursor = ?, retained = ?, rev = rev + 1, writer = ? WHERE id = ?",
+                         (h.current, h.next_version, json.dumps(h.timeline), h.cursor,
+                          json.dumps(sorted(h.records)), self._me, mid))
+            if not self._in_batch:
+                conn.execute("COMMIT")
+        except BaseException:
+            if not self._in_batch:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
         cache.rev = rev + 1
         self._cache[key] = cache
+
+    def _merge(self, mid: int, h: ModuleHistory, cache: _Tail | None,
+               stored_next: int, retained: set[int]) -> _Tail:
+        """Another kernel wrote this history since we last did: keep both kernels' versions.
+
+        Versions this kernel made since its last write are renumbered after the
+        stored ones (``h`` is updated in place, so the caller reports the final
+        numbers); the stored versions join ``h``'s records; the whole chain is
+        written again.
+        """
+        theirs, _ = self._read_module(mid, h.module, retained)
+        known = cache.last if cache is not None else 0
+        mine = sorted(v for v in h.records if v > known and v not in theirs
+                      or v > known and theirs[v].checksum != h.records[v].checksum)
+        renumber = {v: stored_next + i for i, v in enumerate(mine)}
+        if renumber:
+            records = {}
+            for v, rec in h.records.items():
+                if v in renumber:
+                    rec = VersionRecord(renumber[v], rec._artifact, rec.loaded_at,
+                                        rec.state_handler, module=rec.module, source=rec.source)
+                records[rec.version] = rec
+            h.records = records
+            h.timeline = [renumber.get(v, v) for v in h.timeline]
+            if h.current is not None:
+                h.current = renumber.get(h.current, h.current)
+        for v, rec in theirs.items():
+            h.records.setdefault(v, rec)
+        h.next_version = max(h.next_version, stored_next + len(mine),
+                             max(h.records, default=0) + 1)
+        return self._rewrite(mid, h)
+
+    def _tell_other_writer(self, key: tuple[str, str, str], other: dict[str, Any]) -> None:
+        marker = (key[0], key[1], int(other.get("pid", 0)))
+        if marker in self._warned or not writer_alive(other):
+            return
+        self._warned.add(marker)
+        warnings.warn(
+            f"another running kernel (pid {other.get('pid')} on {other.get('host')}, "
+            f"{other.get('name')}) also writes the history of sandbox {key[1]!r} in "
+            f"{self.path}; the versions of both are kept, numbered in the order they are "
+            "written", StoreWarning, stacklevel=5)
 
     @staticmethod
     def _entry(rec: VersionRecord, kind: str, payload: str) -> list[Any]:
@@ -399,19 +603,24 @@ class SQLiteVersionStore(VersionStore):
         data = zlib.compress(json.dumps(entries, separators=(",", ":")).encode(), 9)
         self.conn.execute("INSERT OR REPLACE INTO segments VALUES (?, ?, ?)", (mid, first, data))
 
-    def forget(self, sandbox_id: str) -> None:
+    def forget(self, sandbox_id: str, scope: str = FOLDER) -> None:
+        """Delete one sandbox's history in one scope, and nothing else."""
         with self.lock:
-            if self.conn is None:
+            if self.conn is None or self._cannot_write():
                 return
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
-                self.conn.execute("DELETE FROM segments WHERE module_id IN "
-                                  "(SELECT id FROM modules WHERE sandbox = ?)", (sandbox_id,))
-                self.conn.execute("DELETE FROM modules WHERE sandbox = ?", (sandbox_id,))
+                ids = "(SELECT id FROM modules WHERE scope = ? AND sandbox = ?)"
+                for table in ("segments", "tail"):
+                    self.conn.execute(f"DELETE FROM {table} WHERE module_id IN {ids}",
+                                      (scope, sandbox_id))
+                self.conn.execute("DELETE FROM modules WHERE scope = ? AND sandbox = ?",
+                                  (scope, sandbox_id))
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._fall_back(f"cannot clear history in {self.path}: {exc}")
-            self._cache = {k: v for k, v in self._cache.items() if k[0] != sandbox_id}
+            self._cache = {k: v for k, v in self._cache.items()
+                           if (k[0], k[1]) != (scope, sandbox_id)}
 
     def integrity_check(self) -> str:
         assert self.conn is not None

@@ -193,15 +193,23 @@ class VersionStore:
 
     durable = False
 
-    def load(self, sandbox_id: str) -> dict[str, ModuleHistory]:
-        """Histories previously saved for ``sandbox_id`` (none in memory)."""
+    def load(self, sandbox_id: str, scope: str = "folder") -> dict[str, ModuleHistory]:
+        """Histories previously saved for ``sandbox_id`` in ``scope`` (none in memory)."""
         return {}
 
-    def save(self, sandbox_id: str, history: ModuleHistory) -> None:
+    def save(self, sandbox_id: str, history: ModuleHistory, scope: str = "folder") -> None:
         """Persist ``history`` after a change; called before a reload reports success."""
 
-    def forget(self, sandbox_id: str) -> None:
-        """Drop everything stored for ``sandbox_id``."""
+    def forget(self, sandbox_id: str, scope: str = "folder") -> None:
+        """Drop everything stored for ``sandbox_id`` in ``scope``."""
+
+    def list_sandboxes(self, scope: str = "folder") -> dict[str, dict[str, int]]:
+        """``{sandbox: {module: current version}}`` stored under ``scope``."""
+        return {}
+
+    def writers(self, sandbox_id: str, scope: str = "folder") -> list[dict[str, object]]:
+        """Who last wrote this history's modules (a durable store knows)."""
+        return []
 
     @contextmanager
     def batch(self) -> Iterator[None]:
