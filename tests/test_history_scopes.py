@@ -217,8 +217,9 @@ def _reload_in_magic(sid: str, path: Path) -> str:
     import io
     from contextlib import redirect_stdout
 
-    from IPython.testing.globalipapp import get_ipython
-    ip = get_ipython()
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+    ip = start_ipython() or get_ipython()
     ip.run_line_magic("load_ext", "sandbox_magic")
     old = sm._api._default_store
     sm.set_default_store(path)

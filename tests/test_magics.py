@@ -6,6 +6,7 @@ import itertools
 
 import nbformat
 import pytest
+from IPython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 
 import sandbox_magic as sm
@@ -20,7 +21,7 @@ V2 = V1.replace("+= 1", "+= 10")
 
 @pytest.fixture(scope="module")
 def ip():
-    shell = start_ipython()
+    shell = start_ipython() or get_ipython()   # started once per process
     shell.run_line_magic("load_ext", "sandbox_magic")
     return shell
 
@@ -41,12 +42,12 @@ def cell(ip, text, cell_id=None):
 def test_reload_cell_creates_sandbox_binds_handle_and_keeps_state(ip, sb_id, capsys):
     r = cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
     assert r.success
-    assert f"{sb_id}.counter v1" in capsys.readouterr().out
+    assert f"{sb_id}.counter: new version v1;" in capsys.readouterr().out
     assert isinstance(ip.user_ns[sb_id], sm.Sandbox)
     cell(ip, f"c = {sb_id}.Counter(); c.inc(); c.inc()")
     cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
     out = capsys.readouterr().out
-    assert "v2 (hot reloaded from v1)" in out and "ms" in out
+    assert f"{sb_id}.counter: new version v2 (was v1)" in out and "ms" in out
     assert ip.user_ns["c"].inc() == 12
     assert "Counter" not in ip.user_ns      # the cell did not leak into the notebook
 
@@ -98,7 +99,7 @@ def test_cell_named_like_a_stdlib_module_gets_its_own_module_name(ip, sb_id, cap
     r = cell(ip, f"%%sandbox_reload {sb_id}\nimport random\n\nclass Random:\n"
                  "    def pick(self):\n        return random.choice([7])\n")
     assert r.success
-    assert f"{sb_id}.random_module v1" in capsys.readouterr().out
+    assert f"{sb_id}.random_module: new version v1" in capsys.readouterr().out
     assert cell(ip, f"picked = {sb_id}.Random().pick()").success
     assert ip.user_ns["picked"] == 7
 
@@ -156,7 +157,7 @@ def test_line_magics(ip, sb_id, capsys, tmp_path):
     cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
     capsys.readouterr()
     cell(ip, f"%sandbox_rollback {sb_id} counter 1")
-    assert "rolled back" in capsys.readouterr().out
+    assert f"{sb_id}.counter: rolled back to v1 (was v2)" in capsys.readouterr().out
     assert sm.get_module_version(sb_id, "counter") == 1
     cell(ip, f"%sandbox_undo {sb_id} counter")
     assert sm.get_module_version(sb_id, "counter") == 2
@@ -209,13 +210,13 @@ def test_history_and_restore_after_a_restart(ip, sb_id, tmp_path, capsys):
         capsys.readouterr()
         panel = ip.run_line_magic("sandbox_history", sb_id)
         assert [v for _, v in panel.versions.options] == [2, 1]
-        assert sm.get_sandbox_info(sb_id).modules == {}
+        assert sb_id not in {s.id for s in sm.list_sandboxes()}   # reading loads nothing
         cell(ip, f"%sandbox_restore {sb_id}")
         out = capsys.readouterr().out
         assert "counter v2" in out and "not restored" in out
         assert ip.user_ns[sb_id].Counter().inc() == 10
         cell(ip, f"%%sandbox_reload {sb_id}\n{V1.replace('+= 1', '+= 5')}")
-        assert "counter v3" in capsys.readouterr().out
+        assert "counter: new version v3 (was v2)" in capsys.readouterr().out
         assert not cell(ip, "%sandbox_history never_seen_before").success
         assert "no recorded history" in capsys.readouterr().err
         cell(ip, f"%sandbox_destroy {sb_id} --forget")
@@ -223,3 +224,146 @@ def test_history_and_restore_after_a_restart(ip, sb_id, tmp_path, capsys):
         assert not cell(ip, f"%sandbox_history {sb_id}").success
     finally:
         sm._api._default_store = previous
+
+
+@pytest.fixture
+def restart_store(tmp_path):
+    """A fresh SQLite file as the default store (history survives destroy_sandbox, as it
+    survives a kernel restart), in one fixed history scope."""
+    previous = sm._api._default_store
+    sm.set_default_store(tmp_path / "restart.sqlite3")
+    sm.set_history_scope("folder")
+    yield
+    sm.set_history_scope(None)
+    sm._api._default_store = previous
+
+
+def restart(ip, sb_id):
+    """What a kernel restart leaves: the stored history, no sandbox, no handle."""
+    sm.destroy_sandbox(sb_id)
+    ip.user_ns.pop(sb_id, None)
+
+
+def test_every_history_command_works_at_once_after_a_restart(ip, sb_id, restart_store,
+                                                              capsys, tmp_path):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
+    restart(ip, sb_id)
+    capsys.readouterr()
+    assert cell(ip, f"%sandbox_diff {sb_id} counter").success
+    out = capsys.readouterr().out
+    assert "-        self.n += 1" in out and "+        self.n += 10" in out
+    path = tmp_path / "after_restart.ipynb"
+    assert cell(ip, f"%sandbox_export {sb_id} {path}").success
+    nb = nbformat.read(str(path), as_version=4)
+    assert [c.metadata["sandbox_magic"]["version"] for c in nb.cells
+            if "sandbox_magic" in c.metadata] == [1, 2]
+    panel = ip.run_line_magic("sandbox_history", sb_id)
+    assert [v for _, v in panel.versions.options] == [2, 1]
+    assert sb_id not in {s.id for s in sm.list_sandboxes()}     # reading loaded nothing
+    capsys.readouterr()
+
+    restored = f"{sb_id} was not loaded in this kernel: restored it from its history first"
+    assert cell(ip, f"%sandbox_rollback {sb_id} counter 1").success
+    out = capsys.readouterr().out
+    assert f"{restored} (counter v2)" in out
+    assert f"{sb_id}.counter: rolled back to v1 (was v2)" in out
+    assert ip.user_ns[sb_id].Counter().inc() == 1
+    restart(ip, sb_id)
+    assert cell(ip, f"%sandbox_undo {sb_id} counter").success
+    out = capsys.readouterr().out
+    assert f"{restored} (counter v1)" in out
+    assert f"{sb_id}.counter: undo: v2 is current again (was v1)" in out
+    restart(ip, sb_id)
+    assert cell(ip, f"%sandbox_redo {sb_id} counter").success
+    out = capsys.readouterr().out
+    assert f"{restored} (counter v2)" in out
+    assert f"{sb_id}.counter: redo: v1 is current again (was v2)" in out
+    assert ip.user_ns[sb_id].Counter().inc() == 1
+
+
+def test_list_and_info_name_sandboxes_whose_history_is_only_stored(ip, sb_id, listing_store,
+                                                                   capsys):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    restart(ip, sb_id)
+    capsys.readouterr()
+    cell(ip, "%sandbox_list")
+    out = capsys.readouterr().out
+    assert f"{sb_id}: stored, not loaded (counter v1); %sandbox_restore {sb_id} loads it" in out
+    assert not cell(ip, f"%sandbox_info {sb_id}").success
+    err = capsys.readouterr().err
+    assert f"not loaded in this kernel (its history is stored: counter v1); " \
+           f"%sandbox_restore {sb_id} loads it" in err and len(err.splitlines()) == 1
+
+
+def test_usage_errors_print_one_line(ip, sb_id, capsys, tmp_path):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    existing = tmp_path / "exists.ipynb"
+    existing.write_text("{}")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = {
+        f"%sandbox_rollback {sb_id} counter 99": "module 'counter' has no version 99",
+        f"%sandbox_undo {sb_id} counter": "nothing to undo for module 'counter'",
+        f"%sandbox_redo {sb_id} counter": "nothing to redo for module 'counter'",
+        f"%sandbox_undo {sb_id} nomodule": f"sandbox '{sb_id}' has no module 'nomodule'",
+        "%sandbox_rollback nosuch counter 1": "no sandbox 'nosuch' and no recorded history",
+        "%sandbox_rollback bad/id counter 1": "invalid sandbox id 'bad/id'",
+        f"%sandbox_diff {sb_id} counter 1 99": "module 'counter' has no version 99",
+        f"%sandbox_diff {sb_id} counter": "has no version before v1",
+        f"%sandbox_diff {sb_id} nomodule": "has no module 'nomodule'",
+        f"%sandbox_history {sb_id} nomodule": "has no module 'nomodule'",
+        "%sandbox_history nosuch": "no sandbox 'nosuch' and no recorded history",
+        "%sandbox_info nosuch": "no sandbox 'nosuch' and no recorded history",
+        "%sandbox_destroy nosuch": "no sandbox 'nosuch' and no recorded history",
+        "%sandbox_restore nosuch": "no sandbox 'nosuch' and no recorded history",
+        "%%sandbox_run nosuch\n1 + 1": "no sandbox 'nosuch' and no recorded history",
+        f"%sandbox_export {sb_id} {tmp_path / 'h.txt'}": "export path must end in .ipynb",
+        f"%sandbox_export {sb_id} {existing}": "already exists; add --force to overwrite it",
+        f"%sandbox_export {sb_id} {a_file / 'h.ipynb'}": "is a file, not a folder",
+        f"%sandbox_export nosuch {tmp_path / 'n.ipynb'}": "no sandbox 'nosuch'",
+    }
+    for line, expected in cases.items():
+        r = cell(ip, line)
+        captured = capsys.readouterr()
+        assert not r.success, line
+        assert expected in captured.err, (line, captured.err)
+        assert len(captured.err.strip().splitlines()) == 1, (line, captured.err)
+        assert "Traceback" not in captured.err + captured.out, line
+    assert existing.read_text() == "{}"
+    assert cell(ip, f"%sandbox_export {sb_id} {existing} --force").success
+    assert nbformat.read(str(existing), as_version=4).cells
+
+
+def test_rerunning_a_notebook_from_the_top_says_what_happened(ip, sb_id, restart_store,
+                                                               capsys):
+    V3 = V1.replace("+= 1", "+= 100")
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}", cell_id="one")
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V2}", cell_id="two")
+    restart(ip, sb_id)
+    capsys.readouterr()
+    outs = []
+
+    def run(text, cell_id=None):
+        cell(ip, text, cell_id=cell_id)
+        outs.append(capsys.readouterr().out)
+        return outs[-1]
+
+    assert f"{sb_id}.counter: same code as stored v1; v1 is current again (was v2)" in run(
+        f"%%sandbox_reload {sb_id}\n{V1}", "one")
+    assert f"{sb_id}.counter: same code as stored v2; v2 is current again (was v1)" in run(
+        f"%%sandbox_reload {sb_id}\n{V2}", "two")
+    assert f"{sb_id}.counter: no change (v2 is current)" in run(
+        f"%%sandbox_reload {sb_id}\n{V2}", "two")
+    assert f"{sb_id}.counter: new version v3 (was v2)" in run(
+        f"%%sandbox_reload {sb_id}\n{V3}", "two")
+    assert f"{sb_id}.counter: undo: v2 is current again (was v3)" in run(
+        f"%sandbox_undo {sb_id} counter")
+    assert f"{sb_id}.counter: redo: v3 is current again (was v2)" in run(
+        f"%sandbox_redo {sb_id} counter")
+    restart(ip, sb_id)
+    assert f"{sb_id}.counter: same code as stored v3, the current version; loaded it" in run(
+        f"%%sandbox_reload {sb_id}\n{V3}", "two")
+    assert ip.user_ns[sb_id].Counter().inc() == 100
+    for out in outs:
+        assert "hot reloaded" not in out and "rolled back" not in out, out
