@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import sys
 import traceback
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -13,12 +16,39 @@ from IPython.display import display
 
 from . import _api as api
 from ._artifact import infer_module_name
-from ._errors import CompileError, ReloadError, SandboxError
+from ._errors import CompileError, ReloadError, SandboxError, SandboxNotFoundError
 from ._sandbox import Sandbox
+from ._scope import describe
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class MagicError(SandboxError):
     """An error reported by a magic: shown as a short message, not a traceback."""
+
+
+def usage_errors(fn: F) -> F:
+    """Report every engine error a magic meets as its message, never a traceback.
+
+    Unknown sandboxes, modules and versions, nothing to undo, refused reloads
+    and bad paths all end here as a :class:`MagicError`, which
+    ``_show_magic_error`` prints on one line (compile and reload errors add
+    the lines of the cell they point at).  Errors that are not the engine's
+    (a bug) keep their traceback.
+    """
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any) -> Any:
+        try:
+            return fn(self, *args)
+        except MagicError:
+            raise
+        except CompileError as exc:
+            raise MagicError(_compile_message(exc)) from None
+        except ReloadError as exc:
+            raise MagicError(_reload_message(exc)) from None
+        except SandboxError as exc:
+            raise MagicError(str(exc)) from None
+    return wrapper  # type: ignore[return-value]
 
 
 @magics_class
@@ -53,17 +83,33 @@ class SandboxMagics(Magics):
                 print(f"{sandbox_id}: {api.stored_history_origin(sandbox_id)} ({mods}); "
                       f"numbering continues. %sandbox_restore {sandbox_id} loads them all.")
 
-    def _existing_or_stored(self, sandbox_id: str) -> None:
-        """A sandbox that exists, or whose history is in the store (after a restart)."""
+    @staticmethod
+    def _not_loaded(sandbox_id: str) -> MagicError:
+        """The error for a command that needs the sandbox loaded in this kernel."""
         api.validate_sandbox_id(sandbox_id)
-        if sandbox_id in {s.id for s in api.list_sandboxes()}:
-            return
-        info = api.create_sandbox(sandbox_id)
-        if not info.stored_modules:
-            api.destroy_sandbox(sandbox_id)
-            raise MagicError(f"no sandbox {sandbox_id!r} and no recorded history for it; "
-                             f"run a %%sandbox_reload {sandbox_id} cell first")
-        self._bind_handle(sandbox_id)
+        try:
+            stored = api.history_modules(sandbox_id)
+        except SandboxNotFoundError:
+            return MagicError(f"no sandbox {sandbox_id!r} and no recorded history for it; "
+                              f"run a %%sandbox_reload {sandbox_id} cell first")
+        mods = ", ".join(f"{m} v{v}" for m, v in stored.items())
+        return MagicError(f"sandbox {sandbox_id!r} is not loaded in this kernel (its history "
+                          f"is stored: {mods}); %sandbox_restore {sandbox_id} loads it")
+
+    def _change(self, sandbox_id: str, module: str, action: str, fn: Callable[[], Any],
+                version: int | None = None, step: int = 0) -> None:
+        """Rollback, undo or redo; a sandbox that is only in the store is restored first."""
+        try:
+            restored = api.load_before_change(sandbox_id, module, version=version, step=step)
+        except ReloadError as exc:
+            raise MagicError(f"{sandbox_id} is not loaded in this kernel and restoring it "
+                             f"before the {action} failed: {_reload_message(exc)}") from None
+        if restored:
+            self._bind_handle(sandbox_id)
+            mods = ", ".join(f"{m} v{v}" for m, v in restored.items())
+            print(f"{sandbox_id} was not loaded in this kernel: restored it from its history "
+                  f"first ({mods})")
+        print(summary_line(sandbox_id, fn(), action))
 
     def _handler(self, sandbox_id: str, module: str, name: str | None) -> tuple[Any, Any]:
         """The state handler to use, and the pending key it consumes (if any)."""
@@ -101,6 +147,7 @@ class SandboxMagics(Magics):
               help="do not re-run the sandbox modules that import this one")
     @argument("--quiet", action="store_true", help="print nothing on success")
     @cell_magic
+    @usage_errors
     def sandbox_reload(self, line: str, cell: str) -> None:
         """Hot-reload this cell as a new version of a sandbox module."""
         args = parse_argstring(self.sandbox_reload, line)
@@ -113,28 +160,25 @@ class SandboxMagics(Magics):
         self._bind_handle(sid)
         handler, pending_key = (None, None) if args.no_state else self._handler(
             sid, module or "", args.state_handler)
-        try:
-            result = api.hot_reload_source(
-                sid, cell, module, state_handler=handler,
-                use_state_preservation=not args.no_state,
-                coordinate_dependencies=not args.no_cascade,
-                suspend_timeout=args.suspend_timeout)
-        except CompileError as exc:
-            raise MagicError(_compile_message(exc)) from None
-        except ReloadError as exc:
-            raise MagicError(_reload_message(exc)) from None
+        known = {m: set(h.records) for m, h in api.sandbox_histories(sid).items()}
+        result = api.hot_reload_source(
+            sid, cell, module, state_handler=handler,
+            use_state_preservation=not args.no_state,
+            coordinate_dependencies=not args.no_cascade,
+            suspend_timeout=args.suspend_timeout)
         if pending_key is not None and result.status != "no_change":
             self.pending_handlers.pop(pending_key, None)
         if cell_key:
             self.cell_modules[cell_key] = result.module
         if not args.quiet:
-            print(summary_line(sid, result))
+            print(summary_line(sid, result, "reload", known))
 
     @magic_arguments()
     @argument("sandbox_id")
     @argument("module", nargs="?", default=None,
               help="module the handler is for (default: the next reload of any module)")
     @cell_magic
+    @usage_errors
     def sandbox_state_handler(self, line: str, cell: str) -> None:
         """Define the state migration used by the next reload of a sandbox (or module)."""
         args = parse_argstring(self.sandbox_state_handler, line)
@@ -162,17 +206,25 @@ class SandboxMagics(Magics):
         sid = line.strip()
         if not sid:
             raise MagicError("usage: %%sandbox_run SANDBOX_ID")
-        return api.run(sid, cell)
+        try:
+            if not api.is_loaded(sid):
+                raise self._not_loaded(sid)
+        except SandboxError as exc:
+            raise MagicError(str(exc)) from None
+        return api.run(sid, cell)   # the cell's own errors keep their traceback
 
     # --------------------------------------------------------- line magics
     @magic_arguments()
     @argument("sandbox_id")
     @argument("module", nargs="?", default=None)
     @line_magic
+    @usage_errors
     def sandbox_history(self, line: str) -> Any:
-        """Show the version history panel (module picker, versions, diff, rollback)."""
+        """Show the version history panel (module picker, versions, diff, rollback).
+
+        Works at once after a kernel restart: the history is read from the store.
+        """
         args = parse_argstring(self.sandbox_history, line)
-        self._existing_or_stored(args.sandbox_id)
         from ._widgets import HistoryPanel
         return HistoryPanel(args.sandbox_id, args.module)
 
@@ -181,37 +233,35 @@ class SandboxMagics(Magics):
     @argument("module")
     @argument("version", type=int)
     @line_magic
+    @usage_errors
     def sandbox_rollback(self, line: str) -> None:
-        """Make an earlier version current again."""
+        """Make an earlier version current again (restoring the sandbox first after a restart)."""
         args = parse_argstring(self.sandbox_rollback, line)
-        print(summary_line(args.sandbox_id, self._act(
-            api.rollback_module, args.sandbox_id, args.module, args.version)))
+        sid, mod = args.sandbox_id, args.module
+        self._change(sid, mod, "rollback",
+                     lambda: api.rollback_module(sid, mod, args.version), version=args.version)
 
     @magic_arguments()
     @argument("sandbox_id")
     @argument("module")
     @line_magic
+    @usage_errors
     def sandbox_undo(self, line: str) -> None:
         """Step back to the version that was current before the last change."""
         args = parse_argstring(self.sandbox_undo, line)
-        print(summary_line(args.sandbox_id, self._act(api.undo, args.sandbox_id,
-                                                      args.module)))
+        sid, mod = args.sandbox_id, args.module
+        self._change(sid, mod, "undo", lambda: api.undo(sid, mod), step=-1)
 
     @magic_arguments()
     @argument("sandbox_id")
     @argument("module")
     @line_magic
+    @usage_errors
     def sandbox_redo(self, line: str) -> None:
         """Step forward again after %sandbox_undo."""
         args = parse_argstring(self.sandbox_redo, line)
-        print(summary_line(args.sandbox_id, self._act(api.redo, args.sandbox_id,
-                                                      args.module)))
-
-    def _act(self, fn: Any, *a: Any) -> Any:
-        try:
-            return fn(*a)
-        except ReloadError as exc:
-            raise MagicError(_reload_message(exc)) from None
+        sid, mod = args.sandbox_id, args.module
+        self._change(sid, mod, "redo", lambda: api.redo(sid, mod), step=+1)
 
     @magic_arguments()
     @argument("sandbox_id")
@@ -221,23 +271,28 @@ class SandboxMagics(Magics):
     @argument("v2", nargs="?", type=int, default=None,
               help="newer version (default: the current one)")
     @line_magic
+    @usage_errors
     def sandbox_diff(self, line: str) -> None:
         """Show the diff between two versions (coloured in the notebook)."""
         args = parse_argstring(self.sandbox_diff, line)
-        v2 = args.v2 if args.v2 is not None else api.get_module_version(args.sandbox_id,
-                                                                         args.module)
+        sid, mod = args.sandbox_id, args.module
+        h = api.get_version_history(sid, mod)
+        retained = sorted(i.version for i in h["versions"])
+        v2 = args.v2 if args.v2 is not None else h["current_version"]
+        for v in (args.v1, v2):
+            if v is not None and v not in retained:
+                raise MagicError(f"module {mod!r} has no version {v} (retained: "
+                                 f"{', '.join(map(str, retained))})")
         v1 = args.v1
         if v1 is None:
-            older = [i.version for i in api.list_module_versions(args.sandbox_id, args.module)
-                     if i.version < v2]
+            older = [v for v in retained if v < v2]
             if not older:
-                raise MagicError(f"{args.sandbox_id}.{args.module} has no version before "
-                                 f"v{v2} to compare with")
+                raise MagicError(f"{sid}.{mod} has no version before v{v2} to compare with")
             v1 = max(older)
-        d = api.diff_versions(args.sandbox_id, args.module, v1, v2)
-        display(DiffDisplay(d))
+        display(DiffDisplay(api.diff_versions(sid, mod, v1, v2)))
 
     @line_magic
+    @usage_errors
     def sandbox_restore(self, line: str) -> None:
         """Rebuild a sandbox from its recorded history (after a kernel restart).
 
@@ -247,43 +302,81 @@ class SandboxMagics(Magics):
         sid = line.strip()
         if not sid:
             raise MagicError("usage: %sandbox_restore SANDBOX_ID")
-        self._existing_or_stored(sid)
-        try:
-            info = api.restore_sandbox(sid)
-        except ReloadError as exc:
-            raise MagicError(_reload_message(exc)) from None
+        if not api.is_loaded(sid):
+            api.validate_sandbox_id(sid)
+            if not any(h.current is not None for h in api.stored_histories(sid).values()):
+                raise MagicError(f"no sandbox {sid!r} and no recorded history for it; "
+                                 f"run a %%sandbox_reload {sid} cell first")
+        info = api.restore_sandbox(sid)
         self._bind_handle(sid)
         mods = ", ".join(f"{m} v{v}" for m, v in info.modules.items())
         print(f"{sid} restored: {mods} (objects from before the restart are not restored)")
 
     @line_magic
+    @usage_errors
     def sandbox_list(self, line: str) -> None:
-        """List the sandboxes with their modules and current versions."""
+        """List the sandboxes with their modules and current versions, and those whose
+        history is stored but not loaded in this kernel (after a restart)."""
         infos = api.list_sandboxes()
-        if not infos:
+        live = {i.id for i in infos}
+        stored = [s for s in api.stored_sandbox_ids() if s not in live]
+        if not infos and not stored:
             print("no sandboxes yet: run a %%sandbox_reload cell")
             return
         for i in infos:
             mods = ", ".join(f"{m} v{v}" for m, v in i.modules.items()) or "no modules"
-            print(f"{i.id}: {mods} (restarts: {i.restart_count})")
+            rest = ", ".join(f"{m} v{v}" for m, v in i.stored_modules.items())
+            rest = f"; stored, not loaded: {rest}" if rest else ""
+            print(f"{i.id}: {mods}{rest} (restarts: {i.restart_count})")
+        for sid in stored:
+            mods = ", ".join(f"{m} v{v}" for m, v in api.history_modules(sid).items())
+            print(f"{sid}: stored, not loaded ({mods}); %sandbox_restore {sid} loads it")
 
     @line_magic
+    @usage_errors
     def sandbox_info(self, line: str) -> Any:
         """Show what is known about one sandbox."""
         sid = line.strip()
         if not sid:
             raise MagicError("usage: %sandbox_info SANDBOX_ID")
+        if not api.is_loaded(sid):
+            raise self._not_loaded(sid)
         return api.get_sandbox_info(sid)
+
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("--max-versions", type=int, default=10,
+              help="versions kept per module (default 10; 0 keeps all)")
+    @argument("--scope", default=None,
+              help="share the history under this name instead of this notebook's own")
+    @line_magic
+    @usage_errors
+    def sandbox_create(self, line: str) -> None:
+        """Create a sandbox (a %%sandbox_reload cell creates one on first use too)."""
+        args = parse_argstring(self.sandbox_create, line)
+        info = api.create_sandbox(args.sandbox_id, max_versions=args.max_versions or None,
+                                  history_scope=args.scope)
+        self._bind_handle(args.sandbox_id)
+        where = describe(info.history_scope)
+        stored = ", ".join(f"{m} v{v}" for m, v in info.stored_modules.items())
+        print(f"sandbox {args.sandbox_id!r} created; history of {where}"
+              + (f": {api.stored_history_origin(args.sandbox_id)} ({stored})" if stored else ""))
 
     @magic_arguments()
     @argument("sandbox_id")
     @argument("--forget", action="store_true",
               help="also delete the sandbox's recorded history from the store")
     @line_magic
+    @usage_errors
     def sandbox_destroy(self, line: str) -> None:
         """Stop a sandbox's servers and drop its modules (the history is kept)."""
         args = parse_argstring(self.sandbox_destroy, line)
         sid = args.sandbox_id
+        if not api.is_loaded(sid):
+            if not args.forget:
+                raise self._not_loaded(sid)
+            api.history_modules(sid)     # no such sandbox, nor history: says so
+            api.create_sandbox(sid)      # only in the store: forget it as it is stored
         api.destroy_sandbox(sid, forget_history=args.forget)
         ns = self.shell.user_ns
         if isinstance(ns.get(sid), Sandbox):
@@ -295,12 +388,27 @@ class SandboxMagics(Magics):
     @magic_arguments()
     @argument("sandbox_id")
     @argument("path", help="the .ipynb file to write")
+    @argument("--force", action="store_true", help="overwrite the file if it exists")
     @line_magic
+    @usage_errors
     def sandbox_export(self, line: str) -> None:
         """Write the sandbox's history as a notebook, one cell per version."""
         args = parse_argstring(self.sandbox_export, line)
         from ._export import export_history
-        p = export_history(args.sandbox_id, args.path)
+        path = Path(args.path)
+        exists = f"{args.path} already exists; add --force to overwrite it"
+        if path.exists() and not args.force:
+            raise MagicError(exists)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise MagicError(f"cannot write {args.path}: {path.parent} is a file, not a folder")
+        try:
+            p = export_history(args.sandbox_id, path, overwrite=args.force)
+        except FileExistsError as exc:
+            if exc.filename is not None and Path(exc.filename) == path:
+                raise MagicError(exists) from None
+            raise MagicError(f"cannot write {args.path}: {exc.strerror or exc}") from None
+        except OSError as exc:
+            raise MagicError(f"cannot write {args.path}: {exc.strerror or exc}") from None
         print(f"history of {args.sandbox_id!r} written to {p}")
 
 
@@ -330,23 +438,44 @@ def diff_html(diff: Any) -> str:
             f'<pre style="margin:0">{"".join(rows)}</pre></div>')
 
 
-def summary_line(sandbox_id: str, r: Any) -> str:
+def summary_line(sandbox_id: str, r: Any, action: str = "reload",
+                 known: dict[str, set[int]] | None = None) -> str:
+    """What a reload, rollback, undo or redo did, in plain words, on one line.
+
+    ``action`` is ``"reload"``, ``"rollback"``, ``"undo"`` or ``"redo"``;
+    ``known`` holds each module's retained versions from before a reload, so
+    that code identical to a stored version reads as that version becoming
+    current again rather than as a new one.
+    """
+    results = r.modules or (r,)
+    if all(x.status == "no_change" for x in results):
+        return "; ".join(f"{sandbox_id}.{x.module}: no change (v{x.new_version} is current)"
+                         for x in results)
+    parts = [f"{sandbox_id}.{x.module}: {_what_happened(x, action, known)}" for x in results]
     ms = f"{r.duration * 1e3:.1f} ms"
-    if r.status == "no_change":
-        return f"{sandbox_id}.{r.module}: no change (still v{r.new_version})"
-    verb = "hot reloaded" if r.status == "hot_reloaded" else "rolled back"
-    if r.modules:
-        parts = ", ".join(f"{m.module} v{m.new_version}" for m in r.modules)
-        line = f"{sandbox_id}: {verb} {parts}"
-    else:
-        line = f"{sandbox_id}.{r.module} v{r.new_version} ({verb}"
-        line += f" from v{r.old_version})" if r.old_version else ")"
+    line = "; ".join(parts)
     line += f"; {r.migrated} object{'s' if r.migrated != 1 else ''} migrated; {ms}"
     if r.dependents:
         line += f"; also re-ran {', '.join(r.dependents)}"
     for note in r.notes:
         line += f"\n  note: {note}"
     return line
+
+
+def _what_happened(r: Any, action: str, known: dict[str, set[int]] | None) -> str:
+    new, old = r.new_version, r.old_version
+    was = f" (was v{old})" if old is not None and old != new else ""
+    if r.status == "no_change":
+        return f"no change (v{new} is current)"
+    if action == "rollback":
+        return f"rolled back to v{new}{was}"
+    if action in ("undo", "redo"):
+        return f"{action}: v{new} is current again{was}"
+    if known is not None and new in known.get(r.module, ()):
+        if old == new:
+            return f"same code as stored v{new}, the current version; loaded it"
+        return f"same code as stored v{new}; v{new} is current again{was}"
+    return f"new version v{new}{was}"
 
 
 def _compile_message(exc: CompileError) -> str:

@@ -302,3 +302,26 @@ def test_a_killed_kernel_leaves_a_small_write_ahead_log(tmp_path):
     assert size <= 4 * _store.WAL_LIMIT, size
     back = SQLiteVersionStore(folder / "history.sqlite3").load("k")
     assert back["k"].current == 300
+
+
+def test_sandbox_create_magic_takes_a_scope_and_a_retention(tmp_path):
+    import io
+    from contextlib import redirect_stdout
+
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sandbox_magic")
+    buf = io.StringIO()
+    try:
+        with redirect_stdout(buf):
+            ip.run_line_magic("sandbox_create", "scoped --scope class-2026 --max-versions 3")
+        info = sm.get_sandbox_info("scoped")
+        assert info.history_scope == "class-2026" and info.max_versions == 3
+        assert "scope 'class-2026'" in buf.getvalue()
+        with pytest.raises(sm.SandboxError, match="invalid history scope"):
+            ip.run_line_magic("sandbox_create", "bad --scope 'no spaces'")   # one-line error
+    finally:
+        for sid in ("scoped", "bad"):
+            if sid in {s.id for s in sm.list_sandboxes()}:
+                sm.destroy_sandbox(sid)
