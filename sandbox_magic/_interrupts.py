@@ -20,7 +20,6 @@ import threading
 from types import FrameType
 from typing import Any
 
-
 _local = threading.local()
 
 
@@ -38,7 +37,7 @@ class _Allowed:
             _signal.signal(signal.SIGINT, g._saved)
             g.deliver()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         g = self.guard
         if g is not None:
             _signal.signal(signal.SIGINT, g._record)

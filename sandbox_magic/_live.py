@@ -22,9 +22,9 @@ from itertools import repeat
 from typing import Any
 
 from ._errors import IncompatibleStateError, ReloadError, SandboxError, SandboxTimeout
-from ._server import Server, ServerError, ServerProcess
 from ._forward import forward, unforward
 from ._interrupts import user_code
+from ._server import Server, ServerError, ServerProcess
 from ._tracking import instances_of
 
 _GATED = frozenset({"__getattribute__", "__setattr__", "__delattr__"})
@@ -355,7 +355,7 @@ def validate_state_compatibility(old: Any, new: Any) -> None:
         if missing:
             raise IncompatibleStateError(f"migrated state lost keys {missing!r}",
                                          reason="missing_keys", keys=missing)
-        return None
+        return
     if isinstance(old, tuple):
         if not isinstance(new, tuple):
             raise IncompatibleStateError(
@@ -365,12 +365,12 @@ def validate_state_compatibility(old: Any, new: Any) -> None:
             raise IncompatibleStateError(
                 f"tuple state had {len(old)} elements, the migration returned {len(new)}",
                 reason="size_mismatch")
-        return None
+        return
     if type(old) is not type(new):
         raise IncompatibleStateError(
             f"state was {type(old).__name__}, the migration returned {type(new).__name__}",
             reason="type_mismatch")
-    return None
+    return
 
 
 def _versions(state: Any, changes: list[Any]) -> dict[str, tuple[int | None, int]]:
@@ -405,7 +405,7 @@ def _module_classes(mod: Any) -> Iterator[type]:
 class _ClassGroup:
     """Live instances of one class, with how to read and write their state."""
 
-    __slots__ = ("cls", "objs", "plain", "old", "new")
+    __slots__ = ("cls", "new", "objs", "old", "plain")
 
     def __init__(self, cls: type, objs: list[Any]) -> None:
         self.cls = cls

@@ -107,7 +107,7 @@ def _same_code(a: Any, b: Any) -> bool:
             and a.__code__ == b.__code__ and a.__defaults__ == b.__defaults__)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trampoline_code(nfree: int) -> types.CodeType:
     """Code of ``f(*a, **kw): return target(*a, **kw)`` with ``nfree`` free variables.
 

@@ -50,7 +50,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,7 @@ def apply_delta(old: str, delta: str) -> str:
 class _Tail:
     """What this process knows about a module's stored chain (to append cheaply)."""
 
-    __slots__ = ("mid", "rev", "last", "last_source", "tail")
+    __slots__ = ("last", "last_source", "mid", "rev", "tail")
 
     def __init__(self, mid: int, rev: int) -> None:
         self.mid, self.rev = mid, rev
@@ -402,7 +402,7 @@ class SQLiteVersionStore(VersionStore):
             source = payload if kind == "full" else apply_delta(source, payload)
             if keep is None or version in keep:
                 records[version] = VersionRecord(
-                    version, None, datetime.fromtimestamp(ts / 1000, timezone.utc),
+                    version, None, datetime.fromtimestamp(ts / 1000, UTC),
                     handler, module=module, source=source)
             cache.last, cache.last_source = version, source
         cache.tail = len(tail)

@@ -18,10 +18,10 @@ import threading
 import time
 
 import pytest
+from conftest import src
 
 import sandbox_magic as sm
 from sandbox_magic import _live, _patch, _reload, _sandbox, _server, _versions
-from conftest import src
 
 V1 = src("""
     from sandbox_magic import Server

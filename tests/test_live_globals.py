@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 
 import pytest
+from conftest import src
 
 import sandbox_magic as sm
-from conftest import src
 
 _HEAD = """
 import contextlib
