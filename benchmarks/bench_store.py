@@ -1,11 +1,14 @@
 """Durable history: reload latency with the SQLite store against the in-memory store,
-and the space 1,000 one-line edits of a 500-line module take on disk.
+the space 1,000 one-line edits of a 500-line module take on disk, and what one long
+changed line costs (a 10,000-character line: diffing it for the user, storing it).
 
 Run:  .venv/bin/python benchmarks/bench_store.py
 """
 
 from __future__ import annotations
 
+import difflib
+import random
 import statistics
 import sys
 import tempfile
@@ -62,6 +65,40 @@ def storage(tmp: Path) -> tuple[int, int]:
     return path.stat().st_size - empty, len(module_500(0).encode())
 
 
+def long_line_source(edit: int) -> str:
+    """The benchmark module plus one line of 10,000 characters, different at every edit."""
+    rng = random.Random(edit)
+    data = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(10_000))
+    return f"{source(0)}\nDATA = {data!r}\n"
+
+
+def long_line(store: VersionStore, name: str, rounds: int) -> tuple[float, float, float]:
+    """Median seconds to reload (and store) a version whose one long line changed, to diff
+    it against the previous version (``diff_versions``), and to diff the same two sources
+    with ``difflib.unified_diff``."""
+    sm.create_sandbox(name, store=store)
+    sm.hot_reload_source(name, long_line_source(0), "benchmod")
+    reloads, diffs, peers = [], [], []
+    for i in range(1, rounds + 1):
+        t0 = time.perf_counter()
+        r = sm.hot_reload_source(name, long_line_source(i), "benchmod")
+        reloads.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        d = sm.diff_versions(name, "benchmod", r.new_version - 1, r.new_version)
+        diffs.append(time.perf_counter() - t0)
+        assert (d.lines_added, d.lines_removed) == (1, 1)
+        old, new = long_line_source(i - 1), long_line_source(i)
+        t0 = time.perf_counter()
+        list(difflib.unified_diff(old.splitlines(True), new.splitlines(True)))
+        peers.append(time.perf_counter() - t0)
+    sm.destroy_sandbox(name)
+    return statistics.median(reloads), statistics.median(diffs), statistics.median(peers)
+
+
+def seconds(t: float) -> str:
+    return f"{t * 1e3:.2f} ms" if t < 1 else f"{t:.1f} s"
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sandbox_magic_bench_"))
     mem, disk = [], []
@@ -70,6 +107,8 @@ def main() -> None:
         disk.append(latency(SQLiteVersionStore(tmp / f"lat{k}.sqlite3"), f"disk{k}", 40))
     m, d = statistics.median(mem), statistics.median(disk)
     grown, copy = storage(tmp)
+    long_mem, diff, peer = long_line(VersionStore(), "longmem", 5)
+    long_disk, _, _ = long_line(SQLiteVersionStore(tmp / "long.sqlite3"), "longdisk", 3)
     table = "\n".join([
         "| durable history | SQLite store | baseline | ratio |",
         "|---|---|---|---|",
@@ -77,6 +116,12 @@ def main() -> None:
         f"| {d * 1e3:.2f} ms | {m * 1e3:.2f} ms | {d / m:.2f}x |",
         f"| disk growth for 1,000 one-line edits of a 500-line module vs one copy of it "
         f"| {grown / 1024:.1f} KiB | {copy / 1024:.1f} KiB | {grown / copy:.2f}x |",
+        f"| diff of two versions whose one 10,000-character line changed (`diff_versions`) "
+        f"vs `difflib.unified_diff` of the same sources "
+        f"| {seconds(diff)} | {seconds(peer)} | {diff / peer:.2f}x |",
+        f"| reload storing a version whose one 10,000-character line changed vs the "
+        f"in-memory store | {seconds(long_disk)} | {seconds(long_mem)} "
+        f"| {long_disk / long_mem:.0f}x |",
     ])
     publish("store", table)
 

@@ -220,6 +220,37 @@ def test_diff_versions_uses_diff_match_patch(sid):
     assert "-        self.count += 1" in str(d)
 
 
+def test_a_changed_line_of_10000_characters_diffs_at_once(sid):
+    """Diffs shown to users are line diffs: a long changed line is one '-' and one '+'."""
+    import random
+    import time
+
+    from diff_match_patch import diff_match_patch
+
+    from sandbox_magic._history import history_rows
+    rng = random.Random(7)
+
+    def version() -> str:
+        data = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ") for _ in range(10_000))
+        return f"def f():\n    return 1\n\nDATA = '{data}'\n\ndef g():\n    return 2\n"
+
+    sources = [version() for _ in range(10)]
+    for source in sources:
+        sm.hot_reload_source(sid, source, "data")
+    started = time.perf_counter()
+    rows = history_rows(sid, "data")          # what both panels show: a diff per version
+    d = sm.diff_versions(sid, "data", 1, 10)
+    elapsed = time.perf_counter() - started
+    assert [(r["added"], r["removed"]) for r in rows] == [(1, 1)] * 9 + [(7, 0)]
+    old_line, new_line = sources[0].splitlines()[3], sources[9].splitlines()[3]
+    assert [x for x in d.lines() if x[0] != " "] == [("-", old_line), ("+", new_line)]
+    assert (d.lines_added, d.lines_removed) == (1, 1)
+    dmp = diff_match_patch()
+    patched, ok = dmp.patch_apply(dmp.patch_fromText(d.patch_text), sources[0])
+    assert patched == sources[9] and all(ok)
+    assert elapsed < 5.0, f"diffing took {elapsed:.1f} s"   # a hang guard, not a benchmark
+
+
 def test_retention_keeps_max_versions_and_never_the_current(new_id):
     sm.create_sandbox(new_id, max_versions=3)
     for i in range(6):
