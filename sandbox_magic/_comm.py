@@ -11,6 +11,11 @@ target ``sandbox_magic`` and sends requests ``{"protocol": 1, "id", "method",
 
 Every field is validated; anything malformed, unknown, oversized or wrongly
 typed gets an error reply and changes nothing.
+
+After a kernel restart the store still holds each sandbox's history: ``list``
+names those sandboxes with ``"loaded": false``, ``history`` and ``diff`` read
+them from the store, and ``rollback``, ``undo`` and ``redo`` restore the
+sandbox first (the reply's ``restored`` says which modules were loaded).
 """
 
 from __future__ import annotations
@@ -98,13 +103,24 @@ def parse_request(data: Any) -> tuple[Any, str, dict[str, Any]]:
 
 
 def _sandboxes() -> list[dict[str, Any]]:
-    return [{"id": i.id, "modules": i.modules, "stored_modules": i.stored_modules}
-            for i in api.list_sandboxes()]
+    """The sandboxes of this kernel, then those only the store knows (after a restart)."""
+    out = [{"id": i.id, "modules": i.modules, "stored_modules": i.stored_modules,
+            "loaded": True} for i in api.list_sandboxes()]
+    live = {s["id"] for s in out}
+    for sid in api.stored_sandbox_ids():
+        if sid in live or not _ID.fullmatch(sid):
+            continue
+        try:
+            stored = api.history_modules(sid)
+        except SandboxError:        # forgotten meanwhile
+            continue
+        out.append({"id": sid, "modules": {}, "stored_modules": stored, "loaded": False})
+    return out
 
 
-def _result(r: Any) -> dict[str, Any]:
+def _result(r: Any, restored: dict[str, int] | None = None) -> dict[str, Any]:
     return {"module": r.module, "status": r.status, "old_version": r.old_version,
-            "new_version": r.new_version, "migrated": r.migrated}
+            "new_version": r.new_version, "migrated": r.migrated, "restored": restored or {}}
 
 
 def call(method: str, p: dict[str, Any]) -> Any:
@@ -122,10 +138,13 @@ def call(method: str, p: dict[str, Any]) -> Any:
         d = api.diff_versions(p["sandbox"], p["module"], p["v1"], p["v2"])
         return {"v1": p["v1"], "v2": p["v2"], "added": d.lines_added,
                 "removed": d.lines_removed, "lines": [list(x) for x in d.lines()]}
+    sid, mod = p["sandbox"], p["module"]
     if method == "rollback":
-        return _result(api.rollback_module(p["sandbox"], p["module"], p["version"]))
-    fn = api.undo if method == "undo" else api.redo
-    return _result(fn(p["sandbox"], p["module"]))
+        restored = api.load_before_change(sid, mod, version=p["version"])
+        return _result(api.rollback_module(sid, mod, p["version"]), restored)
+    step = -1 if method == "undo" else +1
+    restored = api.load_before_change(sid, mod, step=step)
+    return _result((api.undo if step < 0 else api.redo)(sid, mod), restored)
 
 
 def handle_message(data: Any) -> dict[str, Any]:

@@ -5,16 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from . import _api as api
+from ._diff import diff_sources
 
 
 def history_rows(sandbox_id: str, module: str) -> list[dict[str, Any]]:
-    """One row per retained version, newest first, with lines changed vs the previous."""
+    """One row per retained version, newest first, with lines changed vs the previous.
+
+    The history is read once (from the store when the sandbox is not loaded in
+    this kernel); the line counts are those of :func:`sandbox_magic.diff_versions`.
+    """
     infos = api.list_module_versions(sandbox_id, module)
     rows = []
     for i, info in enumerate(infos):
         older = infos[i + 1] if i + 1 < len(infos) else None
         if older is not None:
-            d = api.diff_versions(sandbox_id, module, older.version, info.version)
+            d = diff_sources(module, older.version, older.source, info.version, info.source)
             added, removed = d.lines_added, d.lines_removed
         else:
             added, removed = len(info.source.splitlines()), 0

@@ -3,8 +3,9 @@
 Module picker, version list, a diff between any two versions, and Rollback /
 Undo / Redo buttons acting on the live sandbox.  The panel listens to the
 engine's events, so it refreshes itself whenever a reload, rollback, undo or
-redo happens anywhere in the kernel.  All text from module sources is escaped
-before it becomes HTML.
+redo happens anywhere in the kernel.  After a kernel restart it shows the
+stored history at once; the buttons then restore the sandbox first.  All text
+from module sources is escaped before it becomes HTML.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import ipywidgets as w
 
 from . import _api as api
-from ._errors import SandboxError
+from ._errors import ModuleNotFoundInSandboxError, SandboxError
 from ._history import history_rows
 from ._magics import diff_html
 
@@ -33,7 +34,11 @@ class HistoryPanel(w.VBox):
     """Version history of one sandbox, with diff and rollback controls."""
 
     def __init__(self, sandbox_id: str, module: str | None = None) -> None:
-        api.get_sandbox_info(sandbox_id)   # unknown id: a clear error now, not a blank panel
+        mods = api.history_modules(sandbox_id)   # unknown id: a clear error now, not a blank panel
+        if module is not None and module not in mods:
+            raise ModuleNotFoundInSandboxError(
+                f"sandbox {sandbox_id!r} has no module {module!r} "
+                f"(modules: {', '.join(mods) or 'none'})")
         self.sandbox_id = sandbox_id
         self.module_picker = w.Dropdown(description="Module")
         self.versions = w.Select(description="Versions", rows=8,
@@ -57,8 +62,8 @@ class HistoryPanel(w.VBox):
         self.diff_from.observe(lambda ch: self._show_diff(), names="value")
         self.diff_to.observe(lambda ch: self._show_diff(), names="value")
         self.rollback_button.on_click(lambda b: self.rollback())
-        self.undo_button.on_click(lambda b: self._act(api.undo))
-        self.redo_button.on_click(lambda b: self._act(api.redo))
+        self.undo_button.on_click(lambda b: self._act("undo"))
+        self.redo_button.on_click(lambda b: self._act("redo"))
         _panels.add(self)
         if _on_event not in api.listeners:
             api.listeners.append(_on_event)
@@ -85,11 +90,10 @@ class HistoryPanel(w.VBox):
         self._refreshing = True
         try:
             try:
-                info = api.get_sandbox_info(self.sandbox_id)
+                mods = sorted(api.history_modules(self.sandbox_id))
             except SandboxError:
                 self.status.value = "<i>this sandbox no longer exists</i>"
                 return
-            mods = sorted({**info.modules, **info.stored_modules})
             keep = module or self.module_picker.value
             self.module_picker.options = mods
             self.module_picker.value = keep if keep in mods else (mods[0] if mods else None)
@@ -121,16 +125,29 @@ class HistoryPanel(w.VBox):
     def rollback(self) -> None:
         """Roll the module back to the version selected in the list."""
         if self.module and self.versions.value is not None:
-            self._act(lambda sid, mod: api.rollback_module(sid, mod, self.versions.value))
+            self._act("rollback", self.versions.value)
 
-    def _act(self, fn: Any) -> None:
-        if not self.module:
+    def _act(self, action: str, version: int | None = None) -> None:
+        """Rollback, undo or redo; a sandbox that is only in the store is restored first."""
+        sid, mod = self.sandbox_id, self.module
+        if not mod:
             return
+        step = {"undo": -1, "redo": +1}.get(action, 0)
         try:
-            r = fn(self.sandbox_id, self.module)
+            restored = api.load_before_change(sid, mod, version=version, step=step)
+            if action == "rollback":
+                assert version is not None
+                r = api.rollback_module(sid, mod, version)
+            else:
+                r = (api.undo if step < 0 else api.redo)(sid, mod)
         except SandboxError as exc:
             self.status.value = f'<span style="color:#b00">{html.escape(str(exc))}</span>'
             return
         self.refresh()
-        self.status.value = html.escape(
-            f"{r.module}: now v{r.new_version} ({r.status.replace('_', ' ')})")
+        first = ""
+        if restored:
+            first = ("restored from the stored history first ("
+                     + ", ".join(f"{m} v{v}" for m, v in restored.items()) + "); ")
+        what = "no change" if r.status == "no_change" else {
+            "rollback": "rolled back", "undo": "undo", "redo": "redo"}[action]
+        self.status.value = html.escape(f"{first}{r.module}: now v{r.new_version} ({what})")

@@ -35,3 +35,41 @@ def new_id():
 
 def src(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
+
+
+class ListingStore(sm.VersionStore):
+    """A history store in memory that outlives its sandboxes, as a file outlives a kernel,
+    and lists what it holds (``list_sandboxes``)."""
+
+    durable = True
+
+    def __init__(self):
+        self.saved = {}
+
+    @staticmethod
+    def _copy(h):
+        from sandbox_magic._versions import ModuleHistory
+        c = ModuleHistory(h.module)
+        c.restore(h.snapshot())
+        return c
+
+    def load(self, sandbox_id, *args, **kwargs):
+        return {m: self._copy(h) for m, h in self.saved.get(sandbox_id, {}).items()}
+
+    def save(self, sandbox_id, history, *args, **kwargs):
+        self.saved.setdefault(sandbox_id, {})[history.module] = self._copy(history)
+
+    def forget(self, sandbox_id, *args, **kwargs):
+        self.saved.pop(sandbox_id, None)
+
+    def list_sandboxes(self, *args, **kwargs):
+        return {sid: {m: h.current for m, h in mods.items()} for sid, mods in self.saved.items()}
+
+
+@pytest.fixture
+def listing_store():
+    """The default store for the test: a ListingStore (history survives destroy_sandbox)."""
+    previous = sm._api._default_store
+    store = sm.set_default_store(ListingStore())
+    yield store
+    sm._api._default_store = previous

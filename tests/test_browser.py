@@ -138,8 +138,8 @@ def test_panel_follows_reloads_and_rolls_back(page):
     page.click("[data-id='sandbox-magic-panel']")
     page.wait_for_selector("#sandbox-magic-panel .jp-SandboxPanel-empty")
     run(page, "%load_ext sandbox_magic")
-    assert "demo.greet v1" in run(page, GREET.format("hello from v1"))
-    assert "demo.greet v2" in run(page, GREET.format("hello from v2"))
+    assert "demo.greet: new version v1" in run(page, GREET.format("hello from v1"))
+    assert "demo.greet: new version v2 (was v1)" in run(page, GREET.format("hello from v2"))
     wait_versions(page, ["2*", "1"])
     diff = page.inner_text("#sandbox-magic-panel .jp-SandboxPanel-diff")
     assert "- " in diff and "hello from v1" in diff and "hello from v2" in diff

@@ -23,7 +23,8 @@ def test_hello_list_history_diff(sid):
     sm.hot_reload_source(sid, "def f():\n    return '<img src=x onerror=alert(1)>'\n")
     hello = ok(handle_message(req("hello")))
     assert hello["protocol"] == 1
-    assert {"id": sid, "modules": {"f": 2}, "stored_modules": {}} in hello["sandboxes"]
+    assert {"id": sid, "modules": {"f": 2}, "stored_modules": {},
+            "loaded": True} in hello["sandboxes"]
     hist = ok(handle_message(req("history", sandbox=sid, module="f")))
     assert [v["version"] for v in hist["versions"]] == [2, 1]
     assert hist["versions"][0]["current"] and len(hist["versions"][0]["checksum"]) == 8
@@ -135,3 +136,33 @@ def test_hub_replies_and_pushes_events(sid):
         assert len(sent) == n
     finally:
         sm._api.listeners.remove(hub.push)
+
+
+def test_sandboxes_only_the_store_has_are_listed_read_and_restored_on_change(listing_store):
+    sm.create_sandbox("cold")
+    for n in (1, 2, 3):
+        sm.hot_reload_source("cold", f"def f():\n    return {n}\n")
+    sm.destroy_sandbox("cold")            # a kernel restart: the history stays in the store
+    try:
+        listed = ok(handle_message(req("list")))["sandboxes"]
+        assert {"id": "cold", "modules": {}, "stored_modules": {"f": 3},
+                "loaded": False} in listed
+        hist = ok(handle_message(req("history", sandbox="cold", module="f")))
+        assert [(v["version"], v["current"]) for v in hist["versions"]] == \
+            [(3, True), (2, False), (1, False)]
+        d = ok(handle_message(req("diff", sandbox="cold", module="f", v1=2, v2=3)))
+        assert d["lines"] == [[" ", "def f():"], ["-", "    return 2"], ["+", "    return 3"]]
+        assert "cold" not in {s.id for s in sm.list_sandboxes()}    # reading loaded nothing
+        err = handle_message(req("rollback", sandbox="cold", module="f", version=9))
+        assert err["error"]["code"] == "not_found" and "cold" not in {
+            s.id for s in sm.list_sandboxes()}                      # refused before restoring
+        r = ok(handle_message(req("undo", sandbox="cold", module="f")))
+        assert (r["restored"], r["old_version"], r["new_version"]) == ({"f": 3}, 3, 2)
+        assert sm.get_sandbox("cold").f() == 2
+        listed = ok(handle_message(req("list")))["sandboxes"]
+        assert {"id": "cold", "modules": {"f": 2}, "stored_modules": {},
+                "loaded": True} in listed
+        assert ok(handle_message(req("redo", sandbox="cold", module="f")))["restored"] == {}
+    finally:
+        if "cold" in {s.id for s in sm.list_sandboxes()}:
+            sm.destroy_sandbox("cold")

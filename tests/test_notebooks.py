@@ -41,7 +41,7 @@ def test_quickstart(tmp_path):
     assert text(nb, "count-after").strip() == "12"          # state kept, new code
     diff = text(nb, "diff")
     assert "-        self.count += 1" in diff and "+        self.count += 10" in diff
-    assert "demo.counter v1 (rolled back from v2)" in text(nb, "rollback")
+    assert "demo.counter: rolled back to v1 (was v2)" in text(nb, "rollback")
     assert text(nb, "count-rolled-back").strip() == "13"
     widget_outputs = [o for c in nb.cells for o in c.get("outputs", [])
                       if o.output_type in ("display_data", "execute_result")

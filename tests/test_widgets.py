@@ -87,3 +87,19 @@ def test_destroyed_sandbox_is_shown(new_id):
     panel = HistoryPanel(new_id)
     sm.destroy_sandbox(new_id)
     assert "no longer exists" in panel.status.value
+
+
+def test_after_a_restart_the_panel_reads_the_store_and_its_buttons_restore_first(new_id,
+                                                                                listing_store):
+    sm.create_sandbox(new_id)
+    for n in (1, 2, 3):
+        load(new_id, n)
+    sm.destroy_sandbox(new_id)                   # a kernel restart: the history stays stored
+    panel = HistoryPanel(new_id)
+    assert [v for _, v in panel.versions.options] == [3, 2, 1]
+    assert "return 2" in panel.diff_view.value and "return 3" in panel.diff_view.value
+    assert new_id not in {s.id for s in sm.list_sandboxes()}
+    panel.undo_button.click()
+    assert "restored from the stored history first (val v3)" in panel.status.value
+    assert "now v2 (undo)" in panel.status.value
+    assert sm.get_sandbox(new_id).value() == 2 and panel.versions.value == 2

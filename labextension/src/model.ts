@@ -151,7 +151,11 @@ export class HistoryModel {
           : kind === 'undo'
             ? await client.undo(this.sandbox, this.module)
             : await client.redo(this.sandbox, this.module);
-      this.status = `${r.module}: now v${r.new_version} (${r.status.replace('_', ' ')})`;
+      const restored = Object.entries(r.restored)
+        .map(([m, v]) => `${m} v${v}`)
+        .join(', ');
+      const first = restored ? `restored from the stored history first (${restored}); ` : '';
+      this.status = `${first}${r.module}: now v${r.new_version} (${r.status.replace('_', ' ')})`;
       this.diffPair = null;
     } catch (e) {
       this.status = (e as Error).message;

@@ -71,7 +71,11 @@ export class SandboxPanel extends Widget {
     const m = this.model;
     const row = el('div', 'jp-SandboxPanel-pickers');
     const sb = el('select', 'jp-SandboxPanel-sandbox');
-    m.sandboxes.forEach(s => sb.appendChild(option(s.id, s.id, s.id === m.sandbox)));
+    m.sandboxes.forEach(s =>
+      sb.appendChild(
+        option(s.id, s.loaded ? s.id : `${s.id} (stored, not loaded)`, s.id === m.sandbox)
+      )
+    );
     sb.onchange = () => void m.select(sb.value);
     const mod = el('select', 'jp-SandboxPanel-module');
     m.modules().forEach(n => mod.appendChild(option(n, n, n === m.module)));

@@ -11,6 +11,8 @@ export interface ISandboxSummary {
   id: string;
   modules: Record<string, number>;
   stored_modules: Record<string, number>;
+  /** False when only the store holds its history (after a kernel restart). */
+  loaded: boolean;
 }
 
 export interface IVersionRow {
@@ -43,6 +45,8 @@ export interface IActionResult {
   old_version: number | null;
   new_version: number | null;
   migrated: number;
+  /** Modules loaded from the stored history before the action (sandbox not loaded). */
+  restored: Record<string, number>;
 }
 
 export interface IChangedEvent {
@@ -90,14 +94,16 @@ export function parseSandboxes(result: Json): ISandboxSummary[] {
       !isObject(s) ||
       typeof s.id !== 'string' ||
       !isVersionMap(s.modules) ||
-      !isVersionMap(s.stored_modules)
+      !isVersionMap(s.stored_modules) ||
+      !(s.loaded === undefined || typeof s.loaded === 'boolean')
     ) {
       fail('sandbox entry');
     }
     return {
       id: s.id as string,
       modules: s.modules as Record<string, number>,
-      stored_modules: s.stored_modules as Record<string, number>
+      stored_modules: s.stored_modules as Record<string, number>,
+      loaded: s.loaded !== false // kernels before "loaded" listed loaded sandboxes only
     };
   });
 }
@@ -169,11 +175,15 @@ export function parseAction(result: Json): IActionResult {
     !isObject(result) ||
     typeof result.module !== 'string' ||
     typeof result.status !== 'string' ||
-    !(result.new_version === null || isInt(result.new_version))
+    !(result.new_version === null || isInt(result.new_version)) ||
+    !(result.restored === undefined || isVersionMap(result.restored))
   ) {
     fail('action result');
   }
-  return result as unknown as IActionResult;
+  return {
+    ...(result as unknown as IActionResult),
+    restored: (result.restored as Record<string, number> | undefined) ?? {}
+  };
 }
 
 export function parseEvent(data: Json): IChangedEvent | null {

@@ -61,6 +61,26 @@ describe('SandboxClient', () => {
     await expect(p).rejects.toMatchObject({ code: 'nothing_to_do' });
   });
 
+  it('reads whether a sandbox is loaded, taking older kernels as loaded', async () => {
+    const comm = new FakeComm();
+    const client = new SandboxClient(comm);
+    const p = client.list();
+    client.receive(
+      reply(1, {
+        sandboxes: [
+          { id: 'a', modules: { m: 1 }, stored_modules: {} },
+          { id: 'b', modules: {}, stored_modules: { m: 2 }, loaded: false }
+        ]
+      })
+    );
+    expect((await p).map(s => s.loaded)).toEqual([true, false]);
+    const bad = client.list();
+    client.receive(
+      reply(2, { sandboxes: [{ id: 'a', modules: {}, stored_modules: {}, loaded: 'no' }] })
+    );
+    await expect(bad).rejects.toBeInstanceOf(ProtocolError);
+  });
+
   it('rejects malformed results instead of trusting them', async () => {
     const comm = new FakeComm();
     const client = new SandboxClient(comm);

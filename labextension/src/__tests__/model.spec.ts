@@ -5,6 +5,7 @@ import { HistoryModel } from '../model';
 class FakeKernel {
   versions = [1, 2, 3];
   current = 3;
+  oldLoaded = false;
   client: SandboxClient;
   constructor() {
     this.client = new SandboxClient({ send: d => this.answer(d as any), close: () => {} });
@@ -20,7 +21,10 @@ class FakeKernel {
         return ok({
           sandboxes: [
             { id: 'demo', modules: { counter: this.current }, stored_modules: {} },
-            { id: 'other', modules: { a: 1 }, stored_modules: { b: 2 } }
+            { id: 'other', modules: { a: 1 }, stored_modules: { b: 2 } },
+            this.oldLoaded
+              ? { id: 'old', modules: { c: 2 }, stored_modules: {}, loaded: true }
+              : { id: 'old', modules: {}, stored_modules: { c: 2 }, loaded: false }
           ]
         });
       case 'history':
@@ -39,15 +43,19 @@ class FakeKernel {
         });
       case 'diff':
         return ok({ v1: p.v1, v2: p.v2, added: 1, removed: 1, lines: [['-', 'a'], ['+', 'b']] });
-      case 'rollback':
+      case 'rollback': {
+        const restored = p.sandbox === 'old' && !this.oldLoaded ? { c: 2 } : undefined;
+        this.oldLoaded = this.oldLoaded || p.sandbox === 'old';
         this.current = p.version;
         return ok({
           module: p.module,
           status: 'rolled_back',
           old_version: 3,
           new_version: p.version,
-          migrated: 0
+          migrated: 0,
+          ...(restored ? { restored } : {})
         });
+      }
     }
   }
 }
@@ -73,6 +81,22 @@ describe('HistoryModel', () => {
     m.attach(k.client, []);
     await m.select('other');
     expect(m.modules()).toEqual(['a', 'b']);
+  });
+
+  it('lists a sandbox only the store knows and says when an action restored it', async () => {
+    const k = new FakeKernel();
+    const m = new HistoryModel();
+    m.attach(k.client, []);
+    await m.select('old');
+    expect(m.sandboxes.map(s => [s.id, s.loaded])).toEqual([
+      ['demo', true],
+      ['other', true],
+      ['old', false]
+    ]);
+    expect(m.modules()).toEqual(['c']);
+    await m.act('rollback', 1);
+    expect(m.status).toBe('restored from the stored history first (c v2); c: now v1 (rolled back)');
+    expect(m.sandboxes.find(s => s.id === 'old')!.loaded).toBe(true);
   });
 
   it('rolls back and refreshes, reporting the result', async () => {
