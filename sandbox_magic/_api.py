@@ -399,19 +399,13 @@ def diff_versions(sandbox_id: str, module: str, v1: int, v2: int) -> VersionDiff
 # the store then; commands that change code restore the sandbox first
 # (load_before_change).  Every read of the store goes through stored_histories.
 def stored_histories(sandbox_id: str) -> dict[str, ModuleHistory]:
-    """The histories the default store holds for ``sandbox_id`` (loaded here or not)."""
-    return default_store().load(sandbox_id)
+    """The histories the default store holds for ``sandbox_id`` in this session's scope."""
+    return default_store().load(sandbox_id, scope=current_scope())
 
 
 def stored_sandbox_ids() -> list[str]:
-    """Ids of the sandboxes whose history the default store holds, sorted.
-
-    Asks the store's ``list_sandboxes()``; a store without one lists nothing.
-    """
-    lister = getattr(default_store(), "list_sandboxes", None)
-    if lister is None:
-        return []
-    return sorted(lister())
+    """Ids of the sandboxes whose history the default store holds in this scope, sorted."""
+    return sorted(default_store().list_sandboxes(scope=current_scope()))
 
 
 def _copy_history(h: ModuleHistory) -> ModuleHistory:

@@ -107,9 +107,15 @@ class StoreFormatError(Exception):
     pass
 
 
+# A delta reproduces the new text exactly whether or not the diff behind it is
+# the smallest one, so the diff gets a time budget: a long changed line can no
+# longer make storing a version take seconds (it was quadratic without one).
+DIFF_BUDGET = 0.1
+
+
 def _dmp() -> diff_match_patch:
     d = diff_match_patch()
-    d.Diff_Timeout = 0   # exact diffs: deltas must reproduce the text exactly
+    d.Diff_Timeout = DIFF_BUDGET
     return d
 
 

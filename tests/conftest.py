@@ -11,6 +11,11 @@ import pytest
 
 import sandbox_magic as sm
 
+# One history scope for every in-process test, whatever the suite imported first
+# (tests of scope detection unpin it; subprocesses detect their own).
+SCOPE = "tests"
+sm.set_history_scope(SCOPE)
+
 _ids = itertools.count()
 
 

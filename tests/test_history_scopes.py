@@ -68,12 +68,14 @@ def test_an_explicit_scope_shares_one_history_on_purpose(tmp_path):
     assert sorted(store.load("sh1", scope="team")["m"].records) == [1]
     with pytest.raises(sm.SandboxError):
         sm.create_sandbox("sh2", history_scope="not a name")
+    pinned = sm._scope._explicit
     try:
         sm.set_history_scope("team")
         assert sm.current_scope() == "team"
-    finally:
         sm.set_history_scope(None)
-    assert sm.current_scope() != "team"
+        assert sm.current_scope() != "team"
+    finally:
+        sm._scope._explicit = pinned
 
 
 def test_two_kernels_writing_one_history_at_once_lose_nothing(tmp_path):
@@ -237,6 +239,7 @@ def _reload_in_magic(sid: str, path: Path) -> str:
 
 WRITE_AND_WAIT = """
     import sys, sandbox_magic as sm
+    sm.set_history_scope("tests")
     sm.create_sandbox(sys.argv[1])
     sm.hot_reload_source(sys.argv[1], "X = 1\\n", module="m")
     print("ready", flush=True)

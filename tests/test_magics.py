@@ -229,12 +229,10 @@ def test_history_and_restore_after_a_restart(ip, sb_id, tmp_path, capsys):
 @pytest.fixture
 def restart_store(tmp_path):
     """A fresh SQLite file as the default store (history survives destroy_sandbox, as it
-    survives a kernel restart), in one fixed history scope."""
+    survives a kernel restart), in the tests' fixed history scope."""
     previous = sm._api._default_store
     sm.set_default_store(tmp_path / "restart.sqlite3")
-    sm.set_history_scope("folder")
     yield
-    sm.set_history_scope(None)
     sm._api._default_store = previous
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import sandbox_magic as sm
+from conftest import SCOPE
 from sandbox_magic._store import SQLiteVersionStore, StoreWarning
 from sandbox_magic._versions import VersionRecord, utcnow
 
@@ -23,8 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_py(code: str, store: Path, timeout: float = 60) -> str:
+    """Run ``code`` in a new Python process (a new kernel) on the tests' history scope."""
     env = {**os.environ, "SANDBOX_MAGIC_STORE": str(store)}
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+    code = f"import sandbox_magic\nsandbox_magic.set_history_scope({SCOPE!r})\n" + \
+        textwrap.dedent(code)
+    out = subprocess.run([sys.executable, "-c", code], env=env,
                          capture_output=True, text=True, timeout=timeout, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -95,7 +99,7 @@ def test_retention_is_persisted(store_path):
         sm.hot_reload_source("ret", f"def r():\n    return {n}\n")
     sm.destroy_sandbox("ret")
     reopened = SQLiteVersionStore(store_path)
-    h = reopened.load("ret")["r"]
+    h = reopened.load("ret", scope=SCOPE)["r"]
     assert sorted(h.records) == [6, 7, 8] and h.current == 8 and h.next_version == 9
     assert h.records[6].source == "def r():\n    return 5\n"
 
@@ -156,7 +160,7 @@ def test_killing_the_process_mid_reload_never_loses_a_reported_version(tmp_path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
-    h = SQLiteVersionStore(path).load("crash")["c"]
+    h = SQLiteVersionStore(path).load("crash")["c"]      # a script: the folder scope
     assert reported and set(reported) <= set(h.records)
     assert h.current == max(h.records)
 
@@ -273,7 +277,7 @@ def test_a_batch_reload_writes_every_sandbox_durably(tmp_path):
         assert isinstance(res[-1][1], sm.SandboxNotFoundError)
         back = SQLiteVersionStore(path)        # another connection sees the committed writes
         for i in ids:
-            assert back.load(i)["b"].current == 2
+            assert back.load(i, scope=SCOPE)["b"].current == 2
     finally:
         for i in ids:
             sm.destroy_sandbox(i)
@@ -300,13 +304,8 @@ def _restart_fixture(tmp_path):
 def restarted(tmp_path):
     """Sandbox 'rs' whose history (counter v1, v2; v2 current) is only in the store,
     as a kernel restart leaves it; the store is the default store.  The history
-    scope is fixed (a restarted notebook keeps its scope), so that the test does
-    not depend on how pytest was started."""
-    sm.set_history_scope("folder")
-    try:
-        yield from _restart_fixture(tmp_path)
-    finally:
-        sm.set_history_scope(None)
+    scope is the tests' fixed one (a restarted notebook keeps its scope)."""
+    yield from _restart_fixture(tmp_path)
 
 
 def test_history_reads_work_at_once_after_a_restart(restarted, tmp_path):
@@ -346,11 +345,10 @@ def test_changing_code_after_a_restart_restores_the_sandbox_first(restarted):
     assert sm.undo("rs", "counter").new_version == 2
 
 
-@pytest.mark.xfail(strict=True, reason="stored_histories() reads the store's default (folder) "
-                   "scope, while sandboxes are created in current_scope(); reads after a "
-                   "restart must use the notebook's scope")
 def test_a_restarted_notebook_reads_its_own_history(tmp_path, monkeypatch):
+    monkeypatch.setattr(sm._scope, "_explicit", None)     # detect the scope as a kernel does
     monkeypatch.setenv("JPY_SESSION_NAME", "work/analysis.ipynb")
+    assert sm.current_scope() == "notebook:work/analysis.ipynb"
     fixture = _restart_fixture(tmp_path)
     next(fixture)
     try:
