@@ -349,11 +349,35 @@ class SQLiteVersionStore(VersionStore):
             if self.conn is None:
                 return {}
             try:
-                return self._load(scope, sandbox_id)
+                out = self._load(scope, sandbox_id)
+                if not out and scope != FOLDER and self._claim_upgraded(scope, sandbox_id):
+                    out = self._load(scope, sandbox_id)
+                return out
             except (sqlite3.Error, ValueError, KeyError, zlib.error) as exc:
                 self._fall_back(f"cannot read history of sandbox {sandbox_id!r} from "
                                 f"{self.path}: {exc}")
                 return {}
+
+    def _claim_upgraded(self, scope: str, sandbox_id: str) -> bool:
+        """A history upgraded from the first release (no scopes, never written since)
+        goes to the first notebook or script that asks for its sandbox."""
+        if self.readonly:
+            return False
+        assert self.conn is not None
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            moved = self.conn.execute(
+                "UPDATE modules SET scope = ? WHERE scope = ? AND sandbox = ? AND writer IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM modules m WHERE m.scope = ? AND m.sandbox = ?)",
+                (scope, FOLDER, sandbox_id, scope, sandbox_id)).rowcount
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            return False
+        return moved > 0
 
     def list_sandboxes(self, scope: str = FOLDER) -> dict[str, dict[str, int]]:
         """``{sandbox: {module: current version}}`` stored under ``scope``."""

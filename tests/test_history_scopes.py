@@ -213,6 +213,10 @@ def test_a_first_release_store_opens_with_its_history_in_the_folder_scope(tmp_pa
     h = store.load("old", scope="folder")["m"]
     assert h.current_record().source == "X = 'kept'\n"
     assert store.list_sandboxes("folder") == {"old": {"m": 1}}
+    # the first notebook that opens sandbox 'old' finds that history as its own
+    assert store.load("old", scope="notebook:a.ipynb")["m"].current == 1
+    assert store.load("old", scope="notebook:b.ipynb") == {}
+    assert store.list_sandboxes("folder") == {}
 
 
 def _reload_in_magic(sid: str, path: Path) -> str:
