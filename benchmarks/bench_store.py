@@ -17,8 +17,8 @@ from pathlib import Path
 
 import sandbox_magic as sm
 from sandbox_magic import VersionStore
-from sandbox_magic._store import SQLiteVersionStore
-from sandbox_magic._versions import ModuleHistory, VersionRecord, utcnow
+from sandbox_magic.engine.store import SQLiteVersionStore
+from sandbox_magic.engine.versions import ModuleHistory, VersionRecord, utcnow
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -6,28 +6,58 @@ sandbox_magic`` adds the notebook magics on top of it.
 
 from __future__ import annotations
 
-from ._api import (create_sandbox, destroy_sandbox, diff_versions, get_module_version,
-                   get_sandbox, get_sandbox_info, get_version_history, hot_reload,
-                   get_server, hot_reload_source, list_module_versions, list_sandboxes,
-                   list_servers, redo, restart_sandbox, restore_sandbox, set_default_store,
-                   rollback_module, run, start_server, undo)
-from ._scope import current_scope, set_history_scope
-from ._live import ChildSpec, Supervisor
-from ._preservation import CapturedState, PreserveResult, StatePreservation
-from ._server import Server, ServerError, ServerRef
-from ._batch import batch_hot_reload
-from ._artifact import Artifact, CompileInfo, compile_file, compile_sandbox, compile_source
-from ._diff import VersionDiff
-from ._errors import (AmbiguousNameError, ArtifactError, CircularDependencyError, CompileError,
-                      HistoryError, IncompatibleStateError, InvalidSandboxIdError,
-                      ModuleNotFoundInSandboxError, ReloadError, SandboxError,
-                      SandboxExistsError, SandboxNotFoundError, SandboxTimeout,
-                      VersionNotFoundError)
-from ._manager import ModuleVersionManager
-from ._reload import ReloadResult
-from ._sandbox import Sandbox, SandboxInfo
-from ._store import SQLiteVersionStore, StoreWarning
-from ._versions import VersionInfo, VersionStore
+from . import api
+from .api import (
+    create_sandbox,
+    destroy_sandbox,
+    diff_versions,
+    get_module_version,
+    get_sandbox,
+    get_sandbox_info,
+    get_server,
+    get_version_history,
+    hot_reload,
+    hot_reload_source,
+    list_module_versions,
+    list_sandboxes,
+    list_servers,
+    redo,
+    restart_sandbox,
+    restore_sandbox,
+    rollback_module,
+    run,
+    set_default_store,
+    start_server,
+    undo,
+)
+from .api.batch import batch_hot_reload
+from .api.manager import ModuleVersionManager
+from .api.preservation import CapturedState, PreserveResult, StatePreservation
+from .engine.artifact import Artifact, CompileInfo, compile_file, compile_sandbox, compile_source
+from .engine.diff import VersionDiff
+from .engine.reload import ReloadResult
+from .engine.sandbox import Sandbox, SandboxInfo
+from .engine.scope import current_scope, set_history_scope
+from .engine.store import SQLiteVersionStore, StoreWarning
+from .engine.versions import VersionInfo, VersionStore
+from .errors import (
+    AmbiguousNameError,
+    ArtifactError,
+    CircularDependencyError,
+    CompileError,
+    HistoryError,
+    IncompatibleStateError,
+    InvalidSandboxIdError,
+    ModuleNotFoundInSandboxError,
+    ReloadError,
+    SandboxError,
+    SandboxExistsError,
+    SandboxNotFoundError,
+    SandboxTimeout,
+    VersionNotFoundError,
+)
+from .live.server import Server, ServerError, ServerRef
+from .live.supervisors import ChildSpec, Supervisor
 
 __version__ = "0.1.0"
 
@@ -50,6 +80,6 @@ __all__ = [
 
 def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
     """``%load_ext sandbox_magic``: register the magics (imported lazily)."""
-    from ._magics import load_ipython_extension as load
+    from .jupyter.magics import load_ipython_extension as load
 
     load(ipython)

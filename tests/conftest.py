@@ -53,7 +53,7 @@ class ListingStore(sm.VersionStore):
 
     @staticmethod
     def _copy(h):
-        from sandbox_magic._versions import ModuleHistory
+        from sandbox_magic.engine.versions import ModuleHistory
         c = ModuleHistory(h.module)
         c.restore(h.snapshot())
         return c
@@ -74,7 +74,7 @@ class ListingStore(sm.VersionStore):
 @pytest.fixture
 def listing_store():
     """The default store for the test: a ListingStore (history survives destroy_sandbox)."""
-    previous = sm._api._default_store
+    previous = sm.api.stores._default_store
     store = sm.set_default_store(ListingStore())
     yield store
-    sm._api._default_store = previous
+    sm.api.stores._default_store = previous

@@ -21,7 +21,12 @@ import pytest
 from conftest import src
 
 import sandbox_magic as sm
-from sandbox_magic import _live, _patch, _reload, _sandbox, _server, _versions
+from sandbox_magic.engine import patch as _patch
+from sandbox_magic.engine import reload as _reload
+from sandbox_magic.engine import sandbox as _sandbox
+from sandbox_magic.engine import versions as _versions
+from sandbox_magic.live import migration as _live
+from sandbox_magic.live import server as _server
 
 V1 = src("""
     from sandbox_magic import Server
@@ -73,7 +78,7 @@ def _setup(sid):
 
 
 def _assert_v1(sid, sb, boxes, server):
-    state = sm._api._state(sid)
+    state = sm.api.get_state(sid)
     m = sb.modules["m"]
     assert m.f() == 1 and m.VERSION == 1
     assert sm.get_module_version(sid, "m") == 1
@@ -182,7 +187,7 @@ def test_interrupts_at_random_moments_leave_a_consistent_sandbox(sid):
         assert sb.modules["m"].f() == v
         assert {b.get()[0] for b in boxes} == {f"v{v}"}
         assert server.call("x", timeout=2)[0] == f"v{v}"
-        state = sm._api._state(sid)
+        state = sm.api.get_state(sid)
         assert state._overlay == {}
         assert "__getattribute__" not in vars(type(boxes[0]))
     assert interrupted > 0

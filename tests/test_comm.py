@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sandbox_magic as sm
-from sandbox_magic._comm import MAX_MESSAGE, METHODS, CommHub, handle_message
+from sandbox_magic.jupyter.comm import MAX_MESSAGE, METHODS, CommHub, handle_message
 
 
 def req(method, rid=1, **params):
@@ -121,7 +121,7 @@ def test_hub_replies_and_pushes_events(sid):
     hub = CommHub()
     comm = FakeComm()
     hub.opened(comm, {})
-    sm._api.listeners.append(hub.push)
+    sm.api.listeners.append(hub.push)
     try:
         comm.handlers["msg"]({"content": {"data": req("list", rid=7)}})
         assert sent[-1]["id"] == 7 and sent[-1]["ok"]
@@ -135,7 +135,7 @@ def test_hub_replies_and_pushes_events(sid):
         sm.hot_reload_source(sid, "def g():\n    return 2\n")
         assert len(sent) == n
     finally:
-        sm._api.listeners.remove(hub.push)
+        sm.api.listeners.remove(hub.push)
 
 
 def test_sandboxes_only_the_store_has_are_listed_read_and_restored_on_change(listing_store):

@@ -10,7 +10,7 @@ import pytest
 from conftest import src
 
 import sandbox_magic as sm
-from sandbox_magic._artifact import PYTHON_MAGIC, infer_module_name
+from sandbox_magic.engine.artifact import PYTHON_MAGIC, infer_module_name
 
 COUNTER = src("""
     class Counter:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 import sandbox_magic as sm
-from sandbox_magic import _store
-from sandbox_magic._store import SQLiteVersionStore, StoreWarning
-from sandbox_magic._versions import ModuleHistory
+from sandbox_magic.engine import store as _store
+from sandbox_magic.engine.store import SQLiteVersionStore, StoreWarning
+from sandbox_magic.engine.versions import ModuleHistory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,14 +68,14 @@ def test_an_explicit_scope_shares_one_history_on_purpose(tmp_path):
     assert sorted(store.load("sh1", scope="team")["m"].records) == [1]
     with pytest.raises(sm.SandboxError):
         sm.create_sandbox("sh2", history_scope="not a name")
-    pinned = sm._scope._explicit
+    pinned = sm.engine.scope._explicit
     try:
         sm.set_history_scope("team")
         assert sm.current_scope() == "team"
         sm.set_history_scope(None)
         assert sm.current_scope() != "team"
     finally:
-        sm._scope._explicit = pinned
+        sm.engine.scope._explicit = pinned
 
 
 def test_two_kernels_writing_one_history_at_once_lose_nothing(tmp_path):
@@ -227,7 +227,7 @@ def _reload_in_magic(sid: str, path: Path) -> str:
     from IPython.testing.globalipapp import start_ipython
     ip = start_ipython() or get_ipython()
     ip.run_line_magic("load_ext", "sandbox_magic")
-    old = sm._api._default_store
+    old = sm.api.stores._default_store
     sm.set_default_store(path)
     buf = io.StringIO()
     try:
@@ -237,7 +237,7 @@ def _reload_in_magic(sid: str, path: Path) -> str:
     finally:
         if sid in {s.id for s in sm.list_sandboxes()}:
             sm.destroy_sandbox(sid)
-        sm._api._default_store = old
+        sm.api.stores._default_store = old
     return buf.getvalue()
 
 
@@ -277,7 +277,7 @@ def test_the_store_is_compact_on_disk_after_the_process_ends(tmp_path):
         import gc, sandbox_magic as sm
         # as in a kernel at shutdown: the store stays referenced to the very end
         gc.disable()
-        keep = [sm._api.default_store()]
+        keep = [sm.api.default_store()]
         keep.append(keep)
         lines = ["def f%d(x):\\n    return x + %d\\n" % (i, i) for i in range(250)]
         sm.create_sandbox("big")

@@ -10,7 +10,7 @@ from IPython import get_ipython
 from IPython.testing.globalipapp import start_ipython
 
 import sandbox_magic as sm
-from sandbox_magic._magics import SandboxMagics
+from sandbox_magic.jupyter.magics import SandboxMagics
 
 _ids = itertools.count()
 
@@ -186,7 +186,7 @@ def test_line_magics(ip, sb_id, capsys, tmp_path):
 
 
 def test_diff_html_escapes_source(ip, sb_id):
-    from sandbox_magic._magics import DiffDisplay
+    from sandbox_magic.jupyter.display import DiffDisplay
     cell(ip, f"%%sandbox_reload {sb_id} x\nA = '<b>'\n")
     cell(ip, f"%%sandbox_reload {sb_id} x\nA = '<img src=x onerror=alert(1)>'\n")
     html = DiffDisplay(sm.diff_versions(sb_id, "x", 1, 2))._repr_html_()
@@ -200,7 +200,7 @@ def test_bad_arguments_are_reported(ip, capsys):
 
 
 def test_history_and_restore_after_a_restart(ip, sb_id, tmp_path, capsys):
-    previous = sm._api._default_store
+    previous = sm.api.stores._default_store
     sm.set_default_store(tmp_path / "h.sqlite3")
     try:
         cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
@@ -223,17 +223,17 @@ def test_history_and_restore_after_a_restart(ip, sb_id, tmp_path, capsys):
         assert "history forgotten" in capsys.readouterr().out
         assert not cell(ip, f"%sandbox_history {sb_id}").success
     finally:
-        sm._api._default_store = previous
+        sm.api.stores._default_store = previous
 
 
 @pytest.fixture
 def restart_store(tmp_path):
     """A fresh SQLite file as the default store (history survives destroy_sandbox, as it
     survives a kernel restart), in the tests' fixed history scope."""
-    previous = sm._api._default_store
+    previous = sm.api.stores._default_store
     sm.set_default_store(tmp_path / "restart.sqlite3")
     yield
-    sm._api._default_store = previous
+    sm.api.stores._default_store = previous
 
 
 def restart(ip, sb_id):

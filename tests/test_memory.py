@@ -13,10 +13,10 @@ import traceback
 import pytest
 
 import sandbox_magic as sm
-from sandbox_magic import _store
-from sandbox_magic._artifact import artifact_filename, source_checksum
-from sandbox_magic._sandbox import _UNHELD_MAX
-from sandbox_magic._store import SQLiteVersionStore
+from sandbox_magic.engine import store as _store
+from sandbox_magic.engine.artifact import artifact_filename, source_checksum
+from sandbox_magic.engine.sandbox import _UNHELD_MAX
+from sandbox_magic.engine.store import SQLiteVersionStore
 
 
 def version(i: int) -> str:

@@ -490,7 +490,7 @@ def test_no_half_applied_reload_when_patching_fails(sid, monkeypatch):
     load(sid, "class A:\n    def f(self):\n        return 1\ndef g():\n    return 1\n")
     sb = sm.get_sandbox(sid)
     A, g = sb.A, sb.g
-    from sandbox_magic import _patch
+    from sandbox_magic.engine import patch as _patch
 
     original = _patch.Patcher._patch_module
 

@@ -227,7 +227,7 @@ def test_a_changed_line_of_10000_characters_diffs_at_once(sid):
 
     from diff_match_patch import diff_match_patch
 
-    from sandbox_magic._history import history_rows
+    from sandbox_magic.jupyter.panel_rows import history_rows
     rng = random.Random(7)
 
     def version() -> str:
@@ -264,7 +264,7 @@ def test_retention_keeps_max_versions_and_never_the_current(new_id):
 
 
 def test_retention_never_drops_the_current_version():
-    from sandbox_magic._versions import ModuleHistory
+    from sandbox_magic.engine.versions import ModuleHistory
     h = ModuleHistory("f")
     for i in range(3):
         h.add(sm.compile_source(f"def f():\n    return {i}\n").artifacts[0], None)

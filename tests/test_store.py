@@ -14,11 +14,11 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import SCOPE
 
 import sandbox_magic as sm
-from conftest import SCOPE
-from sandbox_magic._store import SQLiteVersionStore, StoreWarning
-from sandbox_magic._versions import VersionRecord, utcnow
+from sandbox_magic.engine.store import SQLiteVersionStore, StoreWarning
+from sandbox_magic.engine.versions import VersionRecord, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,7 +112,7 @@ def _module(lines: int, edit: int) -> str:
 
 
 def test_a_thousand_one_line_edits_cost_at_most_three_copies(tmp_path):
-    from sandbox_magic._versions import ModuleHistory
+    from sandbox_magic.engine.versions import ModuleHistory
     path = tmp_path / "compact.sqlite3"
     store = SQLiteVersionStore(path)
     h = ModuleHistory("big")
@@ -247,7 +247,7 @@ def test_two_processes_sharing_a_store_keep_both_histories(tmp_path):
 
 
 def test_default_store_location_and_environment(tmp_path, monkeypatch):
-    from sandbox_magic._store import store_from_environment
+    from sandbox_magic.engine.store import store_from_environment
     monkeypatch.delenv("SANDBOX_MAGIC_STORE", raising=False)
     s = store_from_environment(tmp_path)
     assert s.path == tmp_path / ".sandbox_magic" / "history.sqlite3" and s.path.exists()
@@ -288,7 +288,7 @@ C2 = C1.replace("return 1", "return 2")
 
 
 def _restart_fixture(tmp_path):
-    previous = sm._api._default_store
+    previous = sm.api.stores._default_store
     sm.set_default_store(tmp_path / "restart.sqlite3")
     sm.create_sandbox("rs")
     sm.hot_reload_source("rs", C1)
@@ -297,7 +297,7 @@ def _restart_fixture(tmp_path):
     yield "rs"
     if "rs" in {s.id for s in sm.list_sandboxes()}:
         sm.destroy_sandbox("rs")
-    sm._api._default_store = previous
+    sm.api.stores._default_store = previous
 
 
 @pytest.fixture
@@ -311,8 +311,8 @@ def restarted(tmp_path):
 def test_history_reads_work_at_once_after_a_restart(restarted, tmp_path):
     import nbformat
 
-    from sandbox_magic._api import stored_histories
-    from sandbox_magic._export import export_history
+    from sandbox_magic.api import stored_histories
+    from sandbox_magic.jupyter.export import export_history
     assert stored_histories("rs")["counter"].current == 2
     assert [(v.version, v.is_current) for v in sm.list_module_versions("rs", "counter")] == \
         [(2, True), (1, False)]
@@ -331,7 +331,7 @@ def test_history_reads_work_at_once_after_a_restart(restarted, tmp_path):
 
 
 def test_changing_code_after_a_restart_restores_the_sandbox_first(restarted):
-    from sandbox_magic._api import load_before_change
+    from sandbox_magic.api import load_before_change
     with pytest.raises(sm.VersionNotFoundError, match="no version 99"):
         load_before_change("rs", "counter", version=99)
     with pytest.raises(sm.HistoryError, match="nothing to redo"):
@@ -346,7 +346,7 @@ def test_changing_code_after_a_restart_restores_the_sandbox_first(restarted):
 
 
 def test_a_restarted_notebook_reads_its_own_history(tmp_path, monkeypatch):
-    monkeypatch.setattr(sm._scope, "_explicit", None)     # detect the scope as a kernel does
+    monkeypatch.setattr(sm.engine.scope, "_explicit", None)     # detect the scope as a kernel does
     monkeypatch.setenv("JPY_SESSION_NAME", "work/analysis.ipynb")
     assert sm.current_scope() == "notebook:work/analysis.ipynb"
     fixture = _restart_fixture(tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import sandbox_magic as sm
-from sandbox_magic._widgets import HistoryPanel
+from sandbox_magic.jupyter.widgets import HistoryPanel
 
 V = "def value():\n    return {}\n"
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ._artifact import Artifact, compile_artifact, source_checksum
-from ._errors import HistoryError, VersionNotFoundError
+from ..errors import HistoryError, VersionNotFoundError
+from .artifact import Artifact, compile_artifact, source_checksum
 
 
 class VersionRecord:

@@ -19,7 +19,7 @@ stored; they are recomputed from the sources.
 Every change is written in one transaction before the reload reports success.
 The database runs in WAL mode, so readers never block the writer and several
 kernels can share one folder; a kernel killed mid-write leaves the last
-committed state.  Histories belong to a scope (see ``_scope``): a notebook, a
+committed state.  Histories belong to a scope (see ``engine.scope``): a notebook, a
 script, the folder, or a name shared on purpose.  Format 1 files (no scopes)
 are upgraded in place, their histories going to the folder scope.
 
@@ -56,9 +56,9 @@ from typing import Any
 
 from diff_match_patch import diff_match_patch
 
-from ._artifact import source_checksum
-from ._scope import FOLDER
-from ._versions import ModuleHistory, VersionRecord, VersionStore
+from .artifact import source_checksum
+from .scope import FOLDER
+from .versions import ModuleHistory, VersionRecord, VersionStore
 
 FORMAT = 2
 SEGMENT = 256     # versions per compressed segment; each starts with a full snapshot

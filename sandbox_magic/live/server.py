@@ -22,7 +22,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from ._errors import SandboxError, SandboxTimeout
+from ..errors import SandboxError, SandboxTimeout
 
 _pids = itertools.count(1)
 

@@ -8,8 +8,8 @@ from typing import Any
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from . import _api as api
-from ._errors import SandboxError
+from .. import api
+from ..errors import SandboxError
 
 
 def history_notebook(sandbox_id: str) -> Any:

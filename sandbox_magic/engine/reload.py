@@ -20,13 +20,13 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._artifact import Artifact
-from ._deps import dependents_of, graph_of, topological_order
-from ._errors import ReloadError, SandboxError
-from ._interrupts import InterruptGuard, user_code
-from ._patch import Patcher
-from ._sandbox import SandboxState, register_source
-from ._versions import ModuleHistory
+from ..errors import ReloadError, SandboxError
+from .artifact import Artifact
+from .deps import dependents_of, graph_of, topological_order
+from .interrupts import InterruptGuard, user_code
+from .patch import Patcher
+from .sandbox import SandboxState, register_source
+from .versions import ModuleHistory
 
 StateHandler = Callable[[Any, int, int], Any]
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _api as api
-from ._diff import diff_sources
+from .. import api
+from ..engine.diff import diff_sources
 
 
 def history_rows(sandbox_id: str, module: str) -> list[dict[str, Any]]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._api import _state, hot_reload, reload_modules
-from ._reload import ReloadResult
-from ._artifact import Artifact, compile_artifact
-from ._deps import dependency_graph, find_cycles, topological_order
-from ._versions import utcnow
+from ..engine.artifact import Artifact, compile_artifact
+from ..engine.deps import dependency_graph, find_cycles, topological_order
+from ..engine.reload import ReloadResult
+from ..engine.versions import utcnow
+from .registry import get_state
+from .reloading import hot_reload, reload_modules
 
 
 class ModuleVersionManager:
@@ -23,7 +24,7 @@ class ModuleVersionManager:
         loads nothing; new code is hot-reloaded and becomes the next version.
         """
         art = compile_artifact(code, module) if isinstance(code, str) else Artifact.coerce(code)
-        st = _state(sandbox_id)
+        st = get_state(sandbox_id)
         with st.lock:
             h = st.histories.get(module)
             if h is not None:
@@ -43,7 +44,7 @@ class ModuleVersionManager:
         Each version carries ``artifact`` bytes that :func:`hot_reload` accepts
         in any other sandbox.
         """
-        st = _state(sandbox_id)
+        st = get_state(sandbox_id)
         with st.lock:
             modules = {}
             for name, h in sorted(st.histories.items()):
@@ -58,7 +59,7 @@ class ModuleVersionManager:
     def get_module_dependencies(modules: list[str] | None = None, *,
                                 sandbox_id: str) -> dict[str, set[str]]:
         """``{module: sibling modules it imports}`` for the given (default: all) modules."""
-        st = _state(sandbox_id)
+        st = get_state(sandbox_id)
         with st.lock:
             sources = {m: st.histories[m].current_record().source
                        for m in st.modules}
@@ -75,7 +76,7 @@ class ModuleVersionManager:
         graph = ModuleVersionManager.get_module_dependencies(sandbox_id=sandbox_id)
         wanted = set(modules)
         for m in modules:
-            _state(sandbox_id).get_module(m)
+            get_state(sandbox_id).get_module(m)
         return [m for m in topological_order(graph) if m in wanted]
 
     @staticmethod

@@ -23,8 +23,8 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._deps import defined_names, definitions_of_tree, imported_names, imports_of_tree
-from ._errors import ArtifactError, CompileError
+from ..errors import ArtifactError, CompileError
+from .deps import defined_names, definitions_of_tree, imported_names, imports_of_tree
 
 _PREFIX = b"SBXMAGIC"
 _FORMAT = 1

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ._api import _state
-from ._errors import IncompatibleStateError, ReloadError, SandboxTimeout
-from ._live import validate_state_compatibility
-from ._server import Server, ServerProcess, ServerRef
-from ._versions import utcnow
+from ..engine.versions import utcnow
+from ..errors import IncompatibleStateError, ReloadError, SandboxTimeout
+from ..live.migration import validate_state_compatibility
+from ..live.server import Server, ServerProcess, ServerRef
+from .registry import get_state
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class StatePreservation:
     def capture_module_states(sandbox_id: str, module: str, *, timeout: float = 5.0,
                               preserve_supervisor_specs: bool = True) -> list[CapturedState]:
         """Snapshot the state of every server running ``module``'s code."""
-        st = _state(sandbox_id)
+        st = get_state(sandbox_id)
         with st.lock:
             procs = _suspend_all(_servers_of(st, module), timeout)
             try:
@@ -101,7 +101,7 @@ class StatePreservation:
         A failure restores every state when ``rollback_on_failure`` (the
         default) and raises; otherwise the states migrated so far are kept.
         """
-        st = _state(sandbox_id)
+        st = get_state(sandbox_id)
         with st.lock:
             procs = _suspend_all(_servers_of(st, module), timeout)
             old = {p: p.state for p in procs}

@@ -25,10 +25,15 @@ import re
 import threading
 from typing import Any
 
-from . import _api as api
-from ._errors import (HistoryError, ModuleNotFoundInSandboxError, SandboxError,
-                      SandboxNotFoundError, VersionNotFoundError)
-from ._history import history_rows
+from .. import api
+from ..errors import (
+    HistoryError,
+    ModuleNotFoundInSandboxError,
+    SandboxError,
+    SandboxNotFoundError,
+    VersionNotFoundError,
+)
+from .panel_rows import history_rows
 
 PROTOCOL = 1
 TARGET = "sandbox_magic"

@@ -7,7 +7,7 @@ lines and only linearly with their length: a changed line of 10,000
 characters costs little more than a changed line of 10.  ``DIFF_TIMEOUT`` bounds the one search that
 remains, so no edit can keep the kernel busy; when it runs out the diff is
 coarser (more lines marked changed), never wrong.  The store's deltas
-(``_store.encode_delta``) are a different matter: they must be exact to the
+(``engine.store.encode_delta``) are a different matter: they must be exact to the
 character and are computed there.
 """
 

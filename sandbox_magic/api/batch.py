@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any
 
-from ._api import _state, hot_reload, reload_modules
-from ._artifact import Artifact, CompileInfo, compile_artifact
-from ._errors import ReloadError, SandboxError, SandboxTimeout
-from ._reload import ReloadResult
+from ..engine.artifact import Artifact, CompileInfo, compile_artifact
+from ..engine.reload import ReloadResult
+from ..errors import ReloadError, SandboxError, SandboxTimeout
+from .registry import get_state
+from .reloading import hot_reload, reload_modules
 
 Progress = Callable[[int, int, str, Any], None]
 
@@ -102,6 +103,6 @@ def batch_hot_reload(sandbox_ids: Sequence[str], artifact_or_source: Any, *,
 
 def _store_of(sandbox_id: str) -> Any:
     try:
-        return _state(sandbox_id).store
+        return get_state(sandbox_id).store
     except SandboxError:
         return None

@@ -24,10 +24,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ._artifact import Artifact, artifact_filename
-from ._tracking import build_class
-from ._errors import AmbiguousNameError, InvalidSandboxIdError, ModuleNotFoundInSandboxError
-from ._versions import ModuleHistory, VersionRecord, VersionStore, utcnow
+from ..errors import AmbiguousNameError, InvalidSandboxIdError, ModuleNotFoundInSandboxError
+from .artifact import Artifact, artifact_filename
+from .tracking import build_class
+from .versions import ModuleHistory, VersionRecord, VersionStore, utcnow
 
 PACKAGE_ROOT = "sandbox_magic.sandboxes"
 _ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
@@ -108,7 +108,7 @@ def hold_sources(sandbox_id: str, module: str, records: Iterable[VersionRecord])
             if name not in linecache.cache and rec._artifact is not None:
                 linecache.cache[name] = _lines_entry(name, rec.source)
     if released:
-        from ._store import forget_deltas
+        from .store import forget_deltas
         forget_deltas(released)
 
 
@@ -135,6 +135,7 @@ class SandboxInfo:
     supervisor: str | None = None
     stored_modules: dict[str, int] = field(default_factory=dict)  # in the history, not loaded
     history_scope: str = "folder"    # whose history this is (see set_history_scope)
+    host: str = "kernel"             # where its code runs (see sandbox_magic.hosts)
 
 
 class SandboxState:
@@ -149,6 +150,7 @@ class SandboxState:
         self.sandbox_path = sandbox_path
         self.store = store
         self.scope = scope
+        self.host: Any = None            # the host that runs this sandbox (sandbox_magic.hosts)
         self.status = "running"
         self.lock = threading.RLock()
         self.package_name = f"{PACKAGE_ROOT}.{sandbox_id}"
@@ -288,6 +290,7 @@ class SandboxState:
             sandbox_path=str(self.sandbox_path) if self.sandbox_path else None,
             supervisor=getattr(sup, "__qualname__", None) or (str(sup) if sup else None),
             history_scope=self.scope,
+            host=getattr(self.host, "kind", "kernel"),
             stored_modules={m: h.current for m, h in sorted(self.histories.items())
                             if h.current is not None and m not in self.modules})
 

@@ -13,7 +13,7 @@ Every mutation of an old object is recorded first, so :meth:`Patcher.revert`
 puts all of them back exactly; a reload is either applied whole or not at all.
 
 Functions the new body creates keep their identity: the commit re-points their
-globals from the staging namespace at the live module dict (see ``_globals``),
+globals from the staging namespace at the live module dict (see ``engine.repoint``),
 so a function reached only through a wrapper (``lru_cache``, ``partial``,
 ``singledispatch``, a ``functools.wraps`` closure, a registry) reads and writes
 the live namespace too.  Wrappers are paired like functions, one rule per kind
@@ -46,8 +46,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ._globals import PINS, Repoint
-from ._tracking import track
+from .repoint import PINS, Repoint
+from .tracking import track
 
 log = logging.getLogger(__name__)
 

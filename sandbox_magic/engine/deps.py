@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
-from ._errors import CircularDependencyError
+from ..errors import CircularDependencyError
 
 
 def _cached_per_source(fn: Callable[[str], frozenset[str]]) -> Callable[[str], frozenset[str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import html
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,11 +13,12 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _api as api
-from ._artifact import infer_module_name
-from ._errors import CompileError, ReloadError, SandboxError, SandboxNotFoundError
-from ._sandbox import Sandbox
-from ._scope import describe
+from .. import api
+from ..engine.artifact import infer_module_name
+from ..engine.sandbox import Sandbox
+from ..engine.scope import describe
+from ..errors import CompileError, ReloadError, SandboxError, SandboxNotFoundError
+from .display import DiffDisplay
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -225,7 +225,7 @@ class SandboxMagics(Magics):
         Works at once after a kernel restart: the history is read from the store.
         """
         args = parse_argstring(self.sandbox_history, line)
-        from ._widgets import HistoryPanel
+        from .widgets import HistoryPanel
         return HistoryPanel(args.sandbox_id, args.module)
 
     @magic_arguments()
@@ -394,7 +394,7 @@ class SandboxMagics(Magics):
     def sandbox_export(self, line: str) -> None:
         """Write the sandbox's history as a notebook, one cell per version."""
         args = parse_argstring(self.sandbox_export, line)
-        from ._export import export_history
+        from .export import export_history
         path = Path(args.path)
         exists = f"{args.path} already exists; add --force to overwrite it"
         if path.exists() and not args.force:
@@ -410,32 +410,6 @@ class SandboxMagics(Magics):
         except OSError as exc:
             raise MagicError(f"cannot write {args.path}: {exc.strerror or exc}") from None
         print(f"history of {args.sandbox_id!r} written to {p}")
-
-
-class DiffDisplay:
-    """A diff that renders coloured (and escaped) in notebooks, plain elsewhere."""
-
-    def __init__(self, diff: Any) -> None:
-        self.diff = diff
-
-    def __repr__(self) -> str:
-        return str(self.diff)
-
-    def _repr_html_(self) -> str:
-        return diff_html(self.diff)
-
-
-_DIFF_STYLE = {"+": "background:#e6ffec;color:#116329", "-": "background:#ffebe9;color:#82071e",
-               " ": "color:inherit"}
-
-
-def diff_html(diff: Any) -> str:
-    rows = [f'<div style="{_DIFF_STYLE[m]}">{html.escape(m + line) or "&nbsp;"}</div>'
-            for m, line in diff.lines()]
-    head = html.escape(f"{diff.module}: v{diff.old_version} -> v{diff.new_version} "
-                       f"(+{diff.lines_added} -{diff.lines_removed})")
-    return (f'<div class="sandbox-diff"><div><b>{head}</b></div>'
-            f'<pre style="margin:0">{"".join(rows)}</pre></div>')
 
 
 def summary_line(sandbox_id: str, r: Any, action: str = "reload",
@@ -515,5 +489,5 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.remember_cell)
     ipython.set_custom_exc((MagicError,), _show_magic_error)
-    from . import _comm
+    from . import comm as _comm
     _comm.register(ipython)

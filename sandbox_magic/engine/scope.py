@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-from ._errors import SandboxError
+from ..errors import SandboxError
 
 #: Histories written before scopes existed live here, as does any session
 #: that is neither a notebook nor a script.

@@ -16,10 +16,10 @@ from typing import Any
 
 import ipywidgets as w
 
-from . import _api as api
-from ._errors import ModuleNotFoundInSandboxError, SandboxError
-from ._history import history_rows
-from ._magics import diff_html
+from .. import api
+from ..errors import ModuleNotFoundInSandboxError, SandboxError
+from .display import diff_html
+from .panel_rows import history_rows
 
 _panels: weakref.WeakSet[HistoryPanel] = weakref.WeakSet()
 

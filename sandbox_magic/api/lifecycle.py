@@ -1,0 +1,136 @@
+"""Creating, destroying, restarting and restoring sandboxes; finding them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..engine.reload import (
+    Change,
+    ReloadOptions,
+)
+from ..engine.sandbox import Sandbox, SandboxInfo, SandboxState, validate_sandbox_id
+from ..engine.scope import current_scope, validate_scope
+from ..engine.versions import VersionStore
+from ..errors import (
+    SandboxError,
+)
+from ..hosts.kernel import KernelHost
+from .events import emit
+from .registry import add_host, all_hosts, find_host, get_host, get_state, remove_host
+from .reloading import hot_reload_source
+from .stores import default_store
+
+
+def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
+                   sandbox_path: str | Path | None = None, max_versions: int | None = 10,
+                   store: VersionStore | None = None,
+                   history_scope: str | None = None) -> SandboxInfo:
+    """Create an empty sandbox, optionally loading every ``.py`` file of ``sandbox_path``.
+
+    ``max_versions`` bounds each module's retained history (``None`` keeps all).
+    ``history_scope`` names a history shared on purpose (by default each
+    notebook, or script, has its own: see :func:`set_history_scope`).
+    """
+    validate_sandbox_id(sandbox_id)
+    scope = validate_scope(history_scope) if history_scope is not None else current_scope()
+    if max_versions is not None and (not isinstance(max_versions, int) or max_versions < 1):
+        raise SandboxError(f"max_versions must be a positive int or None, got {max_versions!r}")
+    path = Path(sandbox_path) if sandbox_path is not None else None
+    sources: dict[str, str] = {}
+    if path is not None:
+        if not path.is_dir():
+            raise SandboxError(f"sandbox_path {str(path)!r} is not a directory")
+        sources = {p.stem: p.read_text(encoding="utf-8") for p in sorted(path.glob("*.py"))
+                   if p.stem != "__init__"}
+    st = SandboxState(sandbox_id, max_versions=max_versions, sandbox_path=path,
+                      store=store or default_store(), scope=scope)
+    host = KernelHost(st)
+    add_host(host)
+    try:
+        import sys
+        sys.modules[st.package_name] = st.package
+        if sources:
+            hot_reload_source(sandbox_id, sources)
+        if supervisor is not None:
+            from ..live.supervisors import start_sandbox_supervisor
+            start_sandbox_supervisor(st, supervisor)
+    except BaseException:
+        remove_host(sandbox_id)
+        st.unregister_all()
+        st.release_sources()
+        raise
+    emit("sandbox_created", sandbox_id)
+    return st.info()
+
+
+def destroy_sandbox(sandbox_id: str, *, forget_history: bool = False) -> None:
+    """Stop the sandbox's servers and drop its modules from ``sys.modules``.
+
+    The recorded history stays in the store (a sandbox created later under
+    the same id sees it) unless ``forget_history`` is true.
+    """
+    host = get_host(sandbox_id)
+    st = host.state
+    with st.lock:
+        host.stop()
+        if forget_history:
+            st.store.forget(sandbox_id, scope=st.scope)
+        remove_host(sandbox_id)
+    emit("sandbox_destroyed", sandbox_id)
+
+
+def stored_history_origin(sandbox_id: str) -> str:
+    """Where a sandbox's stored history came from, in words: a running kernel or an earlier one."""
+    st = get_state(sandbox_id)
+    others = [w for w in st.store.writers(sandbox_id, scope=st.scope)
+              if not w.get("me") and w.get("alive")]
+    if others:
+        who = ", ".join(f"pid {w.get('pid')} ({w.get('name')})" for w in others)
+        return f"history shared with a running kernel, {who}, found"
+    return "history from an earlier session found"
+
+
+def restart_sandbox(sandbox_id: str) -> SandboxInfo:
+    """Reload every module fresh at its current version and restart the supervisor tree."""
+    host = get_host(sandbox_id)
+    host.restart()
+    emit("sandbox_restarted", sandbox_id)
+    return host.info()
+
+
+def restore_sandbox(sandbox_id: str) -> SandboxInfo:
+    """Load every module the history knows at its current version (after a restart).
+
+    Creates the sandbox if needed.  Code comes back; the state of live objects
+    from before the restart does not (it lived in the old process).
+    """
+    if find_host(sandbox_id) is None:
+        create_sandbox(sandbox_id)
+    st = get_state(sandbox_id)
+    with st.lock:
+        missing = [m for m, h in sorted(st.histories.items())
+                   if h.current is not None and m not in st.modules]
+        if missing:
+            changes = [Change(m, st.histories[m].current_record().artifact, "rerun")
+                       for m in missing]
+            st.host.execute(changes, ReloadOptions())
+            for m in missing:
+                st.hold_sources(st.histories[m])
+    for m in missing:
+        emit("reloaded", sandbox_id, module=m, version=st.histories[m].current,
+              status="restored")
+    return st.info()
+
+
+def list_sandboxes() -> list[SandboxInfo]:
+    return [h.info() for h in all_hosts()]
+
+
+def get_sandbox_info(sandbox_id: str) -> SandboxInfo:
+    return get_host(sandbox_id).info()
+
+
+def get_sandbox(sandbox_id: str) -> Sandbox:
+    return get_host(sandbox_id).handle
+

@@ -1,0 +1,219 @@
+"""Every way code changes: reloads, batches of modules, rollback, undo, redo."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from ..engine.artifact import Artifact, CompileInfo, compile_artifact
+from ..engine.reload import (
+    Change,
+    ReloadOptions,
+    ReloadResult,
+    StateHandler,
+    combine,
+    no_change,
+    plan_change,
+)
+from ..errors import (
+    SandboxError,
+)
+from .events import emit
+from .registry import get_state
+
+
+def _options(state_handler: StateHandler | None, use_state_preservation: bool,
+             coordinate_dependencies: bool, suspend_timeout: float) -> ReloadOptions:
+    if state_handler is not None and not callable(state_handler):
+        raise SandboxError(f"state_handler must be callable(old_state, old_version, "
+                           f"new_version), got {type(state_handler).__name__}")
+    if not isinstance(suspend_timeout, (int, float)) or suspend_timeout < 0:
+        raise SandboxError(f"suspend_timeout must be a number of seconds >= 0, "
+                           f"got {suspend_timeout!r}")
+    if state_handler is not None and not use_state_preservation:
+        raise SandboxError("state_handler needs use_state_preservation=True: without state "
+                           "preservation live objects keep their state as it is")
+    name = None
+    if state_handler is not None:
+        name = getattr(state_handler, "__name__", None) or repr(state_handler)
+    return ReloadOptions(state_handler, name, use_state_preservation, coordinate_dependencies,
+                         float(suspend_timeout))
+
+
+def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
+               state_handler: StateHandler | None = None, use_state_preservation: bool = True,
+               coordinate_dependencies: bool = True, suspend_timeout: float = 5.0
+               ) -> ReloadResult:
+    """Load compiled code into a sandbox, in place, as a new version.
+
+    ``artifact`` is an :class:`Artifact`, its bytes, or a :class:`CompileInfo`
+    (what ``compile_source``, ``compile_file`` and ``compile_sandbox`` return):
+    all of its artifacts are loaded as one transaction, in dependency order,
+    like a ``{module: source}`` dict given to :func:`hot_reload_source`.
+    A module the sandbox does not have yet is added as version 1.  Code identical
+    to the current version gives ``"no_change"``; code identical to an older
+    retained version re-activates that version instead of recording a duplicate.
+    """
+    started = time.perf_counter()
+    if isinstance(artifact, CompileInfo) and len(artifact.artifacts) != 1:
+        get_state(sandbox_id)
+        return _load_many(sandbox_id, artifact.artifacts,
+                          _options(state_handler, use_state_preservation,
+                                   coordinate_dependencies, suspend_timeout), started)
+    art = Artifact.coerce(artifact)
+    st = get_state(sandbox_id)
+    opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
+                    suspend_timeout)
+    with st.lock:
+        change = plan_change(st, art)
+        if change is None:
+            return no_change(st, art.module, started)
+        loaded = art.module in st.modules
+        status = "hot_reloaded" if change.action == "new" or not loaded else "rolled_back"
+        (result,) = st.host.execute([change], opts, status=status)
+    emit("reloaded", sandbox_id, module=art.module, version=result.new_version,
+          status=result.status)
+    return result
+
+
+def hot_reload_source(sandbox_id: str, source: str | Mapping[str, str],
+                      module: str | None = None, *, state_handler: StateHandler | None = None,
+                      use_state_preservation: bool = True, coordinate_dependencies: bool = True,
+                      suspend_timeout: float = 5.0) -> ReloadResult:
+    """Compile and load source; a ``{module: source}`` dict loads as one transaction."""
+    if isinstance(source, Mapping):
+        if module is not None:
+            raise SandboxError("pass module= only with a single source string")
+        return _reload_many(sandbox_id, source, state_handler, use_state_preservation,
+                            coordinate_dependencies, suspend_timeout)
+    get_state(sandbox_id)
+    art = compile_artifact(source, module)
+    return hot_reload(sandbox_id, art, state_handler=state_handler,
+                      use_state_preservation=use_state_preservation,
+                      coordinate_dependencies=coordinate_dependencies,
+                      suspend_timeout=suspend_timeout)
+
+
+def _reload_many(sandbox_id: str, sources: Mapping[str, str], state_handler: Any,
+                 use_state_preservation: bool, coordinate_dependencies: bool,
+                 suspend_timeout: float) -> ReloadResult:
+    started = time.perf_counter()
+    get_state(sandbox_id)
+    if not sources:
+        raise SandboxError("the source dict is empty; give {module_name: source}")
+    opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
+                    suspend_timeout)
+    arts = [compile_artifact(src, name) for name, src in sources.items()]
+    return _load_many(sandbox_id, arts, opts, started)
+
+
+def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,
+               started: float) -> ReloadResult:
+    """Load several modules' artifacts as one transaction."""
+    st = get_state(sandbox_id)
+    if not arts:
+        raise SandboxError("nothing to load: the CompileInfo holds no artifact")
+    twice = sorted(m for m, n in Counter(a.module for a in arts).items() if n > 1)
+    if twice:
+        raise SandboxError(f"module {twice[0]!r} is given twice; load one artifact per module")
+    with st.lock:
+        changes, unchanged = [], []
+        for art in arts:
+            ch = plan_change(st, art)
+            (changes.append(ch) if ch is not None else unchanged.append(art.module))
+        results = st.host.execute(changes, opts) if changes else []
+        results += [no_change(st, m, started) for m in unchanged]
+    order = {a.module: i for i, a in enumerate(arts)}
+    results.sort(key=lambda r: order[r.module])
+    for r in results:
+        if r.status != "no_change":
+            emit("reloaded", sandbox_id, module=r.module, version=r.new_version,
+                  status=r.status)
+    return combine(results, started)
+
+
+def rollback_module(sandbox_id: str, module: str, version: int, *,
+                    state_handler: StateHandler | None = None,
+                    use_state_preservation: bool = True, coordinate_dependencies: bool = True,
+                    suspend_timeout: float = 5.0) -> ReloadResult:
+    """Run ``version``'s code again; afterwards ``get_module_version`` returns ``version``."""
+    started = time.perf_counter()
+    st = get_state(sandbox_id)
+    opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
+                    suspend_timeout)
+    with st.lock:
+        h = st.history(module)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise SandboxError(f"version must be an int, got {version!r}")
+        rec = h.record(version)
+        if version == h.current:
+            return no_change(st, module, started)
+        (result,) = st.host.execute([Change(module, rec.artifact, "activate", version=version)],
+                            opts, status="rolled_back")
+    emit("rolled_back", sandbox_id, module=module, version=version)
+    return result
+
+
+def _step(sandbox_id: str, module: str, delta: int, event: str) -> ReloadResult:
+    st = get_state(sandbox_id)
+    with st.lock:
+        h = st.history(module)
+        target = h.undo_target() if delta < 0 else h.redo_target()
+        rec = h.record(target)
+        (result,) = st.host.execute([Change(module, rec.artifact, "move", delta=delta)],
+                            ReloadOptions(), status="rolled_back")
+    emit(event, sandbox_id, module=module, version=target)
+    return result
+
+
+def undo(sandbox_id: str, module: str) -> ReloadResult:
+    """Make the version that was current before the last change current again."""
+    return _step(sandbox_id, module, -1, "undo")
+
+
+def redo(sandbox_id: str, module: str) -> ReloadResult:
+    """Step forward again after :func:`undo`."""
+    return _step(sandbox_id, module, +1, "redo")
+
+
+def reload_modules(sandbox_id: str, modules: Any, *, state_handler: StateHandler | None = None,
+                   force_reload: bool = False, parallel: bool = False,
+                   timeout: float | None = None, coordinate_dependencies: bool = True
+                   ) -> ReloadResult:
+    """Reload several modules and their dependents as one transaction.
+
+    ``modules`` is a list of module names (re-run at their current version) or
+    a mapping ``{name: source or Artifact}`` (new code).  Mapping entries whose
+    code is already current are skipped unless ``force_reload``, which re-runs
+    them anyway.
+    """
+    started = time.perf_counter()
+    st = get_state(sandbox_id)
+    opts = _options(state_handler, True, coordinate_dependencies, 5.0)
+    if isinstance(modules, str):
+        raise SandboxError("pass a list of module names or a {name: source} mapping, "
+                           "not a single string")
+    with st.lock:
+        changes: list[Change] = []
+        if isinstance(modules, Mapping):
+            for name, code in modules.items():
+                art = (compile_artifact(code, name) if isinstance(code, str)
+                       else Artifact.coerce(code))
+                ch = plan_change(st, art)
+                if ch is None and force_reload:
+                    ch = Change(name, st.history(name).current_record().artifact, "rerun")
+                if ch is not None:
+                    changes.append(ch)
+        else:
+            for name in modules:
+                changes.append(Change(name, st.history(name).current_record().artifact,
+                                      "rerun"))
+        if not changes:
+            return combine([no_change(st, m, started) for m in modules], started)
+        results = st.host.execute(changes, opts, parallel=parallel, timeout=timeout)
+    for r in results:
+        emit("reloaded", sandbox_id, module=r.module, version=r.new_version, status=r.status)
+    return combine(results, started)
+

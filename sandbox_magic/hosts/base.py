@@ -1,0 +1,55 @@
+"""The host seam: what the API needs from wherever a sandbox's code runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ..engine.reload import Change, ReloadOptions, ReloadResult
+    from ..engine.sandbox import Sandbox, SandboxInfo, SandboxState
+    from ..live.server import Server, ServerProcess
+
+
+@runtime_checkable
+class SandboxHost(Protocol):
+    """A sandbox as the API drives it.
+
+    ``state`` holds what the notebook's kernel keeps about the sandbox whatever
+    the host: its id, history scope, the version histories (recorded in the
+    notebook's store) and the lock that serializes changes.  Everything that
+    touches the sandbox's code or objects goes through the methods below.
+    """
+
+    kind: str                    # "kernel", "process", "cluster"
+    state: SandboxState
+
+    @property
+    def handle(self) -> Sandbox:
+        """The object users reach modules and definitions through (or proxies of them)."""
+        ...
+
+    def execute(self, changes: list[Change], options: ReloadOptions, *, status: str = ...,
+                fresh: bool = ..., rerun: Iterable[str] = ..., parallel: bool = ...,
+                timeout: float | None = ...) -> list[ReloadResult]:
+        """Apply one reload transaction, all or nothing, and record its versions."""
+        ...
+
+    def run(self, code: str | Callable[[Sandbox], Any], timeout: float | None) -> Any:
+        """Run source (the trailing expression's value returned) or a callable."""
+        ...
+
+    def start_server(self, server: type[Server] | str, args: tuple[Any, ...],
+                     name: str | None) -> ServerProcess:
+        ...
+
+    def restart(self) -> None:
+        """Reload every module fresh at its current version; restart the supervisor tree."""
+        ...
+
+    def stop(self) -> None:
+        """Stop servers and drop the modules; the history stays in the store."""
+        ...
+
+    def info(self) -> SandboxInfo:
+        ...
