@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -14,6 +15,8 @@ from ..engine.reload import ReloadResult
 from ..errors import ReloadError, SandboxError, SandboxTimeout
 from .registry import get_state
 from .reloading import hot_reload, reload_modules
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str, Any], None]
 
@@ -81,8 +84,8 @@ def batch_hot_reload(sandbox_ids: Sequence[str], artifact_or_source: Any, *,
                 n = done[0]
             try:
                 progress(n, len(ids), sid, res)
-            except Exception:
-                pass
+            except Exception:   # a broken progress callback must not stop the batch
+                log.exception("progress callback failed for sandbox %s", sid)
 
     # Reloads are CPU-bound Python, so threads only pay off when sandboxes wait on
     # busy servers to suspend: by default one sandbox at a time, in this thread.

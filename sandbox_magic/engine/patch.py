@@ -496,8 +496,9 @@ class Patcher:
                 try:
                     value.__class__ = target
                     track(target, value)
-                except TypeError:
-                    pass
+                except TypeError as exc:
+                    self.notes.append(f"a {cls.__qualname__} object made by the module body "
+                                      f"keeps the new class ({exc})")
             d = getattr(value, "__dict__", None)
             if isinstance(d, dict):
                 self.tr(d)

@@ -18,7 +18,7 @@ import types
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import ReloadError, SandboxError
 from .artifact import Artifact
@@ -77,12 +77,31 @@ class ReloadOptions:
     suspend_timeout: float = 5.0
 
 
-#: Live-state participants (servers, tracked instances) hook in here.  Each is
-#: called as ``factory(state, patcher, run_order, changes, options)`` and
-#: the participant offers ``before_commit()``, ``commit_ops()`` (C-level
-#: callables run in the same loop as the code switch), ``after_commit() -> int``
-#: (objects migrated), ``rollback()`` and ``finish()``.
-PARTICIPANTS: list[Callable[..., Any]] = []
+class ReloadParticipant(Protocol):
+    """Something that joins every reload transaction (live state does).
+
+    The two-phase hooks, in the order a transaction calls them:
+    ``before_commit`` prepares everything without changing anything visible
+    (suspend servers, capture and migrate states); ``commit_ops`` returns
+    C-level callables run in the same loop as the code switch (so no other
+    thread sees code and state out of step); ``after_commit`` finishes what
+    needs the new code and returns how many objects were migrated;
+    ``rollback`` undoes whatever ran if any later step fails; ``finish``
+    always runs last (resume servers, release waiting threads).
+    """
+
+    def before_commit(self) -> None: ...
+    def commit_ops(self) -> list[Callable[[], Any]]: ...
+    def after_commit(self) -> int: ...
+    def rollback(self) -> None: ...
+    def finish(self) -> None: ...
+
+
+#: Called as ``factory(state, patcher, run_order, changes, options)`` for every
+#: reload; each returns a :class:`ReloadParticipant`.
+ParticipantFactory = Callable[[SandboxState, Patcher, list[str], list[Change], ReloadOptions],
+                              ReloadParticipant]
+PARTICIPANTS: list[ParticipantFactory] = []
 
 
 def _body_error(exc: BaseException, module: str, artifact: Artifact) -> ReloadError:
@@ -161,7 +180,7 @@ class Transaction:
         self.staged: dict[str, types.ModuleType] = {}
         self.saved_sys: dict[str, None] = {}
         self.reals: dict[str, types.ModuleType] = {}
-        self.participants: list[Any] = []
+        self.participants: list[ReloadParticipant] = []
         self.patcher: Patcher | None = None
         self.committed = False
         self.registered: dict[str, tuple[types.ModuleType | None, frozenset[str] | None]] = {}

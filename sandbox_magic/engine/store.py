@@ -38,6 +38,7 @@ memory with a warning: history is then not persisted, but reloads go on.
 
 from __future__ import annotations
 
+import logging
 import atexit
 import json
 import os
@@ -59,6 +60,8 @@ from diff_match_patch import diff_match_patch
 from .artifact import source_checksum
 from .scope import FOLDER
 from .versions import ModuleHistory, VersionRecord, VersionStore
+
+log = logging.getLogger(__name__)
 
 FORMAT = 2
 SEGMENT = 256     # versions per compressed segment; each starts with a full snapshot
@@ -284,11 +287,12 @@ class SQLiteVersionStore(VersionStore):
     def _fall_back(self, why: str) -> None:
         warnings.warn(f"{why}. Version history is kept in memory only for now.",
                       StoreWarning, stacklevel=3)
+        log.warning("%s; history is kept in memory only", why)
         if self.conn is not None:
             try:
                 self.conn.close()
             except sqlite3.Error:
-                pass
+                log.debug("closing the history store failed", exc_info=True)
         self.conn = None
         self.fallback = VersionStore()
 

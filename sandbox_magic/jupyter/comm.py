@@ -21,9 +21,10 @@ sandbox first (the reply's ``restored`` says which modules were loaded).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from .. import api
 from ..errors import (
@@ -34,6 +35,8 @@ from ..errors import (
     VersionNotFoundError,
 )
 from .panel_rows import history_rows
+
+log = logging.getLogger(__name__)
 
 PROTOCOL = 1
 TARGET = "sandbox_magic"
@@ -52,6 +55,71 @@ METHODS: dict[str, dict[str, str]] = {
     "undo": {"sandbox": "sandbox", "module": "module"},
     "redo": {"sandbox": "sandbox", "module": "module"},
 }
+
+
+# ---------------------------------------------------------- message shapes
+class Request(TypedDict, total=False):
+    protocol: int
+    id: int | str
+    method: str
+    params: dict[str, Any]
+
+
+class ErrorBody(TypedDict):
+    code: str
+    message: str
+
+
+class Reply(TypedDict, total=False):
+    protocol: int
+    id: int | str | None
+    ok: bool
+    result: Any          # one of the *Result shapes below
+    error: ErrorBody
+
+
+class SandboxEntry(TypedDict):
+    id: str
+    modules: dict[str, int]          # loaded: module -> current version
+    stored_modules: dict[str, int]   # only in the history: module -> current version
+    loaded: bool
+
+
+class ListResult(TypedDict, total=False):
+    sandboxes: list[SandboxEntry]
+    protocol: int                    # in the reply to "hello" only
+
+
+class HistoryResult(TypedDict):
+    sandbox: str
+    module: str
+    versions: list[dict[str, Any]]   # panel rows (see panel_rows.history_rows)
+
+
+class DiffResult(TypedDict):
+    v1: int
+    v2: int
+    added: int
+    removed: int
+    lines: list[list[str]]           # [marker, text]: "+", "-" or " "
+
+
+class ActionResult(TypedDict):
+    module: str
+    status: str
+    old_version: int | None
+    new_version: int | None
+    migrated: int
+    restored: dict[str, int]         # modules loaded from the history first
+
+
+class ChangedEvent(TypedDict):
+    protocol: int
+    event: Literal["changed"]
+    kind: str                        # the API event: reloaded, rolled_back, undo, ...
+    sandbox: str
+    module: str | None
+    version: int | None
 
 
 class ProtocolError(Exception):
@@ -107,10 +175,11 @@ def parse_request(data: Any) -> tuple[Any, str, dict[str, Any]]:
     return rid, method, {k: _check_param(k, spec[k], params[k]) for k in spec}
 
 
-def _sandboxes() -> list[dict[str, Any]]:
+def _sandboxes() -> list[SandboxEntry]:
     """The sandboxes of this kernel, then those only the store knows (after a restart)."""
-    out = [{"id": i.id, "modules": i.modules, "stored_modules": i.stored_modules,
-            "loaded": True} for i in api.list_sandboxes()]
+    out: list[SandboxEntry] = [
+        {"id": i.id, "modules": i.modules, "stored_modules": i.stored_modules, "loaded": True}
+        for i in api.list_sandboxes()]
     live = {s["id"] for s in out}
     for sid in api.stored_sandbox_ids():
         if sid in live or not _ID.fullmatch(sid):
@@ -123,14 +192,14 @@ def _sandboxes() -> list[dict[str, Any]]:
     return out
 
 
-def _result(r: Any, restored: dict[str, int] | None = None) -> dict[str, Any]:
+def _result(r: Any, restored: dict[str, int] | None = None) -> ActionResult:
     return {"module": r.module, "status": r.status, "old_version": r.old_version,
             "new_version": r.new_version, "migrated": r.migrated, "restored": restored or {}}
 
 
-def call(method: str, p: dict[str, Any]) -> Any:
+def call(method: str, p: dict[str, Any]) -> ListResult | HistoryResult | DiffResult | ActionResult:
     if method in ("hello", "list"):
-        out: dict[str, Any] = {"sandboxes": _sandboxes()}
+        out: ListResult = {"sandboxes": _sandboxes()}
         if method == "hello":
             out["protocol"] = PROTOCOL
         return out
@@ -152,7 +221,7 @@ def call(method: str, p: dict[str, Any]) -> Any:
     return _result((api.undo if step < 0 else api.redo)(sid, mod), restored)
 
 
-def handle_message(data: Any) -> dict[str, Any]:
+def handle_message(data: Any) -> Reply:
     """Answer one request; never raises."""
     rid = data.get("id") if isinstance(data, dict) else None
     if not (type(rid) is int or (isinstance(rid, str) and len(rid) <= 64)):
@@ -198,15 +267,16 @@ class CommHub:
         comm.on_close(on_close)
 
     def push(self, event: str, sandbox_id: str, payload: dict[str, Any]) -> None:
-        msg = {"protocol": PROTOCOL, "event": "changed", "kind": event, "sandbox": sandbox_id,
-               "module": payload.get("module"), "version": payload.get("version")}
+        msg: ChangedEvent = {"protocol": PROTOCOL, "event": "changed", "kind": event,
+                             "sandbox": sandbox_id, "module": payload.get("module"),
+                             "version": payload.get("version")}
         with self.lock:
             comms = list(self.comms)
         for c in comms:
             try:
                 c.send(msg)
-            except Exception:
-                pass
+            except Exception:   # a closed frontend must not break a reload
+                log.debug("could not push %s to a panel", msg.get("event"), exc_info=True)
 
 
 hub = CommHub()
@@ -222,5 +292,5 @@ def register(ipython: Any) -> None:
     try:
         create_comm(target_name=FRONTEND_TARGET,
                     data={"protocol": PROTOCOL, "event": "hello"}).close()
-    except Exception:
-        pass
+    except Exception:   # no frontend listening (a plain IPython shell): nothing to tell
+        log.debug("no panel to greet", exc_info=True)

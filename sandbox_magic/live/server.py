@@ -13,6 +13,7 @@ finishes, new messages wait in the queue, nothing is lost or reordered.
 
 from __future__ import annotations
 
+import logging
 import itertools
 import queue
 import threading
@@ -23,6 +24,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ..errors import SandboxError, SandboxTimeout
+
+log = logging.getLogger(__name__)
 
 _pids = itertools.count(1)
 
@@ -136,8 +139,8 @@ class ServerProcess:
         self.exit_reason = crash if crash is not None else "normal"
         try:
             self.impl.terminate(self.exit_reason, self.state)
-        except Exception:
-            pass
+        except Exception:   # the server is ending either way
+            log.exception("terminate() of server %s raised", self.label)
         with self.gate:
             self.alive = False
             self.gate.notify_all()
@@ -150,6 +153,8 @@ class ServerProcess:
                 msg[-1].set_exception(ServerError(f"server {self.label} is not running"))
         if self.on_exit is not None:
             self.on_exit(self, crash)
+        if crash is not None:       # after the supervisor heard of it: logging takes time
+            log.warning("server %s crashed: %s: %s", self.label, type(crash).__name__, crash)
 
     @property
     def label(self) -> str:
