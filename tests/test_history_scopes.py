@@ -158,7 +158,7 @@ def test_forget_removes_exactly_one_history(tmp_path):
     assert sorted(fresh.load("keep", scope=sm.current_scope())["m"].records) == [1, 2, 3, 4, 5]
     assert fresh.load("drop", scope=sm.current_scope()) == {}
     assert [r.source for r in fresh.load("third", scope=sm.current_scope())["n"].records.values()] == ["Y = 1\n"]
-    assert fresh.fallback is None
+    assert fresh.failure is None
 
 
 def test_a_read_only_store_still_shows_its_history(tmp_path, monkeypatch):
@@ -174,7 +174,7 @@ def test_a_read_only_store_still_shows_its_history(tmp_path, monkeypatch):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         store = SQLiteVersionStore(path)
-        assert store.readonly and store.fallback is None
+        assert store.readonly and store.failure is None
         assert store.load("ro", scope=sm.current_scope())["m"].current_record().source == "X = 1\n"
         sm.create_sandbox("ro", store=store)
         try:
@@ -209,7 +209,7 @@ def test_a_first_release_store_opens_with_its_history_in_the_folder_scope(tmp_pa
     conn.commit()
     conn.close()
     store = SQLiteVersionStore(path)
-    assert store.fallback is None
+    assert store.failure is None
     h = store.load("old", scope="folder")["m"]
     assert h.current_record().source == "X = 'kept'\n"
     assert store.list_sandboxes("folder") == {"old": {"m": 1}}

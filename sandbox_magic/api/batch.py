@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any
 
-from ..engine.artifact import Artifact, CompileInfo, compile_artifact
+from ..engine.artifact import Artifact, CompileInfo
 from ..engine.reload import ReloadResult
 from ..errors import ReloadError, SandboxError, SandboxTimeout
 from .registry import get_state
@@ -25,10 +25,9 @@ def _compile_once(code: Any, module: str | None) -> Artifact | dict[str, Artifac
     if isinstance(code, CompileInfo) and len(code.artifacts) > 1:
         return {a.module: a for a in code.artifacts}
     if isinstance(code, str):
-        return compile_artifact(code, module)
+        return Artifact.of(code, module)
     if isinstance(code, Mapping):
-        return {name: (compile_artifact(src, name) if isinstance(src, str)
-                       else Artifact.coerce(src)) for name, src in code.items()}
+        return {name: Artifact.of(src, name) for name, src in code.items()}
     return Artifact.coerce(code)
 
 

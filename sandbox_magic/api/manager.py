@@ -23,7 +23,7 @@ class ModuleVersionManager:
         Code identical to a retained version returns that version's number and
         loads nothing; new code is hot-reloaded and becomes the next version.
         """
-        art = compile_artifact(code, module) if isinstance(code, str) else Artifact.coerce(code)
+        art = Artifact.of(code, module)
         st = get_state(sandbox_id)
         with st.lock:
             h = st.histories.get(module)

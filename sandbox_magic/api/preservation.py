@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from ..engine.versions import utcnow
-from ..errors import IncompatibleStateError, ReloadError, SandboxTimeout
-from ..live.migration import validate_state_compatibility
+from ..errors import ReloadError, SandboxTimeout
+from ..live.migration import migrate_state, validate_state_compatibility
 from ..live.server import Server, ServerProcess, ServerRef
 from .registry import get_state
 
@@ -111,21 +111,9 @@ class StatePreservation:
                     fn = migration_function or p.impl.code_change
                     if migration_function is None and type(p.impl).code_change is Server.code_change:
                         continue
-                    try:
-                        new = fn(old[p], old_version, new_version)
-                    except Exception as exc:
-                        raise ReloadError(f"migration of server {p.label} raised "
-                                          f"{type(exc).__name__}: {exc}", step="migrate",
-                                          module=module, obj=p.label) from exc
-                    if validate_compatibility:
-                        try:
-                            validate_state_compatibility(old[p], new)
-                        except IncompatibleStateError as exc:
-                            raise ReloadError(f"migrated state of server {p.label} is "
-                                              f"incompatible ({exc.reason}): {exc}",
-                                              step="validate", module=module,
-                                              obj=p.label) from exc
-                    p.state = new
+                    p.state = migrate_state(fn, f"server {p.label}", old[p], old_version,
+                                            new_version, validate=validate_compatibility,
+                                            module=module)
                     done += 1
             except ReloadError:
                 if rollback_on_failure:

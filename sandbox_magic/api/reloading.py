@@ -199,8 +199,7 @@ def reload_modules(sandbox_id: str, modules: Any, *, state_handler: StateHandler
         changes: list[Change] = []
         if isinstance(modules, Mapping):
             for name, code in modules.items():
-                art = (compile_artifact(code, name) if isinstance(code, str)
-                       else Artifact.coerce(code))
+                art = Artifact.of(code, name)
                 ch = plan_change(st, art)
                 if ch is None and force_reload:
                     ch = Change(name, st.history(name).current_record().artifact, "rerun")

@@ -143,6 +143,13 @@ class Artifact:
         return cls(module=module, code=code, source=source, checksum=checksum)
 
     @classmethod
+    def of(cls, code: str | Artifact | bytes | CompileInfo, module: str | None = None) -> Artifact:
+        """Source text compiled (as ``module``), or what :meth:`coerce` accepts."""
+        if isinstance(code, str):
+            return compile_artifact(code, module)
+        return cls.coerce(code)
+
+    @classmethod
     def coerce(cls, value: Artifact | bytes | bytearray | memoryview | CompileInfo) -> Artifact:
         """The artifact itself, parsed bytes, or the only artifact of a CompileInfo."""
         if isinstance(value, Artifact):

@@ -199,7 +199,6 @@ class Patcher:
         self._live_frames: set[int] = set()   # staging dicts a body-made frame still reads
         self._protected: dict[int, frozenset[str]] = {}   # class attributes others manage
         self.notes: list[str] = []
-        self.patched = 0                  # old objects updated in place
         self.replaced: list[tuple[type, type]] = []   # (old, new) classes not patchable
 
     # ------------------------------------------------------------------ pairing
@@ -650,7 +649,6 @@ class Patcher:
             for c, v in zip(_cells(old), saved_cells):
                 _cell_set(c, v)
         self._undo.append(undo)
-        self.patched += 1
         if mode == "code":
             self._adopt_function(new)     # wrappers made by the body may still call it
             attrs = {"__code__": new.__code__}
@@ -714,7 +712,6 @@ class Patcher:
                 if old.__dict__.get(name, _Empty) is not v:
                     type.__setattr__(old, name, v)
         self._undo.append(undo)
-        self.patched += 1
         bases = tuple(self.tr(b) for b in new.__bases__)
         if bases != old.__bases__:
             ops.append(partial(type.__setattr__, old, "__bases__", bases))

@@ -33,8 +33,13 @@ PACKAGE_ROOT = "sandbox_magic.sandboxes"
 _ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 
 
+def is_sandbox_id(value: object) -> bool:
+    """Whether ``value`` is a valid sandbox id (1-64 letters, digits, '_', '-')."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
 def validate_sandbox_id(sandbox_id: object) -> str:
-    if not isinstance(sandbox_id, str) or not _ID_RE.fullmatch(sandbox_id):
+    if not is_sandbox_id(sandbox_id):
         raise InvalidSandboxIdError(
             f"invalid sandbox id {sandbox_id!r}: use 1-64 letters, digits, '_' or '-', "
             "starting with a letter or '_'")

@@ -38,9 +38,9 @@ memory with a warning: history is then not persisted, but reloads go on.
 
 from __future__ import annotations
 
-import logging
 import atexit
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -192,7 +192,7 @@ class SQLiteVersionStore(VersionStore):
         self.path = Path(path)
         self.timeout = timeout
         self.lock = threading.RLock()
-        self.fallback: VersionStore | None = None
+        self.failure: str | None = None    # why history went to memory only, if it did
         self.conn: sqlite3.Connection | None = None
         self.readonly = False
         self._cache: dict[tuple[str, str, str], _Tail] = {}
@@ -294,7 +294,7 @@ class SQLiteVersionStore(VersionStore):
             except sqlite3.Error:
                 log.debug("closing the history store failed", exc_info=True)
         self.conn = None
-        self.fallback = VersionStore()
+        self.failure = why
 
     def _cannot_write(self) -> bool:
         """True (after one warning) when this store is read-only."""

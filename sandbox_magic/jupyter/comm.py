@@ -27,6 +27,7 @@ import threading
 from typing import Any, Literal, TypedDict
 
 from .. import api
+from ..engine.sandbox import is_sandbox_id
 from ..errors import (
     HistoryError,
     ModuleNotFoundInSandboxError,
@@ -42,7 +43,6 @@ PROTOCOL = 1
 TARGET = "sandbox_magic"
 FRONTEND_TARGET = "sandbox_magic.panel"
 MAX_MESSAGE = 64 * 1024
-_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 # method -> {param: kind}
@@ -130,7 +130,7 @@ class ProtocolError(Exception):
 
 def _check_param(name: str, kind: str, value: Any) -> Any:
     if kind == "sandbox":
-        if not isinstance(value, str) or not _ID.fullmatch(value):
+        if not is_sandbox_id(value):
             raise ProtocolError("bad_params", f"{name} must be a sandbox id")
     elif kind == "module":
         if not isinstance(value, str) or not _MODULE.fullmatch(value):
@@ -182,7 +182,7 @@ def _sandboxes() -> list[SandboxEntry]:
         for i in api.list_sandboxes()]
     live = {s["id"] for s in out}
     for sid in api.stored_sandbox_ids():
-        if sid in live or not _ID.fullmatch(sid):
+        if sid in live or not is_sandbox_id(sid):
             continue
         try:
             stored = api.history_modules(sid)

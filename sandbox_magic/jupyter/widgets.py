@@ -107,7 +107,6 @@ class HistoryPanel(w.VBox):
             if len(rows) >= 2:
                 self.diff_from.value = f"v{rows[1]['version']}"
                 self.diff_to.value = f"v{rows[0]['version']}"
-            self._show_diff()
         finally:
             self._refreshing = False
         self._show_diff()

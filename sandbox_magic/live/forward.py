@@ -25,10 +25,6 @@ _SPECIAL = ("__repr__", "__str__", "__format__", "__bool__", "__len__", "__iter_
             "__neg__", "__abs__", "__int__", "__float__", "__index__", "__reduce_ex__")
 
 
-def target_of(obj: Any) -> Any:
-    return _targets[id(obj)]
-
-
 def _special(name: str) -> Any:
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         return getattr(_targets[id(self)], name)(*args, **kwargs)

@@ -150,6 +150,28 @@ def _slot_names(cls: type) -> list[str]:
     return out
 
 
+def migrate_state(fn: Any, label: str, old: Any, ov: Any, nv: Any, *, validate: bool = True,
+                  module: str | None = None) -> Any:
+    """``fn(copy of old, ov, nv)``, validated against ``old``; any failure is a ReloadError.
+
+    ``label`` names the object in the message (``"server counter#3"``).
+    """
+    try:
+        new = fn(copy_state(old), ov, nv)
+    except (Exception, SystemExit) as exc:
+        raise ReloadError(f"state migration of {label} raised {type(exc).__name__}: "
+                          f"{exc}; nothing was changed", step="migrate", module=module,
+                          obj=label) from exc
+    if validate:
+        try:
+            validate_state_compatibility(old, new)
+        except IncompatibleStateError as exc:
+            raise ReloadError(f"migrated state of {label} is incompatible ({exc.reason}: "
+                              f"{exc}); nothing was changed", step="validate", module=module,
+                              obj=label) from exc
+    return new
+
+
 def validate_state_compatibility(old: Any, new: Any) -> None:
     """None when ``new`` can replace ``old``; else raise IncompatibleStateError.
 
@@ -356,18 +378,7 @@ class LiveState:
         return new
 
     def _migrate(self, fn: Any, label: str, old: Any, ov: Any, nv: Any) -> Any:
-        try:
-            new = fn(copy_state(old), ov, nv)
-        except (Exception, SystemExit) as exc:
-            raise ReloadError(f"state migration of {label} raised {type(exc).__name__}: "
-                              f"{exc}; nothing was changed", step="migrate", obj=label) from exc
-        try:
-            validate_state_compatibility(old, new)
-        except IncompatibleStateError as exc:
-            raise ReloadError(f"migrated state of {label} is incompatible ({exc.reason}: "
-                              f"{exc}); nothing was changed", step="validate",
-                              obj=label) from exc
-        return new
+        return migrate_state(fn, label, old, ov, nv)
 
     def _migrate_many(self, fn: Any, g: _ClassGroup, ov: Any, nv: Any) -> list[Any]:
         if not g.plain:

@@ -13,8 +13,8 @@ finishes, new messages wait in the queue, nothing is lost or reordered.
 
 from __future__ import annotations
 
-import logging
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -82,7 +82,6 @@ class ServerProcess:
         self.exit_reason: Any = None
         self.impl: Server = cls()
         self.state = self.impl.init(*args)
-        self.started_at = time.time()
         self.handled = 0
         self.thread = threading.Thread(target=self._loop, daemon=True,
                                        name=f"server-{name or cls.__name__}-{self.pid}")

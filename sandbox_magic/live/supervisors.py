@@ -117,10 +117,6 @@ class SupervisorProcess:
         for p in procs:
             p.stop(wait=wait and threading.current_thread() is not p.thread)
 
-    def children_info(self) -> list[dict[str, Any]]:
-        return [{"name": s.name, "server": getattr(s.server, "__qualname__", str(s.server)),
-                 "alive": bool(p and p.alive), "pid": p.pid if p else None}
-                for s, p in zip(self.specs, self.procs)]
 
 
 def resolve_class(state: Any, ref: Any, base: type, what: str) -> type:
