@@ -6,7 +6,9 @@ sandbox_magic`` adds the notebook magics on top of it.
 
 from __future__ import annotations
 
-from . import api
+from typing import Any
+
+from . import api  # noqa: F401  (sandbox_magic.api: the API by concern)
 from .api import (
     create_sandbox,
     destroy_sandbox,
@@ -62,23 +64,70 @@ from .live.supervisors import ChildSpec, Supervisor
 __version__ = "0.1.0"
 
 __all__ = [
-    "CapturedState", "ChildSpec", "PreserveResult", "Server", "ServerError", "ServerRef",
-    "StatePreservation", "Supervisor", "batch_hot_reload", "restore_sandbox",
-    "set_default_store", "SQLiteVersionStore", "StoreWarning", "get_server", "list_servers", "start_server",
-    "AmbiguousNameError", "Artifact", "ArtifactError", "CircularDependencyError",
-    "CompileError", "CompileInfo", "HistoryError", "IncompatibleStateError",
-    "InvalidSandboxIdError", "ModuleNotFoundInSandboxError", "ModuleVersionManager",
-    "ReloadError", "ReloadResult", "Sandbox", "SandboxError", "SandboxExistsError",
-    "SandboxInfo", "SandboxNotFoundError", "SandboxTimeout", "VersionDiff", "VersionInfo",
-    "VersionNotFoundError", "VersionStore", "compile_file", "compile_sandbox",
-    "compile_source", "create_sandbox", "destroy_sandbox", "diff_versions",
-    "get_module_version", "get_sandbox", "get_sandbox_info", "get_version_history",
-    "hot_reload", "hot_reload_source", "list_module_versions", "list_sandboxes", "redo",
-    "restart_sandbox", "rollback_module", "run", "undo", "current_scope", "set_history_scope",
+    "AmbiguousNameError",
+    "Artifact",
+    "ArtifactError",
+    "CapturedState",
+    "ChildSpec",
+    "CircularDependencyError",
+    "CompileError",
+    "CompileInfo",
+    "HistoryError",
+    "IncompatibleStateError",
+    "InvalidSandboxIdError",
+    "ModuleNotFoundInSandboxError",
+    "ModuleVersionManager",
+    "PreserveResult",
+    "ReloadError",
+    "ReloadResult",
+    "SQLiteVersionStore",
+    "Sandbox",
+    "SandboxError",
+    "SandboxExistsError",
+    "SandboxInfo",
+    "SandboxNotFoundError",
+    "SandboxTimeout",
+    "Server",
+    "ServerError",
+    "ServerRef",
+    "StatePreservation",
+    "StoreWarning",
+    "Supervisor",
+    "VersionDiff",
+    "VersionInfo",
+    "VersionNotFoundError",
+    "VersionStore",
+    "batch_hot_reload",
+    "compile_file",
+    "compile_sandbox",
+    "compile_source",
+    "create_sandbox",
+    "current_scope",
+    "destroy_sandbox",
+    "diff_versions",
+    "get_module_version",
+    "get_sandbox",
+    "get_sandbox_info",
+    "get_server",
+    "get_version_history",
+    "hot_reload",
+    "hot_reload_source",
+    "list_module_versions",
+    "list_sandboxes",
+    "list_servers",
+    "redo",
+    "restart_sandbox",
+    "restore_sandbox",
+    "rollback_module",
+    "run",
+    "set_default_store",
+    "set_history_scope",
+    "start_server",
+    "undo",
 ]
 
 
-def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
+def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext sandbox_magic``: register the magics (imported lazily)."""
     from .jupyter.magics import load_ipython_extension as load
 

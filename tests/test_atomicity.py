@@ -114,7 +114,7 @@ def test_exception_injected_at_each_step_changes_nothing(sid, monkeypatch, owner
         hits.append(1)
         if when == "before":
             raise exc()
-        out = real(*args, **kwargs)
+        real(*args, **kwargs)
         raise exc()
 
     monkeypatch.setattr(owner, name, injected)
@@ -201,7 +201,7 @@ def test_other_threads_can_pickle_instances_while_a_body_runs(sid):
         while not done.is_set():
             try:
                 pickle.loads(pickle.dumps(boxes[1]))
-            except Exception as exc:   # noqa: BLE001 - the test reports any failure
+            except Exception as exc:
                 errors.append(exc)
                 return
 
@@ -247,7 +247,7 @@ def test_writes_during_a_migration_are_never_lost(sid):
             try:
                 for o in objs[:50]:
                     o.check()
-            except Exception as exc:   # noqa: BLE001
+            except Exception as exc:
                 errors.append(exc)
                 return
 

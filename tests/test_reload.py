@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 from conftest import src
@@ -155,7 +155,7 @@ def test_version_listing_newest_first_with_details(sid):
     assert [i.version for i in infos] == [3, 2, 1]
     assert [i.is_current for i in infos] == [True, False, False]
     assert infos[0].source == V3
-    assert all(i.loaded_at.tzinfo is timezone.utc for i in infos)
+    assert all(i.loaded_at.tzinfo is UTC for i in infos)
     assert len({i.checksum for i in infos}) == 3
     hist = sm.get_version_history(sid, "counter")
     assert hist["current_version"] == 3 and hist["total_versions"] == 3

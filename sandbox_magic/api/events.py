@@ -13,7 +13,7 @@ listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
 
 
 def emit(event: str, sandbox_id: str, **payload: Any) -> None:
-    for cb in list(listeners):
+    for cb in listeners:
         try:
             cb(event, sandbox_id, payload)
         except Exception:  # a broken listener must never break a reload

@@ -114,7 +114,7 @@ def restore_sandbox(sandbox_id: str) -> SandboxInfo:
         if missing:
             changes = [Change(m, st.histories[m].current_record().artifact, "rerun")
                        for m in missing]
-            st.host.execute(changes, ReloadOptions())
+            get_host(st.id).execute(changes, ReloadOptions())
             for m in missing:
                 st.hold_sources(st.histories[m])
     for m in missing:

@@ -21,7 +21,7 @@ from ..errors import (
     SandboxError,
 )
 from .events import emit
-from .registry import get_state
+from .registry import get_host, get_state
 
 
 def _options(state_handler: StateHandler | None, use_state_preservation: bool,
@@ -72,7 +72,7 @@ def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
             return no_change(st, art.module, started)
         loaded = art.module in st.modules
         status = "hot_reloaded" if change.action == "new" or not loaded else "rolled_back"
-        (result,) = st.host.execute([change], opts, status=status)
+        (result,) = get_host(st.id).execute([change], opts, status=status)
     emit("reloaded", sandbox_id, module=art.module, version=result.new_version,
           status=result.status)
     return result
@@ -123,7 +123,7 @@ def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,
         for art in arts:
             ch = plan_change(st, art)
             (changes.append(ch) if ch is not None else unchanged.append(art.module))
-        results = st.host.execute(changes, opts) if changes else []
+        results = get_host(st.id).execute(changes, opts) if changes else []
         results += [no_change(st, m, started) for m in unchanged]
     order = {a.module: i for i, a in enumerate(arts)}
     results.sort(key=lambda r: order[r.module])
@@ -150,7 +150,7 @@ def rollback_module(sandbox_id: str, module: str, version: int, *,
         rec = h.record(version)
         if version == h.current:
             return no_change(st, module, started)
-        (result,) = st.host.execute([Change(module, rec.artifact, "activate", version=version)],
+        (result,) = get_host(st.id).execute([Change(module, rec.artifact, "activate", version=version)],
                             opts, status="rolled_back")
     emit("rolled_back", sandbox_id, module=module, version=version)
     return result
@@ -162,7 +162,7 @@ def _step(sandbox_id: str, module: str, delta: int, event: str) -> ReloadResult:
         h = st.history(module)
         target = h.undo_target() if delta < 0 else h.redo_target()
         rec = h.record(target)
-        (result,) = st.host.execute([Change(module, rec.artifact, "move", delta=delta)],
+        (result,) = get_host(st.id).execute([Change(module, rec.artifact, "move", delta=delta)],
                             ReloadOptions(), status="rolled_back")
     emit(event, sandbox_id, module=module, version=target)
     return result
@@ -206,12 +206,11 @@ def reload_modules(sandbox_id: str, modules: Any, *, state_handler: StateHandler
                 if ch is not None:
                     changes.append(ch)
         else:
-            for name in modules:
-                changes.append(Change(name, st.history(name).current_record().artifact,
-                                      "rerun"))
+            changes.extend(Change(name, st.history(name).current_record().artifact, "rerun")
+                           for name in modules)
         if not changes:
             return combine([no_change(st, m, started) for m in modules], started)
-        results = st.host.execute(changes, opts, parallel=parallel, timeout=timeout)
+        results = get_host(st.id).execute(changes, opts, parallel=parallel, timeout=timeout)
     for r in results:
         emit("reloaded", sandbox_id, module=r.module, version=r.new_version, status=r.status)
     return combine(results, started)

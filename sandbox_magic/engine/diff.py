@@ -43,7 +43,7 @@ class VersionDiff:
 
     def lines(self) -> list[tuple[str, str]]:
         """``[(" "|"+"|"-", line), ...]`` in order; equal lines included."""
-        out = []
+        out: list[tuple[str, str]] = []
         for op, text in self.diffs:
             mark = {OP_EQUAL: " ", OP_INSERT: "+", OP_DELETE: "-"}[op]
             out.extend((mark, line) for line in text.splitlines())

@@ -124,7 +124,7 @@ def _trampoline_code(nfree: int) -> types.CodeType:
     lines.append("    return _trampoline")
     ns: dict[str, Any] = {}
     exec(compile("\n".join(lines), "<sandbox trampoline>", "exec"), ns)
-    code = ns["_outer"]().__code__
+    code: types.CodeType = ns["_outer"]().__code__
     assert len(code.co_freevars) == nfree
     return code
 
@@ -302,7 +302,7 @@ class Patcher:
                               "cache, the old one runs the new code")
         self._wrapper_pairs.append((old, new))
 
-    def _pair_partials(self, old: partial, new: partial, path: str) -> None:
+    def _pair_partials(self, old: partial[Any], new: partial[Any], path: str) -> None:
         self._pair(old.func, new.func, f"{path}.func")
         self._remember(new, old)
         self._wrapper_pairs.append((old, new))
@@ -452,7 +452,7 @@ class Patcher:
         if isinstance(value, property) and type(value) is property:
             parts = [self.tr(p) for p in (value.fget, value.fset, value.fdel)]
             if any(a is not b for a, b in zip(parts, (value.fget, value.fset, value.fdel))):
-                return property(*parts, value.__doc__)
+                return property(parts[0], parts[1], parts[2], value.__doc__)
             return value
         if isinstance(value, functools.cached_property):
             value.func = self.tr(value.func)
@@ -462,7 +462,7 @@ class Patcher:
                 self._walked.add(id(value))
                 state = self._partial_state(value)
                 if any(a is not b for a, b in zip(state, value.__reduce__()[2])):
-                    value.__setstate__(state)
+                    value.__setstate__(state)  # type: ignore[attr-defined]
             return value
         if isinstance(value, _LRU):
             if id(value) not in self._walked:
@@ -503,8 +503,9 @@ class Patcher:
                 self.tr(d)
         return value
 
-    def _partial_state(self, p: partial) -> tuple[Any, ...]:
-        func, args, kwds, d = p.__reduce__()[2]
+    def _partial_state(self, p: partial[Any]) -> tuple[Any, ...]:
+        state: Any = p.__reduce__()[2]
+        func, args, kwds, d = state
         return (self.tr(func), self.tr(args), self.tr(kwds) if kwds is not None else None,
                 self.tr(d) if d is not None else None)
 
@@ -563,8 +564,8 @@ class Patcher:
         try:
             for old, new, mode in self._func_pairs:
                 self._patch_function(ops, old, new, mode)
-            for old, new, _ in self._class_pairs:
-                self._patch_class(ops, old, new)
+            for old_cls, new_cls, _ in self._class_pairs:
+                self._patch_class(ops, old_cls, new_cls)
             for old, new in self._instance_pairs:
                 self._patch_instance(ops, old, new)
             for old, new in self._wrapper_pairs:
@@ -600,10 +601,11 @@ class Patcher:
         for ident, frame in sys._current_frames().items():
             if ident == current:
                 continue
-            while frame is not None:
-                if id(frame.f_globals) in self._globals_map:
-                    self._live_frames.add(id(frame.f_globals))
-                frame = frame.f_back
+            walk: types.FrameType | None = frame
+            while walk is not None:
+                if id(walk.f_globals) in self._globals_map:
+                    self._live_frames.add(id(walk.f_globals))
+                walk = walk.f_back
         del frame
         for staging in self._staging:
             real = self._globals_map[id(staging)]
@@ -691,8 +693,9 @@ class Patcher:
     def _patch_wrapper(self, ops: list[Callable[[], Any]], old: Any, new: Any) -> None:
         if isinstance(old, partial):
             saved = old.__reduce__()[2]
-            self._undo.append(partial(old.__setstate__, saved))
-            ops.append(partial(old.__setstate__, self._partial_state(new)))
+            self._undo.append(partial(old.__setstate__, saved))  # type: ignore[attr-defined]
+            ops.append(partial(old.__setstate__,  # type: ignore[attr-defined]
+                              self._partial_state(new)))
         elif not _same_code(old.__wrapped__, new.__wrapped__):
             ops.append(old.cache_clear)   # its function changed: cached results are stale
         self.tr(new)

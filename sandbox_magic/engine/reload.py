@@ -149,7 +149,7 @@ def _run_level(state: SandboxState, mods: list[str], code_for: dict[str, Artifac
     try:
         futures = {pool.submit(job, m): m for m in mods}
         with user_code():
-            done, pending = wait(futures, timeout=timeout)
+            _, pending = wait(futures, timeout=timeout)
         if pending:
             late = ", ".join(sorted(futures[f] for f in pending))
             raise ReloadError(f"module bodies of {late} did not finish within {timeout} s; "
@@ -248,6 +248,7 @@ class Transaction:
         """Live state joins: servers suspended, states captured and migrated (not applied)."""
         if self.fresh:
             return
+        assert self.patcher is not None
         for factory in PARTICIPANTS:
             self.participants.append(factory(self.state, self.patcher, self.run_order,
                                              self.changes, self.options))

@@ -126,7 +126,7 @@ class Pins:
     def _gone(self, ref: weakref.ref[Any]) -> None:
         key = self._refs.pop(ref, None)
         entry = self._by_dict.get(key) if key is not None else None
-        if entry is not None:
+        if entry is not None and key is not None:
             entry[1] -= 1
             if entry[1] <= 0:
                 del self._by_dict[key]

@@ -39,7 +39,7 @@ def is_sandbox_id(value: object) -> bool:
 
 
 def validate_sandbox_id(sandbox_id: object) -> str:
-    if not is_sandbox_id(sandbox_id):
+    if not isinstance(sandbox_id, str) or not is_sandbox_id(sandbox_id):
         raise InvalidSandboxIdError(
             f"invalid sandbox id {sandbox_id!r}: use 1-64 letters, digits, '_' or '-', "
             "starting with a letter or '_'")
@@ -264,7 +264,7 @@ class SandboxState:
         setattr(self.package, name, previous)
 
     def unregister_all(self) -> None:
-        for name, mod in self.modules.items():
+        for mod in self.modules.values():
             if sys.modules.get(mod.__name__) is mod:
                 del sys.modules[mod.__name__]
         if sys.modules.get(self.package_name) is self.package:
@@ -369,7 +369,8 @@ class Sandbox:
 
     @property
     def id(self) -> str:
-        return self._state.id
+        state: SandboxState = self._state
+        return state.id
 
     @property
     def modules(self) -> types.MappingProxyType[str, types.ModuleType]:
@@ -377,7 +378,8 @@ class Sandbox:
 
     @property
     def info(self) -> SandboxInfo:
-        return self._state.info()
+        state: SandboxState = self._state
+        return state.info()
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):

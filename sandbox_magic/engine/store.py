@@ -39,6 +39,7 @@ memory with a warning: history is then not persisted, but reloads go on.
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import logging
 import os
@@ -143,12 +144,12 @@ def encode_delta(old: str, new: str) -> str:
             _deltas.move_to_end(key)
             return delta
     dmp = _dmp()
-    delta = dmp.diff_toDelta(dmp.diff_main(old, new, True))
+    made: str = dmp.diff_toDelta(dmp.diff_main(old, new, True))
     with _deltas_lock:
-        _deltas[key] = delta
+        _deltas[key] = made
         while len(_deltas) > DELTA_CACHE:
             _deltas.popitem(last=False)
-    return delta
+    return made
 
 
 def forget_deltas(checksums: Iterable[str]) -> None:
@@ -161,7 +162,8 @@ def forget_deltas(checksums: Iterable[str]) -> None:
 
 def apply_delta(old: str, delta: str) -> str:
     dmp = _dmp()
-    return dmp.diff_text2(dmp.diff_fromDelta(old, delta))
+    text: str = dmp.diff_text2(dmp.diff_fromDelta(old, delta))
+    return text
 
 
 class _Tail:
@@ -265,8 +267,8 @@ class SQLiteVersionStore(VersionStore):
 
     def _open_readonly(self, why: BaseException) -> bool:
         """A store we may not write: open it to read, so its history still shows."""
-        if not self.path.exists() or "readonly" not in str(why).replace("-", "").lower() \
-                and os.access(self.path.parent, os.W_OK):
+        if not self.path.exists() or ("readonly" not in str(why).replace("-", "").lower() \
+                and os.access(self.path.parent, os.W_OK)):
             return False
         for query in ("mode=ro", "mode=ro&immutable=1"):
             try:
@@ -492,6 +494,7 @@ class SQLiteVersionStore(VersionStore):
                     "INSERT INTO modules (scope, sandbox, module, current, next_version, "
                     "timeline, cursor, retained) VALUES (?, ?, ?, NULL, 1, '[]', -1, '[]')",
                     key).lastrowid
+                assert mid is not None
                 cache = _Tail(mid, 0)
                 rev = 0
                 for v in sorted(h.records):
@@ -534,8 +537,8 @@ class SQLiteVersionStore(VersionStore):
         """
         theirs, _ = self._read_module(mid, h.module, retained)
         known = cache.last if cache is not None else 0
-        mine = sorted(v for v in h.records if v > known and v not in theirs
-                      or v > known and theirs[v].checksum != h.records[v].checksum)
+        mine = sorted(v for v in h.records if (v > known and v not in theirs)
+                      or (v > known and theirs[v].checksum != h.records[v].checksum))
         renumber = {v: stored_next + i for i, v in enumerate(mine)}
         if renumber:
             records = {}
@@ -606,7 +609,7 @@ class SQLiteVersionStore(VersionStore):
         cache.tail = 0
         firsts = [f for (f,) in conn.execute(
             "SELECT first FROM segments WHERE module_id = ? ORDER BY first", (cache.mid,))]
-        for f, nxt in zip(firsts, firsts[1:]):
+        for f, nxt in itertools.pairwise(firsts):
             if nxt <= oldest_retained:      # every version in segment f was dropped
                 conn.execute("DELETE FROM segments WHERE module_id = ? AND first = ?",
                              (cache.mid, f))
@@ -618,7 +621,7 @@ class SQLiteVersionStore(VersionStore):
         versions = sorted(h.records)
         prev = None
         for k in range(0, len(versions), SEGMENT):
-            entries = []
+            entries: list[Any] = []
             for v in versions[k:k + SEGMENT]:
                 rec = h.records[v]
                 if prev is None or not entries:
@@ -658,7 +661,8 @@ class SQLiteVersionStore(VersionStore):
 
     def integrity_check(self) -> str:
         assert self.conn is not None
-        return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+        result: str = self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+        return result
 
 
 def store_from_environment(cwd: str | os.PathLike[str] | None = None) -> VersionStore:

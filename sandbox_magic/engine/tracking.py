@@ -23,7 +23,7 @@ _ref = weakref.ref
 
 
 class _Registry:
-    __slots__ = ("refs", "limit", "owner", "lock")
+    __slots__ = ("limit", "lock", "owner", "refs")
 
     def __init__(self, owner: type) -> None:
         self.lock = threading.Lock()
@@ -46,7 +46,8 @@ class _Registry:
         """
         with self.lock:
             refs = self.refs
-            self.refs = fresh = []
+            fresh: list[weakref.ref[Any]] = []
+            self.refs = fresh
             alive = [r() for r in refs]
             fresh[:0] = [r for r, o in zip(refs, alive) if o is not None]
             objs = [o for o in alive if o is not None]

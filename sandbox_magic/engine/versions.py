@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import HistoryError, VersionNotFoundError
@@ -28,8 +28,15 @@ class VersionRecord:
     artifact is compiled the first time it is needed (a rollback, a restore).
     """
 
-    __slots__ = ("version", "module", "source", "checksum", "loaded_at", "state_handler",
-                 "_artifact")
+    __slots__ = (
+        "_artifact",
+        "checksum",
+        "loaded_at",
+        "module",
+        "source",
+        "state_handler",
+        "version",
+    )
 
     def __init__(self, version: int, artifact: Artifact | None, loaded_at: datetime,
                  state_handler: str | None = None, *, module: str | None = None,
@@ -76,7 +83,7 @@ class VersionInfo:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class ModuleHistory:

@@ -87,8 +87,10 @@ def _split_trailing_expr(source: str) -> tuple[Any, Any]:
         raise CompileError(exc.msg, module=None, line=exc.lineno, column=exc.offset,
                            text=exc.text) from None
     tail = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        tail = compile(ast.Expression(tree.body.pop().value), "<sandbox run>", "eval")
+    last = tree.body[-1] if tree.body else None
+    if isinstance(last, ast.Expr):
+        tree.body.pop()
+        tail = compile(ast.Expression(last.value), "<sandbox run>", "eval")
     body = compile(tree, "<sandbox run>", "exec") if tree.body else None
     return body, tail
 
@@ -107,6 +109,7 @@ def _run_with_timeout(job: Callable[[], Any], timeout: float, sandbox_id: str) -
     t.join(timeout)
     if t.is_alive():
         # Ask the worker to stop at its next bytecode; it cannot be killed harder.
+        assert t.ident is not None
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident),
                                                    ctypes.py_object(SandboxTimeout))
         raise SandboxTimeout(f"run() in sandbox {sandbox_id!r} exceeded its timeout of "

@@ -129,15 +129,13 @@ class ProtocolError(Exception):
 
 
 def _check_param(name: str, kind: str, value: Any) -> Any:
-    if kind == "sandbox":
-        if not is_sandbox_id(value):
-            raise ProtocolError("bad_params", f"{name} must be a sandbox id")
-    elif kind == "module":
-        if not isinstance(value, str) or not _MODULE.fullmatch(value):
-            raise ProtocolError("bad_params", f"{name} must be a module name")
-    elif kind == "version":
-        if type(value) is not int or not 1 <= value < 2**31:
-            raise ProtocolError("bad_params", f"{name} must be a positive integer")
+    ok = {"sandbox": lambda v: is_sandbox_id(v),
+          "module": lambda v: isinstance(v, str) and _MODULE.fullmatch(v) is not None,
+          "version": lambda v: type(v) is int and 1 <= v < 2**31}[kind]
+    if not ok(value):
+        what = {"sandbox": "a sandbox id", "module": "a module name",
+                "version": "a positive integer"}[kind]
+        raise ProtocolError("bad_params", f"{name} must be {what}")
     return value
 
 

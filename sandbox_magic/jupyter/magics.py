@@ -61,6 +61,11 @@ class SandboxMagics(Magics):
         self.pending_handlers: dict[tuple[str, str | None], Any] = {}
         self.current_cell_id: str | None = None
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        assert self.shell is not None, "the magics are registered with a shell"
+        return self.shell.user_ns
+
     # ------------------------------------------------------------- helpers
     def remember_cell(self, info: Any) -> None:
         self.current_cell_id = getattr(info, "cell_id", None)
@@ -68,11 +73,9 @@ class SandboxMagics(Magics):
     def _bind_handle(self, sandbox_id: str) -> None:
         if not sandbox_id.isidentifier():
             return
-        ns = self.shell.user_ns
+        ns = self._user_ns
         existing = ns.get(sandbox_id)
-        if existing is None and sandbox_id not in ns:
-            ns[sandbox_id] = api.get_sandbox(sandbox_id)
-        elif isinstance(existing, Sandbox) and existing.id == sandbox_id:
+        if (existing is None and sandbox_id not in ns) or (isinstance(existing, Sandbox) and existing.id == sandbox_id):
             ns[sandbox_id] = api.get_sandbox(sandbox_id)
 
     def _ensure(self, sandbox_id: str) -> None:
@@ -114,7 +117,7 @@ class SandboxMagics(Magics):
     def _handler(self, sandbox_id: str, module: str, name: str | None) -> tuple[Any, Any]:
         """The state handler to use, and the pending key it consumes (if any)."""
         if name:
-            fn = self.shell.user_ns.get(name)
+            fn = self._user_ns.get(name)
             if fn is None:
                 for (sid, mod), h in self.pending_handlers.items():
                     if sid == sandbox_id and getattr(h, "__name__", None) == name:
@@ -378,7 +381,7 @@ class SandboxMagics(Magics):
             api.history_modules(sid)     # no such sandbox, nor history: says so
             api.create_sandbox(sid)      # only in the store: forget it as it is stored
         api.destroy_sandbox(sid, forget_history=args.forget)
-        ns = self.shell.user_ns
+        ns = self._user_ns
         if isinstance(ns.get(sid), Sandbox):
             del ns[sid]
         self.cell_modules = {k: v for k, v in self.cell_modules.items() if k[0] != sid}
@@ -474,7 +477,7 @@ def _reload_message(exc: ReloadError) -> str:
                   if f.filename.startswith("<sandbox ")]
         if len(frames) > 1:
             msg += "\n" + "\n".join(
-                f"  in {f.filename[len('<sandbox '):].split(' ')[0]}, line {f.lineno + 1}: "
+                f"  in {f.filename[len('<sandbox '):].split(' ')[0]}, line {(f.lineno or 0) + 1}: "
                 f"{f.line}" for f in frames)
     return msg
 

@@ -204,8 +204,8 @@ def validate_state_compatibility(old: Any, new: Any) -> None:
     return
 
 
-def _versions(state: Any, changes: list[Any]) -> dict[str, tuple[int | None, int]]:
-    out = {}
+def _versions(state: Any, changes: list[Any]) -> dict[str, tuple[int | None, int | None]]:
+    out: dict[str, tuple[int | None, int | None]] = {}
     for c in changes:
         h = state.histories.get(c.module)
         old = h.current if h is not None else None
@@ -369,7 +369,7 @@ class LiveState:
             with user_code():
                 state = self._migrate(handler, label, state, ov, nv)
         try:
-            new = new_cls.__new__(new_cls)
+            new: Any = new_cls.__new__(new_cls)  # type: ignore[call-overload]
             set_state(new, state)
         except Exception as exc:
             raise ReloadError(f"the state of {label} does not fit the new layout of "
@@ -384,7 +384,7 @@ class LiveState:
         if not g.plain:
             return [self._migrate(fn, f"{g.cls.__qualname__} instance at {id(o):#x}", s, ov, nv)
                     for o, s in zip(g.objs, g.old)]
-        out = []
+        out: list[Any] = []
         append = out.append
         for obj, old in zip(g.objs, g.old):   # the hot loop of big migrations
             try:
@@ -395,8 +395,8 @@ class LiveState:
                     f"{type(exc).__name__}: {exc}; nothing was changed", step="migrate",
                     obj=obj) from exc
             if type(new) is not dict or not new.keys() >= old.keys():
-                self._migrate(lambda *_: new, f"{g.cls.__qualname__} instance at {id(obj):#x}",
-                              old, ov, nv)
+                self._migrate(lambda *_, result=new: result,
+                              f"{g.cls.__qualname__} instance at {id(obj):#x}", old, ov, nv)
             append(new)
         return out
 
