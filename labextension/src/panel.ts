@@ -43,8 +43,7 @@ export class SandboxPanel extends Widget {
       const text = {
         'no-kernel': 'Open a notebook to see the history of its sandboxes.',
         connecting: 'Connecting to the kernel…',
-        'not-loaded':
-          'Run %load_ext sandbox_magic in this notebook, then a %%sandbox_reload cell.',
+        'not-loaded': 'Run %load_ext sandbox_magic in this notebook, then a %%sandbox_reload cell.',
         ready: ''
       }[m.state];
       root.appendChild(el('p', 'jp-SandboxPanel-empty', text));

@@ -42,7 +42,16 @@ class FakeKernel {
           }))
         });
       case 'diff':
-        return ok({ v1: p.v1, v2: p.v2, added: 1, removed: 1, lines: [['-', 'a'], ['+', 'b']] });
+        return ok({
+          v1: p.v1,
+          v2: p.v2,
+          added: 1,
+          removed: 1,
+          lines: [
+            ['-', 'a'],
+            ['+', 'b']
+          ]
+        });
       case 'rollback': {
         const restored = p.sandbox === 'old' && !this.oldLoaded ? { c: 2 } : undefined;
         this.oldLoaded = this.oldLoaded || p.sandbox === 'old';
