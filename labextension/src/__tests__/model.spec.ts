@@ -6,6 +6,8 @@ class FakeKernel {
   versions = [1, 2, 3];
   current = 3;
   oldLoaded = false;
+  /** Every request method received, in order. */
+  requests: string[] = [];
   client: SandboxClient;
   constructor() {
     this.client = new SandboxClient({ send: d => this.answer(d as any), close: () => {} });
@@ -14,6 +16,7 @@ class FakeKernel {
     const ok = (result: unknown): void => {
       setTimeout(() => this.client.receive({ protocol: 1, id: req.id, ok: true, result }), 0);
     };
+    this.requests.push(req.method);
     const p = req.params;
     switch (req.method) {
       case 'list':
@@ -69,7 +72,27 @@ class FakeKernel {
   }
 }
 
-const settle = () => new Promise(r => setTimeout(r, 5));
+/** Resolves when the model notifies a change for which `done()` holds; fails after `ms`. */
+function changed(m: HistoryModel, done: () => boolean, what: string, ms = 1000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    m.onChange(() => {
+      if (done()) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
+
+const PUSH = {
+  protocol: 1,
+  event: 'changed',
+  kind: 'reloaded',
+  sandbox: 'demo',
+  module: 'counter',
+  version: 4
+};
 
 describe('HistoryModel', () => {
   it('selects the first sandbox and module and diffs previous against current', async () => {
@@ -119,27 +142,38 @@ describe('HistoryModel', () => {
     expect(m.history!.versions.find(v => v.current)!.version).toBe(1);
   });
 
-  it('refreshes when the kernel pushes a change and notifies listeners', async () => {
+  it('refreshes by itself when the kernel pushes a change and notifies listeners', async () => {
     const k = new FakeKernel();
     const m = new HistoryModel();
-    let renders = 0;
-    m.onChange(() => renders++);
     m.attach(k.client, []);
     await m.refresh();
     k.versions.push(4);
     k.current = 4;
-    k.client.receive({
-      protocol: 1,
-      event: 'changed',
-      kind: 'reloaded',
-      sandbox: 'demo',
-      module: 'counter',
-      version: 4
-    });
-    await settle();
+    k.requests = [];
+    // Nothing but the pushed event may make the model read the new version.
+    const shown = changed(
+      m,
+      () => m.history?.versions[0].version === 4,
+      'the model never showed v4 after the kernel pushed "changed"'
+    );
+    k.client.receive(PUSH);
+    await shown;
+    expect(k.requests).toEqual(['list', 'history', 'diff']);
+    expect(m.history!.versions.find(v => v.current)!.version).toBe(4);
+  });
+
+  it('ignores pushes of another protocol version', async () => {
+    const k = new FakeKernel();
+    const m = new HistoryModel();
+    m.attach(k.client, []);
     await m.refresh();
-    expect(m.history!.versions[0].version).toBe(4);
-    expect(renders).toBeGreaterThan(1);
+    k.requests = [];
+    const warn = jest.spyOn(console, 'warn').mockImplementation(() => {});
+    k.client.receive({ ...PUSH, protocol: 2 });
+    await new Promise(r => setTimeout(r, 20));
+    expect(warn).toHaveBeenCalledTimes(1);
+    warn.mockRestore();
+    expect(k.requests).toEqual([]);
   });
 
   it('forgets everything on detach', async () => {
