@@ -257,7 +257,7 @@ def page(lab, browser, request):
                 lab.api("DELETE", f"/api/sessions/{s['id']}")
 
 
-GREET = "%%sandbox_reload demo greet\ndef greet():\n    return {!r}\n"
+GREET = "%%sandbox_reload demo greet\ndef greet():\n    return {!r}"
 
 
 @pytest.fixture
@@ -278,8 +278,10 @@ def test_panel_follows_reloads_and_rolls_back(demo):
     page.select_option(f"{PANEL} .jp-SandboxPanel-from", "1")
     page.select_option(f"{PANEL} .jp-SandboxPanel-to", "3")
     wait_for(page, f"""() => {{
-        const d = document.querySelector('{PANEL} .jp-SandboxPanel-diff')?.textContent ?? '';
-        return d.includes("- return 'hello from v1'") && d.includes("+ return 'hello from v3'");
+        const text = sel => [...document.querySelectorAll(`{PANEL} .jp-SandboxPanel-diff ${{sel}}`)]
+          .map(e => e.textContent).join('|');
+        return text('.jp-mod-removed').includes("'hello from v1'")
+          && text('.jp-mod-added').includes("'hello from v3'");
     }}""", "the panel to show the diff v1 -> v3")
 
     latencies = []
@@ -315,7 +317,8 @@ def test_kernel_text_is_never_rendered_as_html(page):
       }}).observe(document.querySelector('{PANEL}'), {{childList: true, subtree: true}});
     }}""")
     evil = "<img src=x onerror=\"window.__sandbox_xss = 1\">"
-    assert "new version v1" in run(page, f"%%sandbox_reload xss\ndef evil():\n    return {evil!r}\n")
+    assert "new version v1" in run(
+        page, f"%%sandbox_reload xss\ndef evil():\n    return {evil!r}\n")
     assert "new version v2" in run(
         page, f"%%sandbox_reload xss evil\ndef evil():\n    return {evil + ' again'!r}\n")
     wait_for(page, f"""() => (document.querySelector('{PANEL} .jp-SandboxPanel-diff')
