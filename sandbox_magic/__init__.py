@@ -6,6 +6,7 @@ sandbox_magic`` adds the notebook magics on top of it.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
 from typing import Any
 
 from . import api  # noqa: F401  (sandbox_magic.api: the API by concern)
@@ -61,7 +62,7 @@ from .errors import (
 from .live.server import Server, ServerError, ServerRef
 from .live.supervisors import ChildSpec, Supervisor
 
-__version__ = "0.1.0"
+__version__ = next((d.version for d in _metadata.distributions(name="sandbox-magic")), "0+unknown")
 
 __all__ = [
     "AmbiguousNameError",
