@@ -171,9 +171,9 @@ def test_interrupts_at_random_moments_leave_a_consistent_sandbox(sid):
         target = 2 if sm.get_module_version(sid, "m") == 1 else 1
         delay = rng.uniform(0, 0.004)
         timer = threading.Timer(delay, _thread.interrupt_main)
-        timer.start()
         try:
             try:
+                timer.start()     # inside the try: the interrupt may come at once
                 sm.hot_reload_source(sid, sources[target], module="m",
                                      state_handler=_handler)
             finally:

@@ -397,96 +397,133 @@ class Patcher:
 
     # -------------------------------------------------------------- translation
     def tr(self, value: Any) -> Any:
-        """Map a value from the new world onto the old one (in place for new objects)."""
+        """Map a value from the new world onto the old one (in place for new objects).
+
+        Each kind of object has one row in :data:`TRANSLATE`; the first whose
+        type matches handles it.  Instances of new classes switch to the old
+        class; anything else is returned as it is.
+        """
         hit = self.memo.get(id(value), _Empty)
         if hit is not _Empty:
             return hit
-        if isinstance(value, types.FunctionType):
-            if self._is_new_function(value):
-                self._adopt_function(value)
-            elif id(value) not in self._walked and self._is_new(value):
-                self._adopt_function(value)   # a wrapper made by the body around new code
+        handler = _TRANSLATE_EXACT.get(type(value))
+        if handler is None:
+            for kind, h in TRANSLATE:
+                if isinstance(value, kind):
+                    handler = h
+                    break
+            else:
+                return self._tr_instance(value)
+        return handler(self, value)
+
+    # One method per kind of object; TRANSLATE below lists them.
+    def _tr_function(self, value: types.FunctionType) -> Any:
+        if self._is_new_function(value):
+            self._adopt_function(value)
+        elif id(value) not in self._walked and self._is_new(value):
+            self._adopt_function(value)   # a wrapper made by the body around new code
+        return value
+
+    def _tr_class(self, value: type) -> Any:
+        if self._is_new_class(value):
+            self._adopt_class(value)
+        return value
+
+    def _tr_list(self, value: list[Any]) -> Any:
+        if id(value) not in self._walked:
+            self._walked.add(id(value))
+            for i, v in enumerate(value):
+                t = self.tr(v)
+                if t is not v:
+                    value[i] = t
+        return value
+
+    def _tr_dict(self, value: dict[Any, Any]) -> Any:
+        if id(value) not in self._walked:
+            self._walked.add(id(value))
+            for k, v in list(value.items()):
+                t = self.tr(v)
+                if t is not v:
+                    value[k] = t
+        return value
+
+    def _tr_tuple(self, value: tuple[Any, ...]) -> Any:
+        if type(value) is not tuple:      # named tuples and the like stay as they are
             return value
-        if isinstance(value, type):
-            if self._is_new_class(value):
-                self._adopt_class(value)
-            return value
-        if isinstance(value, list):
-            if id(value) not in self._walked:
-                self._walked.add(id(value))
-                for i, v in enumerate(value):
-                    t = self.tr(v)
-                    if t is not v:
-                        value[i] = t
-            return value
-        if isinstance(value, dict):
-            if id(value) not in self._walked:
-                self._walked.add(id(value))
-                for k, v in list(value.items()):
-                    t = self.tr(v)
-                    if t is not v:
-                        value[k] = t
-            return value
-        if isinstance(value, tuple) and type(value) is tuple:
-            items = [self.tr(v) for v in value]
-            if any(a is not b for a, b in zip(items, value)):
-                return tuple(items)
-            return value
-        if isinstance(value, (set, frozenset)):
-            items = [self.tr(v) for v in value]
-            if any(a is not b for a, b in zip(items, value)):
-                if isinstance(value, set):
-                    value.clear()
-                    value.update(items)
-                    return value
-                return type(value)(items)
-            return value
-        if isinstance(value, (classmethod, staticmethod)):
-            f = self.tr(value.__func__)
-            return value if f is value.__func__ else type(value)(f)
-        if isinstance(value, types.MethodType):
-            f, obj = self.tr(value.__func__), self.tr(value.__self__)
-            if f is value.__func__ and obj is value.__self__:
+        items = [self.tr(v) for v in value]
+        if any(a is not b for a, b in zip(items, value)):
+            return tuple(items)
+        return value
+
+    def _tr_set(self, value: set[Any] | frozenset[Any]) -> Any:
+        items = [self.tr(v) for v in value]
+        if any(a is not b for a, b in zip(items, value)):
+            if isinstance(value, set):
+                value.clear()
+                value.update(items)
                 return value
-            return types.MethodType(f, obj)
-        if isinstance(value, property) and type(value) is property:
-            parts = [self.tr(p) for p in (value.fget, value.fset, value.fdel)]
-            if any(a is not b for a, b in zip(parts, (value.fget, value.fset, value.fdel))):
-                return property(parts[0], parts[1], parts[2], value.__doc__)
+            return type(value)(items)
+        return value
+
+    def _tr_static_or_class_method(self, value: classmethod[Any, Any, Any] | staticmethod[Any, Any]
+                                   ) -> Any:
+        f = self.tr(value.__func__)
+        return value if f is value.__func__ else type(value)(f)
+
+    def _tr_bound_method(self, value: types.MethodType) -> Any:
+        f, obj = self.tr(value.__func__), self.tr(value.__self__)
+        if f is value.__func__ and obj is value.__self__:
             return value
-        if isinstance(value, functools.cached_property):
-            value.func = self.tr(value.func)
-            return value
-        if isinstance(value, partial) and type(value) is partial:
-            if id(value) not in self._walked and self._is_new(value):
-                self._walked.add(id(value))
-                state = self._partial_state(value)
-                if any(a is not b for a, b in zip(state, value.__reduce__()[2])):
-                    value.__setstate__(state)  # type: ignore[attr-defined]
-            return value
-        if isinstance(value, _LRU):
-            if id(value) not in self._walked:
-                self._walked.add(id(value))
-                self.tr(value.__wrapped__)     # the function it calls keeps its identity
-                d = getattr(value, "__dict__", None)
-                if d:
-                    self.tr(d)
-            return value
-        if isinstance(value, types.MappingProxyType):
-            for v in value.values():           # e.g. a singledispatch registry
-                self.tr(v)
-            return value
-        if isinstance(value, _GENERATORS):
-            frame = getattr(value, "gi_frame", None) or getattr(value, "cr_frame", None) \
-                or getattr(value, "ag_frame", None)
-            if frame is not None and id(frame.f_globals) in self._globals_map:
-                self._live_frames.add(id(frame.f_globals))
-                self.notes.append(f"{getattr(value, '__qualname__', 'a generator')}: a "
-                                  "generator made by the module body keeps the globals it "
-                                  "started with; create it again to use the live module")
-            return value
-        if isinstance(value, types.ModuleType):
-            return value
+        return types.MethodType(f, obj)
+
+    def _tr_property(self, value: property) -> Any:
+        if type(value) is not property:
+            return self._tr_instance(value)
+        parts = [self.tr(p) for p in (value.fget, value.fset, value.fdel)]
+        if any(a is not b for a, b in zip(parts, (value.fget, value.fset, value.fdel))):
+            return property(parts[0], parts[1], parts[2], value.__doc__)
+        return value
+
+    def _tr_cached_property(self, value: functools.cached_property[Any]) -> Any:
+        value.func = self.tr(value.func)
+        return value
+
+    def _tr_partial(self, value: partial[Any]) -> Any:
+        if type(value) is partial and id(value) not in self._walked and self._is_new(value):
+            self._walked.add(id(value))
+            state = self._partial_state(value)
+            if any(a is not b for a, b in zip(state, value.__reduce__()[2])):
+                value.__setstate__(state)  # type: ignore[attr-defined]
+        return value
+
+    def _tr_memoized(self, value: Any) -> Any:
+        if id(value) not in self._walked:
+            self._walked.add(id(value))
+            self.tr(value.__wrapped__)     # the function it calls keeps its identity
+            d = getattr(value, "__dict__", None)
+            if d:
+                self.tr(d)
+        return value
+
+    def _tr_mappingproxy(self, value: types.MappingProxyType[Any, Any]) -> Any:
+        for v in value.values():           # e.g. a singledispatch registry
+            self.tr(v)
+        return value
+
+    def _tr_generator(self, value: Any) -> Any:
+        frame = getattr(value, "gi_frame", None) or getattr(value, "cr_frame", None) \
+            or getattr(value, "ag_frame", None)
+        if frame is not None and id(frame.f_globals) in self._globals_map:
+            self._live_frames.add(id(frame.f_globals))
+            self.notes.append(f"{getattr(value, '__qualname__', 'a generator')}: a "
+                              "generator made by the module body keeps the globals it "
+                              "started with; create it again to use the live module")
+        return value
+
+    def _tr_as_is(self, value: Any) -> Any:
+        return value
+
+    def _tr_instance(self, value: Any) -> Any:
         cls = type(value)
         if self._is_new_class(cls) and id(value) not in self._walked:
             self._walked.add(id(value))
@@ -785,3 +822,29 @@ RULES: list[tuple[Callable[[Patcher, Any, Any], bool], Callable[..., None]]] = [
     (lambda p, o, n: type(o) is type(n) and type(o) in (dict, list, tuple),
      Patcher._pair_containers),
 ]
+
+
+#: How each kind of value is translated into the old world: (type, method), first match wins.
+TRANSLATE: list[tuple[type | tuple[type, ...], Callable[[Patcher, Any], Any]]] = [
+    (types.FunctionType, Patcher._tr_function),
+    (type, Patcher._tr_class),
+    (list, Patcher._tr_list),
+    (dict, Patcher._tr_dict),
+    (tuple, Patcher._tr_tuple),
+    ((set, frozenset), Patcher._tr_set),
+    ((classmethod, staticmethod), Patcher._tr_static_or_class_method),
+    (types.MethodType, Patcher._tr_bound_method),
+    (property, Patcher._tr_property),
+    (functools.cached_property, Patcher._tr_cached_property),
+    (partial, Patcher._tr_partial),
+    (_LRU, Patcher._tr_memoized),
+    (types.MappingProxyType, Patcher._tr_mappingproxy),
+    (_GENERATORS, Patcher._tr_generator),
+    (types.ModuleType, Patcher._tr_as_is),
+]
+# The common exact types skip the scan of TRANSLATE.
+_TRANSLATE_EXACT: dict[type, Callable[[Patcher, Any], Any]] = {
+    kind: h for kind, h in TRANSLATE if isinstance(kind, type)}
+_TRANSLATE_EXACT.update({int: Patcher._tr_as_is, str: Patcher._tr_as_is, float: Patcher._tr_as_is,
+                         bool: Patcher._tr_as_is, bytes: Patcher._tr_as_is,
+                         type(None): Patcher._tr_as_is})
