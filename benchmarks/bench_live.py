@@ -5,6 +5,8 @@
 * a server ``call`` round trip against a plain thread-and-queue echo;
 * creating an instance of a sandbox class (tracked) against a plain class.
 
+Every timed row gives the median and, in brackets, the min-max of its repeats.
+
 Run:  .venv/bin/python benchmarks/bench_live.py  [--instances N] [--repeats N]
 """
 
@@ -24,7 +26,7 @@ import sandbox_magic as sm
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_reload import fresh_store, publish  # noqa: E402
+from bench_reload import fresh_store, publish, spread  # noqa: E402
 
 fresh_store()
 
@@ -43,7 +45,7 @@ def handler(state, old_version, new_version):
     return {**state, "mass": 1.0}
 
 
-def migrate(n: int, repeats: int) -> tuple[float, float]:
+def migrate(n: int, repeats: int) -> tuple[list[float], list[float]]:
     sm.create_sandbox("bench_live")
     sm.hot_reload_source("bench_live", PARTICLE.format(edit=0), "particle")
     P = sm.get_sandbox("bench_live").Particle
@@ -61,7 +63,7 @@ def migrate(n: int, repeats: int) -> tuple[float, float]:
         bare.append(time.perf_counter() - t0)
         assert len(out) == n
     sm.destroy_sandbox("bench_live")
-    return statistics.median(ours), statistics.median(bare)
+    return ours, bare
 
 
 ECHO = '''
@@ -72,7 +74,8 @@ class Echo(Server):
 '''
 
 
-def server_calls(calls: int) -> tuple[float, float]:
+def server_calls(calls: int) -> tuple[list[float], list[float]]:
+    """Seconds per call, averaged over ``calls`` calls, in each of 5 rounds."""
     sm.create_sandbox("bench_srv")
     sm.hot_reload_source("bench_srv", ECHO, "echo")
     ref = sm.start_server("bench_srv", "Echo")
@@ -106,18 +109,19 @@ def server_calls(calls: int) -> tuple[float, float]:
         plain.append((time.perf_counter() - t0) / calls)
     inbox.put(None)
     sm.destroy_sandbox("bench_srv")
-    return statistics.median(ours), statistics.median(plain)
+    return ours, plain
 
 
-def creation() -> tuple[float, float]:
+def creation() -> tuple[list[float], list[float]]:
+    """Seconds per instance, averaged over 100,000 creations, in each of 5 rounds."""
     sm.create_sandbox("bench_new")
     sm.hot_reload_source("bench_new", PARTICLE.format(edit=0), "particle")
     S = sm.get_sandbox("bench_new").Particle
     ns: dict = {}
     exec(PARTICLE.format(edit=0), ns)
     P = ns["Particle"]
-    s = min(timeit.repeat(lambda: S(1), number=100_000, repeat=5)) / 100_000
-    p = min(timeit.repeat(lambda: P(1), number=100_000, repeat=5)) / 100_000
+    s = [t / 100_000 for t in timeit.repeat(lambda: S(1), number=100_000, repeat=5)]
+    p = [t / 100_000 for t in timeit.repeat(lambda: P(1), number=100_000, repeat=5)]
     sm.destroy_sandbox("bench_new")
     return s, p
 
@@ -132,15 +136,18 @@ def main() -> None:
     call_ours, call_plain = server_calls(args.calls)
     new_ours, new_plain = creation()
     n = f"{args.instances:,}"
+    med = statistics.median
     table = "\n".join([
-        "| live state | sandbox_magic | baseline | ratio |",
+        "| live state (median, min-max in brackets) | sandbox_magic | baseline | ratio |",
         "|---|---|---|---|",
         f"| reload migrating {n} instances vs bare loop of the handler over {n} dicts "
-        f"| {ours * 1e3:.1f} ms | {bare * 1e3:.1f} ms | {ours / bare:.2f}x |",
+        f"| {spread(ours, 'ms', 1)} | {spread(bare, 'ms', 1)} | {med(ours) / med(bare):.2f}x |",
         f"| server `call` round trip vs thread + queue + future echo "
-        f"| {call_ours * 1e6:.1f} µs | {call_plain * 1e6:.1f} µs | {call_ours / call_plain:.2f}x |",
+        f"| {spread(call_ours, 'µs', 1)} | {spread(call_plain, 'µs', 1)} "
+        f"| {med(call_ours) / med(call_plain):.2f}x |",
         f"| creating an instance (tracked) vs plain class "
-        f"| {new_ours * 1e9:.0f} ns | {new_plain * 1e9:.0f} ns | {new_ours / new_plain:.2f}x |",
+        f"| {spread(new_ours, 'ns', 0)} | {spread(new_plain, 'ns', 0)} "
+        f"| {med(new_ours) / med(new_plain):.2f}x |",
     ])
     publish("live", table)
 

@@ -121,8 +121,9 @@ def _timed_edits(path: Path, live: list, apply, repeats: int) -> tuple[list[floa
     return times, ok
 
 
-def method_call_ratio() -> dict[str, float]:
-    """Median time of ``p.energy()`` on a sandbox instance / on a plain instance."""
+def method_call_ratio() -> dict:
+    """Seconds per ``p.energy()`` call in each of 15 rounds, sandbox and plain, and the
+    ratio of their medians."""
     import sandbox_magic as sm
 
     sm.create_sandbox("bench_calls")
@@ -131,12 +132,13 @@ def method_call_ratio() -> dict[str, float]:
     plain_ns: dict = {"__name__": "plain"}
     exec(compile(source(1), "plain.py", "exec"), plain_ns)
     plain = plain_ns["Particle"](1.0, 2.0)
-    rounds = {"sandbox": [], "plain": []}
+    rounds: dict[str, list[float]] = {"sandbox": [], "plain": []}
     for _ in range(15):
         for name, obj in (("sandbox", sandboxed), ("plain", plain)):
-            rounds[name].append(min(timeit.repeat(obj.energy, number=200_000, repeat=3)))
+            best = min(timeit.repeat(obj.energy, number=200_000, repeat=3))
+            rounds[name].append(best / 200_000)
     s, p = statistics.median(rounds["sandbox"]), statistics.median(rounds["plain"])
-    return {"sandbox_ns": s / 200_000 * 1e9, "plain_ns": p / 200_000 * 1e9, "ratio": s / p}
+    return {"sandbox": rounds["sandbox"], "plain": rounds["plain"], "ratio": s / p}
 
 
 def worker(peer: str, heap_size: int, repeats: int) -> dict:
@@ -154,7 +156,7 @@ def worker(peer: str, heap_size: int, repeats: int) -> dict:
     else:
         raise SystemExit(f"unknown peer {peer}")
     del heap
-    return {"median": statistics.median(times), "applied": ok, "n": len(times)}
+    return {"times": times, "median": statistics.median(times), "applied": ok, "n": len(times)}
 
 
 def spawn(peer: str, heap: int, repeats: int) -> dict:
@@ -164,10 +166,6 @@ def spawn(peer: str, heap: int, repeats: int) -> dict:
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def ms(x: float) -> str:
-    return f"{x * 1e3:.2f} ms"
 
 
 def main() -> None:
@@ -185,8 +183,9 @@ def main() -> None:
     calls = spawn("calls", 0, 0)
     base = {h: res[("autoreload", h)].get("median") for h in heaps}
     lines = [
-        f"Reload of a 60-line module with 1,000 live instances, median of {args.repeats} "
-        "edits; ratio = time / IPython `%autoreload 2` at the same heap.",
+        f"Reload of a 60-line module with 1,000 live instances, median (min-max) of "
+        f"{args.repeats} edits; ratio = median / the median of IPython `%autoreload 2` "
+        "at the same heap.",
         "",
         f"| reloader | heap 0 | ratio | heap {args.heap:,} | ratio | heap growth "
         "(big / 0) | edit applied |",
@@ -199,16 +198,16 @@ def main() -> None:
                          "| | | | | |")
             continue
         lines.append(
-            f"| {LABELS[p]} | {ms(r0['median'])} | {r0['median'] / base[0]:.2f}x "
-            f"| {ms(r1['median'])} | {r1['median'] / base[heaps[1]]:.2f}x "
+            f"| {LABELS[p]} | {spread(r0['times'], 'ms')} | {r0['median'] / base[0]:.2f}x "
+            f"| {spread(r1['times'], 'ms')} | {r1['median'] / base[heaps[1]]:.2f}x "
             f"| {r1['median'] / r0['median']:.2f}x "
             f"| {'yes' if r0['applied'] and r1['applied'] else 'NO'} |")
     lines += [
         "",
-        "| method call `p.energy()` | time per call | ratio |",
+        "| method call `p.energy()`, 15 rounds | time per call | ratio |",
         "|---|---|---|",
-        f"| plain class | {calls['plain_ns']:.1f} ns | 1.00x |",
-        f"| sandbox class | {calls['sandbox_ns']:.1f} ns | {calls['ratio']:.2f}x |",
+        f"| plain class | {spread(calls['plain'], 'ns', 1)} | 1.00x |",
+        f"| sandbox class | {spread(calls['sandbox'], 'ns', 1)} | {calls['ratio']:.2f}x |",
     ]
     table = "\n".join(lines)
     publish("reload", table)
@@ -219,6 +218,20 @@ def fresh_store() -> None:
     if "SANDBOX_MAGIC_STORE" not in os.environ:
         os.environ["SANDBOX_MAGIC_STORE"] = os.path.join(
             tempfile.mkdtemp(prefix="sandbox_magic_bench_"), "history.sqlite3")
+
+
+UNITS = {"s": 1.0, "ms": 1e3, "µs": 1e6, "ns": 1e9}
+
+
+def spread(seconds: list[float], unit: str, digits: int = 2) -> str:
+    """Repeated timings as ``median unit (min-max)``, e.g. ``1.07 ms (1.01-1.20)``.
+
+    Every timed row of the benchmark tables reports its repeats this way, so a
+    reader sees how much the number moved within the run.
+    """
+    k = UNITS[unit]
+    med, lo, hi = statistics.median(seconds) * k, min(seconds) * k, max(seconds) * k
+    return f"{med:.{digits}f} {unit} ({lo:.{digits}f}-{hi:.{digits}f})"
 
 
 def publish(key: str, table: str) -> None:

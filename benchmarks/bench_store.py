@@ -2,6 +2,8 @@
 the space 1,000 one-line edits of a 500-line module take on disk, and what one long
 changed line costs (a 10,000-character line: diffing it for the user, storing it).
 
+Every timed row gives the median and, in brackets, the min-max of its repeats.
+
 Run:  .venv/bin/python benchmarks/bench_store.py
 """
 
@@ -23,10 +25,10 @@ from sandbox_magic.engine.versions import ModuleHistory, VersionRecord, utcnow
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _module import source  # noqa: E402
-from bench_reload import publish  # noqa: E402
+from bench_reload import publish, spread  # noqa: E402
 
 
-def latency(store: VersionStore, name: str, rounds: int) -> float:
+def latency(store: VersionStore, name: str, rounds: int) -> list[float]:
     sm.create_sandbox(name, store=store)   # default retention: 10 versions
     sm.hot_reload_source(name, source(0), "benchmod")
     live = sm.get_sandbox(name).make(1000)
@@ -37,7 +39,7 @@ def latency(store: VersionStore, name: str, rounds: int) -> float:
         times.append(time.perf_counter() - t0)
     assert live[0].step(0) == rounds
     sm.destroy_sandbox(name)
-    return statistics.median(times)
+    return times
 
 
 def module_500(edit: int) -> str:
@@ -72,10 +74,11 @@ def long_line_source(edit: int) -> str:
     return f"{source(0)}\nDATA = {data!r}\n"
 
 
-def long_line(store: VersionStore, name: str, rounds: int) -> tuple[float, float, float]:
-    """Median seconds to reload (and store) a version whose one long line changed, to diff
-    it against the previous version (``diff_versions``), and to diff the same two sources
-    with ``difflib.unified_diff``."""
+def long_line(store: VersionStore, name: str,
+              rounds: int) -> tuple[list[float], list[float], list[float]]:
+    """Seconds, per round, to reload (and store) a version whose one long line changed, to
+    diff it against the previous version (``diff_versions``), and to diff the same two
+    sources with ``difflib.unified_diff``."""
     sm.create_sandbox(name, store=store)
     sm.hot_reload_source(name, long_line_source(0), "benchmod")
     reloads, diffs, peers = [], [], []
@@ -92,36 +95,38 @@ def long_line(store: VersionStore, name: str, rounds: int) -> tuple[float, float
         list(difflib.unified_diff(old.splitlines(True), new.splitlines(True)))
         peers.append(time.perf_counter() - t0)
     sm.destroy_sandbox(name)
-    return statistics.median(reloads), statistics.median(diffs), statistics.median(peers)
+    return reloads, diffs, peers
 
 
-def seconds(t: float) -> str:
-    return f"{t * 1e3:.2f} ms" if t < 1 else f"{t:.1f} s"
+def timing(t: list[float]) -> str:
+    return spread(t, "ms") if statistics.median(t) < 1 else spread(t, "s", 1)
 
 
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sandbox_magic_bench_"))
-    mem, disk = [], []
+    mem: list[float] = []
+    disk: list[float] = []
     for k in range(3):   # interleaved, so drift on the machine hits both alike
-        mem.append(latency(VersionStore(), f"mem{k}", 40))
-        disk.append(latency(SQLiteVersionStore(tmp / f"lat{k}.sqlite3"), f"disk{k}", 40))
-    m, d = statistics.median(mem), statistics.median(disk)
+        mem += latency(VersionStore(), f"mem{k}", 40)
+        disk += latency(SQLiteVersionStore(tmp / f"lat{k}.sqlite3"), f"disk{k}", 40)
     grown, copy = storage(tmp)
     long_mem, diff, peer = long_line(VersionStore(), "longmem", 5)
     long_disk, _, _ = long_line(SQLiteVersionStore(tmp / "long.sqlite3"), "longdisk", 3)
+    med = statistics.median
     table = "\n".join([
-        "| durable history | SQLite store | baseline | ratio |",
+        "| durable history (times: median, min-max in brackets) | SQLite store | baseline "
+        "| ratio |",
         "|---|---|---|---|",
         f"| reload of the 60-line module (1,000 live instances) vs the in-memory store "
-        f"| {d * 1e3:.2f} ms | {m * 1e3:.2f} ms | {d / m:.2f}x |",
+        f"| {timing(disk)} | {timing(mem)} | {med(disk) / med(mem):.2f}x |",
         f"| disk growth for 1,000 one-line edits of a 500-line module vs one copy of it "
         f"| {grown / 1024:.1f} KiB | {copy / 1024:.1f} KiB | {grown / copy:.2f}x |",
         f"| diff of two versions whose one 10,000-character line changed (`diff_versions`) "
         f"vs `difflib.unified_diff` of the same sources "
-        f"| {seconds(diff)} | {seconds(peer)} | {diff / peer:.2f}x |",
+        f"| {timing(diff)} | {timing(peer)} | {med(diff) / med(peer):.2f}x |",
         f"| reload storing a version whose one 10,000-character line changed vs the "
-        f"in-memory store | {seconds(long_disk)} | {seconds(long_mem)} "
-        f"| {long_disk / long_mem:.0f}x |",
+        f"in-memory store | {timing(long_disk)} | {timing(long_mem)} "
+        f"| {med(long_disk) / med(long_mem):.0f}x |",
     ])
     publish("store", table)
 
