@@ -53,12 +53,16 @@ from .errors import (
     InvalidSandboxIdError,
     ModuleNotFoundInSandboxError,
     ReloadError,
+    RemoteError,
+    SandboxCrashedError,
     SandboxError,
     SandboxExistsError,
     SandboxNotFoundError,
     SandboxTimeout,
+    StaleObjectError,
     VersionNotFoundError,
 )
+from .hosts.process import RemoteObject, RemoteSandbox
 from .live.server import Server, ServerError, ServerRef
 from .live.supervisors import ChildSpec, Supervisor
 
@@ -81,8 +85,12 @@ __all__ = [
     "PreserveResult",
     "ReloadError",
     "ReloadResult",
+    "RemoteError",
+    "RemoteObject",
+    "RemoteSandbox",
     "SQLiteVersionStore",
     "Sandbox",
+    "SandboxCrashedError",
     "SandboxError",
     "SandboxExistsError",
     "SandboxInfo",
@@ -91,6 +99,7 @@ __all__ = [
     "Server",
     "ServerError",
     "ServerRef",
+    "StaleObjectError",
     "StatePreservation",
     "StoreWarning",
     "Supervisor",

@@ -112,3 +112,24 @@ class SandboxTimeout(SandboxError, TimeoutError):
 
 class HistoryError(SandboxError):
     """Undo/redo has nothing to step to, or the target version was dropped."""
+
+
+class SandboxCrashedError(SandboxError):
+    """The child process running a sandbox died (a crash, a limit, a kill) mid-request."""
+
+
+class StaleObjectError(SandboxError):
+    """A proxy into a child process that has since died or restarted."""
+
+
+class RemoteError(SandboxError):
+    """An exception raised in a sandbox's child process whose type cannot be rebuilt here.
+
+    ``remote_type`` names it; ``remote_traceback`` is the child's traceback text.
+    """
+
+    def __init__(self, message: str, *, remote_type: str = "",
+                 remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback

@@ -14,8 +14,11 @@ from ..engine.scope import current_scope, validate_scope
 from ..engine.versions import VersionStore
 from ..errors import (
     SandboxError,
+    SandboxExistsError,
 )
+from ..hosts.base import SandboxHost
 from ..hosts.kernel import KernelHost
+from ..hosts.process import ProcessHost
 from .events import emit
 from .registry import add_host, all_hosts, find_host, get_host, get_state, remove_host
 from .reloading import hot_reload_source
@@ -25,13 +28,23 @@ from .stores import default_store
 def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
                    sandbox_path: str | Path | None = None, max_versions: int | None = 10,
                    store: VersionStore | None = None,
-                   history_scope: str | None = None) -> SandboxInfo:
+                   history_scope: str | None = None, host: str = "kernel",
+                   memory_limit: int | str | None = None, cpu_limit: float | None = None,
+                   call_timeout: float | None = None) -> SandboxInfo:
     """Create an empty sandbox, optionally loading every ``.py`` file of ``sandbox_path``.
 
     ``max_versions`` bounds each module's retained history (``None`` keeps all).
     ``history_scope`` names a history shared on purpose (by default each
     notebook, or script, has its own: see :func:`set_history_scope`).
+    ``host="process"`` runs the sandbox in its own child kernel (see
+    :mod:`sandbox_magic.hosts.process`), with optional ``memory_limit`` (bytes or
+    ``"512M"``), ``cpu_limit`` (CPU seconds) and ``call_timeout`` (seconds of wall
+    time for a reload or a call).
     """
+    if host not in ("kernel", "process"):
+        raise SandboxError(f"unknown host {host!r}; use 'kernel' or 'process'")
+    if host == "kernel" and (memory_limit, cpu_limit, call_timeout) != (None, None, None):
+        raise SandboxError("memory_limit, cpu_limit and call_timeout need host='process'")
     validate_sandbox_id(sandbox_id)
     scope = validate_scope(history_scope) if history_scope is not None else current_scope()
     if max_versions is not None and (not isinstance(max_versions, int) or max_versions < 1):
@@ -45,20 +58,35 @@ def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
                    if p.stem != "__init__"}
     st = SandboxState(sandbox_id, max_versions=max_versions, sandbox_path=path,
                       store=store or default_store(), scope=scope)
-    host = KernelHost(st)
-    add_host(host)
+    if find_host(sandbox_id) is not None:
+        raise SandboxExistsError(f"sandbox {sandbox_id!r} already exists; use "
+                                 "get_sandbox() or destroy_sandbox() first")
+    if host == "process":
+        sandbox_host: SandboxHost = ProcessHost(st, memory_limit=memory_limit,
+                                                cpu_limit=cpu_limit, call_timeout=call_timeout)
+    else:
+        sandbox_host = KernelHost(st)
+    try:
+        add_host(sandbox_host)
+    except BaseException:           # created meanwhile by another thread
+        if isinstance(sandbox_host, ProcessHost):
+            sandbox_host.stop()
+        raise
     try:
         import sys
         sys.modules[st.package_name] = st.package
         if sources:
             hot_reload_source(sandbox_id, sources)
         if supervisor is not None:
+            if sandbox_host.kind != "kernel":
+                raise SandboxError("a supervisor for a process sandbox is started in its "
+                                   "module code (start_server there), not passed here")
             from ..live.supervisors import start_sandbox_supervisor
             start_sandbox_supervisor(st, supervisor)
     except BaseException:
         remove_host(sandbox_id)
+        sandbox_host.stop()
         st.unregister_all()
-        st.release_sources()
         raise
     emit("sandbox_created", sandbox_id)
     return st.info()

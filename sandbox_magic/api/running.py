@@ -6,12 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine.sandbox import Sandbox
-from ..errors import (
-    SandboxError,
-)
 from ..live.server import Server, ServerRef
 from .events import emit
-from .registry import get_host, get_state
+from .registry import get_host
 
 
 def run(sandbox_id: str, code: str | Callable[[Sandbox], Any], *,
@@ -28,23 +25,19 @@ def run(sandbox_id: str, code: str | Callable[[Sandbox], Any], *,
 def start_server(sandbox_id: str, server: type[Server] | str, *args: Any,
                  name: str | None = None) -> ServerRef:
     """Start a server (a :class:`Server` subclass, or ``"module:Name"``) in its own thread."""
-    proc = get_host(sandbox_id).start_server(server, tuple(args), name)
-    emit("server_started", sandbox_id, name=name, pid=proc.pid)
-    return ServerRef(proc)
+    ref: Any = get_host(sandbox_id).start_server(server, tuple(args), name)
+    emit("server_started", sandbox_id, name=name)
+    result: ServerRef = ref          # a proxy of one for sandboxes in another process
+    return result
 
 
 def get_server(sandbox_id: str, name: str) -> ServerRef:
     """The running server registered under ``name``."""
-    st = get_state(sandbox_id)
-    proc = st.named.get(name)
-    if proc is None or not proc.alive:
-        running = ", ".join(sorted(st.named)) or "none"
-        raise SandboxError(f"no server named {name!r} in sandbox {sandbox_id!r} "
-                           f"(running: {running})")
-    return ServerRef(proc)
+    ref: ServerRef = get_host(sandbox_id).server(name)
+    return ref
 
 
 def list_servers(sandbox_id: str) -> list[ServerRef]:
     """Every running server of the sandbox."""
-    return [ServerRef(p) for p in list(get_state(sandbox_id).servers) if p.alive]
-
+    refs: list[ServerRef] = get_host(sandbox_id).servers()
+    return refs

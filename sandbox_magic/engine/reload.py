@@ -186,6 +186,7 @@ class Transaction:
         self.registered: dict[str, tuple[types.ModuleType | None, frozenset[str] | None]] = {}
         self.histories: dict[str, tuple[ModuleHistory | None, Any]] = {}
         self.old_versions: dict[str, int | None] = {}
+        self.notes: list[str] = []       # what a host that ran the bodies elsewhere reported
         self.saved_store: list[ModuleHistory] = []
         self.migrated = 0
 
@@ -307,7 +308,7 @@ class Transaction:
                 state.store.save(state.id, h, scope=state.scope)
 
     def results(self, status: str, started: float) -> list[ReloadResult]:
-        notes = tuple(self.patcher.notes) if self.patcher else ()
+        notes = tuple(self.patcher.notes) if self.patcher else tuple(self.notes)
         deps = tuple(m for m in self.run_order if m not in self.changed)
         duration = time.perf_counter() - started
         out = []

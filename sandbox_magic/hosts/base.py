@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from ..engine.reload import Change, ReloadOptions, ReloadResult
     from ..engine.sandbox import Sandbox, SandboxInfo, SandboxState
-    from ..live.server import Server, ServerProcess
+    from ..live.server import Server
 
 
 @runtime_checkable
@@ -25,7 +25,7 @@ class SandboxHost(Protocol):
     state: SandboxState
 
     @property
-    def handle(self) -> Sandbox:
+    def handle(self) -> Sandbox | Any:
         """The object users reach modules and definitions through (or proxies of them)."""
         ...
 
@@ -40,7 +40,16 @@ class SandboxHost(Protocol):
         ...
 
     def start_server(self, server: type[Server] | str, args: tuple[Any, ...],
-                     name: str | None) -> ServerProcess:
+                     name: str | None) -> Any:
+        """Start a server; returns its handle (a ServerRef, or a proxy of one)."""
+        ...
+
+    def server(self, name: str) -> Any:
+        """The running server registered under ``name`` (its handle)."""
+        ...
+
+    def servers(self) -> list[Any]:
+        """Handles of every running server."""
         ...
 
     def restart(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from ..engine.reload import Change, ReloadOptions, ReloadResult, execute
 from ..engine.sandbox import Sandbox, SandboxInfo, SandboxState
 from ..errors import CompileError, SandboxError, SandboxTimeout
-from ..live.server import Server, ServerProcess
+from ..live.server import Server, ServerRef
 from ..live.supervisors import resolve_class, restart_tree, spawn, stop_all
 
 
@@ -57,9 +57,21 @@ class KernelHost:
         return _run_with_timeout(job, timeout, st.id)
 
     def start_server(self, server: type[Server] | str, args: tuple[Any, ...],
-                     name: str | None) -> ServerProcess:
+                     name: str | None) -> ServerRef:
         cls = resolve_class(self.state, server, Server, "server")
-        return spawn(self.state, cls, args, name)
+        return ServerRef(spawn(self.state, cls, args, name))
+
+    def server(self, name: str) -> ServerRef:
+        st = self.state
+        proc = st.named.get(name)
+        if proc is None or not proc.alive:
+            running = ", ".join(sorted(st.named)) or "none"
+            raise SandboxError(f"no server named {name!r} in sandbox {st.id!r} "
+                               f"(running: {running})")
+        return ServerRef(proc)
+
+    def servers(self) -> list[ServerRef]:
+        return [ServerRef(p) for p in list(self.state.servers) if p.alive]
 
     def restart(self) -> None:
         st = self.state

@@ -18,6 +18,7 @@ from ..engine.artifact import infer_module_name
 from ..engine.sandbox import Sandbox
 from ..engine.scope import describe
 from ..errors import CompileError, ReloadError, SandboxError, SandboxNotFoundError
+from . import activity
 from .display import DiffDisplay
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -132,6 +133,29 @@ class SandboxMagics(Magics):
                 return self.pending_handlers[key], key
         return None, None
 
+    def _failure(self, sandbox_id: str, module: str | None, exc: CompileError | ReloadError,
+                 handler: Any, pending_key: Any) -> MagicError:
+        """A reload failed: say why, note it for the panels, and drop a pending state
+        handler that failed (the next plain reload must not run it again unasked)."""
+        handler_failed = (isinstance(exc, ReloadError) and handler is not None
+                          and exc.step in ("migrate", "validate"))
+        if handler_failed:
+            assert isinstance(exc, ReloadError)
+            dropped = pending_key is not None and self.pending_handlers.pop(pending_key,
+                                                                            None) is not None
+            msg = _handler_message(exc, handler, pending=pending_key is not None,
+                                   dropped=dropped)
+        elif isinstance(exc, CompileError):
+            msg = _compile_message(exc)
+        else:
+            msg = _reload_message(exc)
+        name = getattr(exc, "module", None) or module
+        if name and name in api.sandbox_histories(sandbox_id):
+            activity.record_failure(sandbox_id, name, msg.splitlines()[0],
+                                    getattr(handler, "__name__", None) if handler_failed
+                                    else None)
+        return MagicError(msg)
+
     # --------------------------------------------------------- cell magics
     @magic_arguments()
     @argument("sandbox_id", help="sandbox to load the cell into (created on first use)")
@@ -164,11 +188,15 @@ class SandboxMagics(Magics):
         handler, pending_key = (None, None) if args.no_state else self._handler(
             sid, module or "", args.state_handler)
         known = {m: set(h.records) for m, h in api.sandbox_histories(sid).items()}
-        result = api.hot_reload_source(
-            sid, cell, module, state_handler=handler,
-            use_state_preservation=not args.no_state,
-            coordinate_dependencies=not args.no_cascade,
-            suspend_timeout=args.suspend_timeout)
+        try:
+            with activity.from_cell(sid):
+                result = api.hot_reload_source(
+                    sid, cell, module, state_handler=handler,
+                    use_state_preservation=not args.no_state,
+                    coordinate_dependencies=not args.no_cascade,
+                    suspend_timeout=args.suspend_timeout)
+        except (CompileError, ReloadError) as exc:
+            raise self._failure(sid, module, exc, handler, pending_key) from None
         if pending_key is not None and result.status != "no_change":
             self.pending_handlers.pop(pending_key, None)
         if cell_key:
@@ -352,17 +380,31 @@ class SandboxMagics(Magics):
               help="versions kept per module (default 10; 0 keeps all)")
     @argument("--scope", default=None,
               help="share the history under this name instead of this notebook's own")
+    @argument("--process", action="store_true",
+              help="run the sandbox in its own child kernel: a crash or a runaway loop "
+                   "there leaves this kernel alone")
+    @argument("--memory", default=None, help="with --process: memory limit, e.g. 512M")
+    @argument("--cpu", type=float, default=None, help="with --process: CPU seconds limit")
+    @argument("--timeout", type=float, default=None,
+              help="with --process: seconds a reload or a call may take")
     @line_magic
     @usage_errors
     def sandbox_create(self, line: str) -> None:
         """Create a sandbox (a %%sandbox_reload cell creates one on first use too)."""
         args = parse_argstring(self.sandbox_create, line)
+        limits = {"memory_limit": args.memory, "cpu_limit": args.cpu,
+                  "call_timeout": args.timeout}
+        if not args.process and any(v is not None for v in limits.values()):
+            raise MagicError("--memory, --cpu and --timeout need --process")
         info = api.create_sandbox(args.sandbox_id, max_versions=args.max_versions or None,
-                                  history_scope=args.scope)
+                                  history_scope=args.scope,
+                                  **({"host": "process", **limits} if args.process else {}))
         self._bind_handle(args.sandbox_id)
         where = describe(info.history_scope)
         stored = ", ".join(f"{m} v{v}" for m, v in info.stored_modules.items())
-        print(f"sandbox {args.sandbox_id!r} created; history of {where}"
+        pid = getattr(api.get_host(args.sandbox_id), "pid", None)
+        runs = f" in process {pid}" if pid is not None else ""
+        print(f"sandbox {args.sandbox_id!r} created{runs}; history of {where}"
               + (f": {api.stored_history_origin(args.sandbox_id)} ({stored})" if stored else ""))
 
     @magic_arguments()
@@ -480,6 +522,40 @@ def _reload_message(exc: ReloadError) -> str:
                 f"  in {f.filename[len('<sandbox '):].split(' ')[0]}, line {(f.lineno or 0) + 1}: "
                 f"{f.line}" for f in frames)
     return msg
+
+
+def _handler_message(exc: ReloadError, handler: Any, *, pending: bool, dropped: bool) -> str:
+    """A failed state handler: which one, where it raised, on what object, and what to do."""
+    name = getattr(handler, "__name__", None) or repr(handler)
+    cause = exc.__cause__
+    code = getattr(handler, "__code__", None)
+    where = ""
+    if code is not None and cause is not None and cause.__traceback__ is not None:
+        frames = [f for f in traceback.extract_tb(cause.__traceback__)
+                  if f.filename == code.co_filename and f.name == code.co_name]
+        if frames:
+            f = frames[-1]
+            line = (f"cell line {(f.lineno or 0) + 1}" if f.filename == "<state handler cell>"
+                    else f"line {f.lineno}")
+            where = f" at {line}" + (f": {f.line.strip()}" if f.line else "")
+    obj = exc.obj
+    label = obj if isinstance(obj, str) else (
+        f"{type(obj).__qualname__} instance at {id(obj):#x}" if obj is not None else "an object")
+    if exc.step == "validate" and cause is not None:
+        what = f"returned a state for {label} that does not fit: {cause}"
+    elif cause is not None and where:
+        what = f"raised {type(cause).__name__}: {cause}{where} while migrating {label}"
+    else:
+        what = f"failed on {label}: {exc}"
+    fix = ("fix the %%sandbox_state_handler cell and run it again" if pending
+           else f"fix {name} (or name another function with --state-handler)")
+    text = (f"state handler {name!r} {what}; nothing was changed.\n"
+            f"To go on: {fix}, or run the reload with --no-state to keep every object's "
+            "state as it is.")
+    if dropped:
+        text += (f"\n{name!r} was dropped: the next reload does not run it unless its "
+                 "%%sandbox_state_handler cell runs again.")
+    return text
 
 
 def _show_magic_error(shell: Any, etype: type, value: BaseException, tb: Any,
