@@ -32,7 +32,8 @@ def text(nb, tag: str) -> str:
 
 
 def test_every_notebook_is_covered():
-    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"quickstart.ipynb", "tour.ipynb"}
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"quickstart.ipynb", "tour.ipynb",
+                                                          "break_things.ipynb"}
 
 
 def test_quickstart(tmp_path):
@@ -75,3 +76,14 @@ def test_notebooks_are_committed_without_outputs(name):
     nb = nbformat.read(str(NOTEBOOKS / name), as_version=4)
     nbformat.validate(nb)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_break_things_in_a_process_sandbox(tmp_path):
+    nb = execute("break_things.ipynb", tmp_path)
+    assert text(nb, "count").strip() == "(1, 2)"
+    after_loop = text(nb, "after-loop")
+    assert "stopped:" in after_loop and after_loop.strip().endswith("3")
+    after_crash = text(nb, "after-crash")
+    assert "crashed:" in after_crash and "c lived in the old child" in after_crash
+    assert after_crash.strip().endswith("1")
+    assert text(nb, "still-here").strip() == "('yes', 1)"
