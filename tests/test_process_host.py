@@ -188,3 +188,41 @@ def test_the_magic_creates_a_process_sandbox(new_id, capsys):
     assert sm.get_sandbox(new_id).where() == sm.api.get_host(new_id).pid
     with pytest.raises(sm.SandboxError, match="need --process"):
         ip.run_line_magic("sandbox_create", "other --timeout 5")
+
+
+def test_servers_run_in_the_child(proc):
+    sm.hot_reload_source(proc, src("""
+        import os
+        from sandbox_magic import Server
+        class Ticker(Server):
+            def init(self, start):
+                return {"n": start}
+            def handle_call(self, request, state):
+                if request == "pid":
+                    return os.getpid(), state
+                state = {**state, "n": state["n"] + 1}
+                return state["n"], state
+        """), module="ticker")
+    ref = sm.start_server(proc, "Ticker", 41, name="ticker")
+    assert ref.call("tick") == 42
+    assert sm.get_server(proc, "ticker").call("pid") == sm.api.get_host(proc).pid
+    assert len(sm.list_servers(proc)) == 1
+    ref.stop()
+
+
+def test_the_notebooks_interrupt_stops_the_childs_work(new_id):
+    import signal
+    import threading
+    sm.create_sandbox(new_id, host="process", call_timeout=60)
+    sm.hot_reload_source(new_id, COUNTER + "def spin():\n    while True:\n        pass\n",
+                         module="counter")
+    sb = sm.get_sandbox(new_id)
+    c = sb.Counter()
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        timer.start()
+        sb.spin()
+    timer.join()
+    assert time.monotonic() - started < 10
+    assert c.inc() == 1                      # the child was interrupted, not restarted

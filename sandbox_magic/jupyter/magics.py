@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import linecache
 import sys
 import traceback
 from collections.abc import Callable
@@ -18,10 +20,12 @@ from ..engine.artifact import infer_module_name
 from ..engine.sandbox import Sandbox
 from ..engine.scope import describe
 from ..errors import CompileError, ReloadError, SandboxError, SandboxNotFoundError
+from ..hosts.process import RemoteSandbox
 from . import activity
 from .display import DiffDisplay
 
 F = TypeVar("F", bound=Callable[..., Any])
+_handler_cells = itertools.count(1)
 
 
 class MagicError(SandboxError):
@@ -76,7 +80,7 @@ class SandboxMagics(Magics):
             return
         ns = self._user_ns
         existing = ns.get(sandbox_id)
-        if (existing is None and sandbox_id not in ns) or (isinstance(existing, Sandbox) and existing.id == sandbox_id):
+        if (existing is None and sandbox_id not in ns) or (isinstance(existing, Sandbox | RemoteSandbox) and existing.id == sandbox_id):
             ns[sandbox_id] = api.get_sandbox(sandbox_id)
 
     def _ensure(self, sandbox_id: str) -> None:
@@ -215,8 +219,11 @@ class SandboxMagics(Magics):
         args = parse_argstring(self.sandbox_state_handler, line)
         api.validate_sandbox_id(args.sandbox_id)
         ns: dict[str, Any] = {"__name__": "__sandbox_state_handler__"}
+        # a name of its own in linecache, so that a failure can quote the handler's line
+        filename = f"<state handler cell {next(_handler_cells)}>"
+        linecache.cache[filename] = (len(cell), None, cell.splitlines(True), filename)
         try:
-            exec(compile(cell, "<state handler cell>", "exec"), ns)
+            exec(compile(cell, filename, "exec"), ns)
         except SyntaxError as exc:
             raise MagicError(f"the state handler cell does not compile: line {exc.lineno}: "
                              f"{exc.msg}") from None
@@ -424,7 +431,7 @@ class SandboxMagics(Magics):
             api.create_sandbox(sid)      # only in the store: forget it as it is stored
         api.destroy_sandbox(sid, forget_history=args.forget)
         ns = self._user_ns
-        if isinstance(ns.get(sid), Sandbox):
+        if isinstance(ns.get(sid), Sandbox | RemoteSandbox):
             del ns[sid]
         self.cell_modules = {k: v for k, v in self.cell_modules.items() if k[0] != sid}
         print(f"sandbox {sid!r} destroyed" + (" and its history forgotten" if args.forget
@@ -535,8 +542,8 @@ def _handler_message(exc: ReloadError, handler: Any, *, pending: bool, dropped: 
                   if f.filename == code.co_filename and f.name == code.co_name]
         if frames:
             f = frames[-1]
-            line = (f"cell line {(f.lineno or 0) + 1}" if f.filename == "<state handler cell>"
-                    else f"line {f.lineno}")
+            line = (f"cell line {(f.lineno or 0) + 1}"
+                    if f.filename.startswith("<state handler cell") else f"line {f.lineno}")
             where = f" at {line}" + (f": {f.line.strip()}" if f.line else "")
     obj = exc.obj
     label = obj if isinstance(obj, str) else (
