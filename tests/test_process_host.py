@@ -226,3 +226,33 @@ def test_the_notebooks_interrupt_stops_the_childs_work(new_id):
     timer.join()
     assert time.monotonic() - started < 10
     assert c.inc() == 1                      # the child was interrupted, not restarted
+
+
+def test_a_cpu_limit_breach_kills_only_the_child(new_id):
+    sm.create_sandbox(new_id, host="process", cpu_limit=1, call_timeout=30)
+    sm.hot_reload_source(new_id, "def spin():\n    while True:\n        pass\n", module="m")
+    with pytest.raises(sm.SandboxCrashedError):
+        sm.get_sandbox(new_id).spin()
+    assert sm.run(new_id, "6 * 7") == 42
+
+
+def test_too_many_crashes_give_up_with_a_clear_error(new_id):
+    sm.create_sandbox(new_id, host="process", call_timeout=30)
+    host = sm.api.get_host(new_id)
+    host.max_restarts = 1
+    for _ in range(2):
+        with pytest.raises(sm.SandboxCrashedError):
+            sm.run(new_id, "import os; os._exit(3)")
+    with pytest.raises(sm.SandboxCrashedError, match="not restarted again"):
+        sm.run(new_id, "1")
+    sm.destroy_sandbox(new_id)
+
+
+def test_the_panels_show_a_process_sandbox(proc):
+    from sandbox_magic.jupyter.comm import handle_message
+    reply = handle_message({"protocol": 1, "id": 1, "method": "list", "params": {}})
+    entry = next(s for s in reply["result"]["sandboxes"] if s["id"] == proc)
+    assert "counter" in entry["modules"]
+    hist = handle_message({"protocol": 1, "id": 2, "method": "history",
+                           "params": {"sandbox": proc, "module": "counter"}})
+    assert hist["ok"] and hist["result"]["versions"]

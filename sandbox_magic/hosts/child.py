@@ -153,6 +153,7 @@ def _handle(sandbox_id: str, req: tuple[Any, ...]) -> Any:
     op = req[0]
     if op == "ping":
         return os.getpid()
+    _sandbox(sandbox_id)            # the child's own sandbox, made on first use
     if op == "reload":
         return _reload(sandbox_id, req[1], req[2], req[3])
     if op == "resolve":
