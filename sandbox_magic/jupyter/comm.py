@@ -35,7 +35,8 @@ from ..errors import (
     SandboxNotFoundError,
     VersionNotFoundError,
 )
-from .panel_rows import history_rows
+from . import activity
+from .panel_rows import history_rows, timeline
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,22 @@ class ListResult(TypedDict, total=False):
     protocol: int                    # in the reply to "hello" only
 
 
+class FailedAttempt(TypedDict):
+    at: str                          # ISO 8601, UTC
+    message: str
+    state_handler: str | None
+
+
 class HistoryResult(TypedDict):
     sandbox: str
     module: str
     versions: list[dict[str, Any]]   # panel rows (see panel_rows.history_rows)
+    # added in 0.1 without a new protocol number; panels must not require them:
+    undo_to: int | None              # the version undo would make current (None: nothing)
+    redo_to: int | None
+    dropped: int                     # versions no longer retained (max_versions)
+    max_versions: int | None         # the sandbox's retention (None: all, or not loaded)
+    failed: list[FailedAttempt]      # failed reloads this kernel saw, newest first
 
 
 class DiffResult(TypedDict):
@@ -205,7 +218,14 @@ def call(method: str, p: dict[str, Any]) -> ListResult | HistoryResult | DiffRes
         rows = history_rows(p["sandbox"], p["module"])
         for r in rows:
             r["loaded_at"] = r["loaded_at"].isoformat()
-        return {"sandbox": p["sandbox"], "module": p["module"], "versions": rows}
+            r["origin_at"] = r["origin_at"].isoformat() if r["origin_at"] else None
+        t = timeline(p["sandbox"], p["module"])
+        failed: list[FailedAttempt] = [
+            {"at": f["at"].isoformat(), "message": f["message"],
+             "state_handler": f["state_handler"]} for f in t["failed"]]
+        return {"sandbox": p["sandbox"], "module": p["module"], "versions": rows,
+                "undo_to": t["undo_to"], "redo_to": t["redo_to"], "dropped": t["dropped"],
+                "max_versions": t["max_versions"], "failed": failed}
     if method == "diff":
         d = api.diff_versions(p["sandbox"], p["module"], p["v1"], p["v2"])
         return {"v1": p["v1"], "v2": p["v2"], "added": d.lines_added,
@@ -285,6 +305,7 @@ def register(ipython: Any) -> None:
     from comm import create_comm, get_comm_manager
     manager = get_comm_manager()
     manager.register_target(TARGET, hub.opened)
+    activity.listen()
     if hub.push not in api.listeners:
         api.listeners.append(hub.push)
     try:
