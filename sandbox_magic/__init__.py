@@ -31,6 +31,7 @@ from .api import (
     run,
     set_default_store,
     start_server,
+    sync_sandbox,
     undo,
 )
 from .api.batch import batch_hot_reload
@@ -133,6 +134,7 @@ __all__ = [
     "set_default_store",
     "set_history_scope",
     "start_server",
+    "sync_sandbox",
     "undo",
 ]
 

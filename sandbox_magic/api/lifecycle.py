@@ -17,6 +17,7 @@ from ..errors import (
     SandboxExistsError,
 )
 from ..hosts.base import SandboxHost
+from ..hosts.cluster import ClusterHost, resolve_view
 from ..hosts.kernel import KernelHost
 from ..hosts.process import ProcessHost
 from .events import emit
@@ -28,7 +29,7 @@ from .stores import default_store
 def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
                    sandbox_path: str | Path | None = None, max_versions: int | None = 10,
                    store: VersionStore | None = None,
-                   history_scope: str | None = None, host: str = "kernel",
+                   history_scope: str | None = None, host: Any = "kernel",
                    memory_limit: int | str | None = None, cpu_limit: float | None = None,
                    call_timeout: float | None = None) -> SandboxInfo:
     """Create an empty sandbox, optionally loading every ``.py`` file of ``sandbox_path``.
@@ -39,12 +40,15 @@ def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
     ``host="process"`` runs the sandbox in its own child kernel (see
     :mod:`sandbox_magic.hosts.process`), with optional ``memory_limit`` (bytes or
     ``"512M"``), ``cpu_limit`` (CPU seconds) and ``call_timeout`` (seconds of wall
-    time for a reload or a call).
+    time for a reload or a call).  ``host`` may also be an ipyparallel
+    ``Client`` or ``DirectView``, or ``"ipyparallel"`` for the default profile's
+    cluster: the sandbox then exists on every engine (see
+    :mod:`sandbox_magic.hosts.cluster`; ``call_timeout`` bounds each engine).
     """
-    if host not in ("kernel", "process"):
-        raise SandboxError(f"unknown host {host!r}; use 'kernel' or 'process'")
+    cluster = not (isinstance(host, str) and host in ("kernel", "process"))
     if host == "kernel" and (memory_limit, cpu_limit, call_timeout) != (None, None, None):
         raise SandboxError("memory_limit, cpu_limit and call_timeout need host='process'")
+    view = resolve_view(host) if cluster else None
     validate_sandbox_id(sandbox_id)
     scope = validate_scope(history_scope) if history_scope is not None else current_scope()
     if max_versions is not None and (not isinstance(max_versions, int) or max_versions < 1):
@@ -61,8 +65,10 @@ def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
     if find_host(sandbox_id) is not None:
         raise SandboxExistsError(f"sandbox {sandbox_id!r} already exists; use "
                                  "get_sandbox() or destroy_sandbox() first")
-    if host == "process":
-        sandbox_host: SandboxHost = ProcessHost(st, memory_limit=memory_limit,
+    if view is not None:
+        sandbox_host: SandboxHost = ClusterHost(st, view, timeout=call_timeout or 60.0)
+    elif host == "process":
+        sandbox_host = ProcessHost(st, memory_limit=memory_limit,
                                                 cpu_limit=cpu_limit, call_timeout=call_timeout)
     else:
         sandbox_host = KernelHost(st)
@@ -162,3 +168,11 @@ def get_sandbox_info(sandbox_id: str) -> SandboxInfo:
 def get_sandbox(sandbox_id: str) -> Sandbox:
     return get_host(sandbox_id).handle
 
+
+
+def sync_sandbox(sandbox_id: str) -> list[dict[str, Any]]:
+    """Bring every engine of a cluster sandbox to the current versions (joined or restarted
+    engines); returns each engine's outcome.  Other hosts have nothing to catch up."""
+    host = get_host(sandbox_id)
+    sync = getattr(host, "sync", None)
+    return sync() if sync is not None else []

@@ -51,6 +51,8 @@ class ReloadResult:
     duration: float = 0.0
     notes: tuple[str, ...] = ()
     modules: tuple[ReloadResult, ...] = field(default=(), repr=False)
+    #: Hosts that run a sandbox in several processes: per engine, its outcome and time.
+    engines: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
     @property
     def ok(self) -> bool:
@@ -385,6 +387,57 @@ def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, 
         finally:
             tx.finish(ok)
         return tx.results(status, started)
+
+
+class TwoPhase:
+    """One transaction split into prepare / commit / end, for coordinators of many processes.
+
+    :meth:`prepare` runs every step up to the commit (bodies run, objects paired,
+    states migrated, servers suspended) and keeps the sandbox locked;
+    :meth:`commit` switches code and state and records the version; :meth:`end`
+    finishes, rolling back whatever ran unless the whole group committed.  A
+    cluster host calls them on every engine in turn, so that no engine commits
+    before all are prepared, and committed engines can still roll back.
+    """
+
+    def __init__(self, state: SandboxState, changes: list[Change], options: ReloadOptions,
+                 *, fresh: bool = False) -> None:
+        self.tx = Transaction(state, changes, options, fresh=fresh, rerun=())
+        self.state = state
+        self.started = time.perf_counter()
+        self.open = False
+
+    def prepare(self) -> None:
+        self.state.lock.acquire()
+        self.open = True
+        try:
+            self.tx.plan()
+            self.tx.stage(False, None)
+            self.tx.pair()
+            self.tx.prepare()
+        except BaseException:
+            self.end(False)
+            raise
+
+    def commit(self) -> list[ReloadResult]:
+        try:
+            self.tx.commit()
+            self.tx.record()
+        except BaseException:
+            self.end(False)
+            raise
+        return self.tx.results("hot_reloaded", self.started)
+
+    def end(self, ok: bool) -> None:
+        if not self.open:
+            return
+        self.open = False
+        try:
+            if not ok:
+                self.tx.rollback()
+            self.tx.finish(ok)
+        finally:
+            self.state.lock.release()
 
 
 def plan_change(state: SandboxState, artifact: Artifact) -> Change | None:

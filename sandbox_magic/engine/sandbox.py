@@ -141,6 +141,7 @@ class SandboxInfo:
     stored_modules: dict[str, int] = field(default_factory=dict)  # in the history, not loaded
     history_scope: str = "folder"    # whose history this is (see set_history_scope)
     host: str = "kernel"             # where its code runs (see sandbox_magic.hosts)
+    engines: tuple[int, ...] = ()    # a cluster sandbox's engines
 
 
 class SandboxState:
@@ -296,6 +297,7 @@ class SandboxState:
             supervisor=getattr(sup, "__qualname__", None) or (str(sup) if sup else None),
             history_scope=self.scope,
             host=getattr(self.host, "kind", "kernel"),
+            engines=tuple(self.host.targets()) if hasattr(self.host, "targets") else (),
             stored_modules={m: h.current for m, h in sorted(self.histories.items())
                             if h.current is not None and m not in self.modules})
 
