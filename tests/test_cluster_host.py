@@ -105,3 +105,14 @@ def test_bad_hosts_are_clear_errors(new_id):
         sm.create_sandbox(new_id, host="nowhere")
     with pytest.raises(sm.SandboxError, match="Client or DirectView"):
         sm.create_sandbox(new_id, host=42)
+
+
+def test_the_magic_says_what_to_do_without_a_cluster(new_id):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sandbox_magic")
+    with pytest.raises(sm.SandboxError, match="ipcluster start"):
+        ip.run_line_magic("sandbox_create", f"{new_id} --cluster nosuchprofile")
+    with pytest.raises(sm.SandboxError, match="--targets and --timeout only"):
+        ip.run_line_magic("sandbox_create", f"{new_id} --cluster --process")

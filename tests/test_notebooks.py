@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import nbformat
@@ -33,7 +34,7 @@ def text(nb, tag: str) -> str:
 
 def test_every_notebook_is_covered():
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"quickstart.ipynb", "tour.ipynb",
-                                                          "break_things.ipynb"}
+                                                          "break_things.ipynb", "cluster.ipynb"}
 
 
 def test_quickstart(tmp_path):
@@ -50,8 +51,7 @@ def test_quickstart(tmp_path):
     assert widget_outputs, "the history panel was displayed"
 
 
-def test_tour(tmp_path):
-    nb = execute("tour.ipynb", tmp_path)
+def check_tour(nb) -> None:
     assert text(nb, "server-42").strip() == "42"
     assert text(nb, "server-after").strip() == "(43, 44, [42, 43])"
     cascade = text(nb, "cascade")
@@ -71,6 +71,35 @@ def test_tour(tmp_path):
     assert "['tax', 'pricing']" in cascade and "(('pricing',), 12.5)" in cascade
 
 
+def test_tour(tmp_path):
+    nb = execute("tour.ipynb", tmp_path)
+    check_tour(nb)
+    (panel,) = [c for c in nb.cells if c.source.startswith("%sandbox_history")]
+    assert panel.source == "%sandbox_history store tax"     # the module with many versions
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for o in panel.outputs)
+
+
+def test_quickstart_introduces_the_sidebar():
+    nb = nbformat.read(str(NOTEBOOKS / "quickstart.ipynb"), as_version=4)
+    words = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "**Sandbox history** tab" in words and "Open Sandbox History" in words
+
+
+def test_tour_runs_again_from_the_top_any_number_of_times(tmp_path):
+    """Run All twice in one kernel, then once more in a new kernel (the history store
+    of the earlier runs is still beside the notebook): the same results every time."""
+    nb = nbformat.read(str(NOTEBOOKS / "tour.ipynb"), as_version=4)
+    again = copy.deepcopy(nb.cells)
+    for c in nb.cells:                  # the first run's tags are not checked
+        c.metadata.pop("tags", None)
+    nb.cells += again
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    check_tour(nb)
+    check_tour(execute("tour.ipynb", tmp_path))
+
+
 @pytest.mark.parametrize("name", ["quickstart.ipynb", "tour.ipynb"])
 def test_notebooks_are_committed_without_outputs(name):
     nb = nbformat.read(str(NOTEBOOKS / name), as_version=4)
@@ -87,3 +116,13 @@ def test_break_things_in_a_process_sandbox(tmp_path):
     assert "crashed:" in after_crash and "c lived in the old child" in after_crash
     assert after_crash.strip().endswith("1")
     assert text(nb, "still-here").strip() == "('yes', 1)"
+
+
+def test_cluster(tmp_path):
+    nb = execute("cluster.ipynb", tmp_path)
+    assert text(nb, "before").strip() == "{0: 2, 1: 2}"
+    assert text(nb, "after").strip() == "{0: 12, 1: 12}"
+    refused = text(nb, "refused")
+    assert "refused:" in refused and "engine 1" in refused
+    assert refused.strip().endswith("{0: 22, 1: 22}")
+    assert text(nb, "versions").strip() == "(2, [2, 1])"

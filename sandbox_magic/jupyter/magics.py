@@ -28,6 +28,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 _handler_cells = itertools.count(1)
 
 
+def _cluster_view(profile: str, targets: str | None) -> Any:
+    """The DirectView of a running ipyparallel cluster (all engines, or ``targets``)."""
+    try:
+        import ipyparallel as ipp
+    except ImportError:
+        raise MagicError("--cluster needs ipyparallel: pip install 'sandbox-magic[cluster]'") \
+            from None
+    try:
+        client = ipp.Client(profile=profile)
+    except Exception as exc:
+        raise MagicError(f"no running ipyparallel cluster for profile {profile!r} ({exc}); "
+                         f"start one with: ipcluster start -n 4 --profile={profile}") from None
+    if targets is None:
+        return client[:]
+    try:
+        ids = [int(t) for t in targets.split(",") if t.strip()]
+    except ValueError:
+        raise MagicError(f"--targets takes engine numbers like 0,1,2, not {targets!r}") \
+            from None
+    return client[ids]
+
+
 class MagicError(SandboxError):
     """An error reported by a magic: shown as a short message, not a traceback."""
 
@@ -393,7 +415,13 @@ class SandboxMagics(Magics):
     @argument("--memory", default=None, help="with --process: memory limit, e.g. 512M")
     @argument("--cpu", type=float, default=None, help="with --process: CPU seconds limit")
     @argument("--timeout", type=float, default=None,
-              help="with --process: seconds a reload or a call may take")
+              help="with --process: seconds a reload or a call may take; with --cluster: "
+                   "seconds each engine may take")
+    @argument("--cluster", nargs="?", const="default", default=None, metavar="PROFILE",
+              help="run the sandbox on every engine of the ipyparallel cluster of PROFILE "
+                   "(default profile if none is given)")
+    @argument("--targets", default=None,
+              help="with --cluster: the engines to use, e.g. 0,1,2 (default: all)")
     @line_magic
     @usage_errors
     def sandbox_create(self, line: str) -> None:
@@ -401,16 +429,27 @@ class SandboxMagics(Magics):
         args = parse_argstring(self.sandbox_create, line)
         limits = {"memory_limit": args.memory, "cpu_limit": args.cpu,
                   "call_timeout": args.timeout}
-        if not args.process and any(v is not None for v in limits.values()):
-            raise MagicError("--memory, --cpu and --timeout need --process")
-        info = api.create_sandbox(args.sandbox_id, max_versions=args.max_versions or None,
-                                  history_scope=args.scope,
-                                  **({"host": "process", **limits} if args.process else {}))
+        if args.cluster is not None:
+            if args.process or args.memory or args.cpu:
+                raise MagicError("--cluster takes --targets and --timeout only")
+            host: Any = _cluster_view(args.cluster, args.targets)
+            info = api.create_sandbox(args.sandbox_id, max_versions=args.max_versions or None,
+                                      history_scope=args.scope, host=host,
+                                      call_timeout=args.timeout)
+        else:
+            if not args.process and any(v is not None for v in limits.values()):
+                raise MagicError("--memory, --cpu and --timeout need --process")
+            info = api.create_sandbox(args.sandbox_id,
+                                      max_versions=args.max_versions or None,
+                                      history_scope=args.scope,
+                                      **({"host": "process", **limits} if args.process else {}))
         self._bind_handle(args.sandbox_id)
         where = describe(info.history_scope)
         stored = ", ".join(f"{m} v{v}" for m, v in info.stored_modules.items())
         pid = getattr(api.get_host(args.sandbox_id), "pid", None)
         runs = f" in process {pid}" if pid is not None else ""
+        if info.engines:
+            runs = f" on engines {', '.join(map(str, info.engines))}"
         print(f"sandbox {args.sandbox_id!r} created{runs}; history of {where}"
               + (f": {api.stored_history_origin(args.sandbox_id)} ({stored})" if stored else ""))
 
