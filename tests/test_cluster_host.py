@@ -116,3 +116,19 @@ def test_the_magic_says_what_to_do_without_a_cluster(new_id):
         ip.run_line_magic("sandbox_create", f"{new_id} --cluster nosuchprofile")
     with pytest.raises(sm.SandboxError, match="--targets and --timeout only"):
         ip.run_line_magic("sandbox_create", f"{new_id} --cluster --process")
+
+
+def test_the_panels_list_a_cluster_sandbox_with_its_engines(client, csb):
+    from sandbox_magic.jupyter.comm import handle_message
+    reply = handle_message({"protocol": 1, "id": 1, "method": "list", "params": {}})
+    entry = next(s for s in reply["result"]["sandboxes"] if s["id"] == csb)
+    assert entry["host"] == "cluster" and entry["engines"] == len(client.ids)
+
+
+def test_without_ipyparallel_the_error_says_how_to_install(monkeypatch):
+    import sys
+
+    from sandbox_magic.hosts import cluster
+    monkeypatch.setitem(sys.modules, "ipyparallel", None)
+    with pytest.raises(sm.SandboxError, match=r"pip install 'sandbox-magic\[cluster\]'"):
+        cluster.resolve_view("ipyparallel")

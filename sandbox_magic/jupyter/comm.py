@@ -79,11 +79,13 @@ class Reply(TypedDict, total=False):
     error: ErrorBody
 
 
-class SandboxEntry(TypedDict):
+class SandboxEntry(TypedDict, total=False):
     id: str
     modules: dict[str, int]          # loaded: module -> current version
     stored_modules: dict[str, int]   # only in the history: module -> current version
     loaded: bool
+    host: str                        # kernel, process or cluster (loaded sandboxes)
+    engines: int                     # a cluster sandbox's number of engines
 
 
 class ListResult(TypedDict, total=False):
@@ -189,7 +191,8 @@ def parse_request(data: Any) -> tuple[Any, str, dict[str, Any]]:
 def _sandboxes() -> list[SandboxEntry]:
     """The sandboxes of this kernel, then those only the store knows (after a restart)."""
     out: list[SandboxEntry] = [
-        {"id": i.id, "modules": i.modules, "stored_modules": i.stored_modules, "loaded": True}
+        {"id": i.id, "modules": i.modules, "stored_modules": i.stored_modules, "loaded": True,
+         "host": i.host, "engines": len(i.engines)}
         for i in api.list_sandboxes()]
     live = {s["id"] for s in out}
     for sid in api.stored_sandbox_ids():
