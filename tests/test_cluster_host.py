@@ -132,3 +132,18 @@ def test_without_ipyparallel_the_error_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ipyparallel", None)
     with pytest.raises(sm.SandboxError, match=r"pip install 'sandbox-magic\[cluster\]'"):
         cluster.resolve_view("ipyparallel")
+
+
+def test_a_silent_engine_is_reported_not_waited_for(client, csb):
+    host = sm.api.get_host(csb)
+    host.timeout = 1.0
+    busy = client.ids[-1]
+    client[busy].execute("import time; time.sleep(4)", block=False)
+    started = __import__("time").monotonic()
+    with pytest.raises(sm.ReloadError, match=f"engine {busy}"):
+        sm.hot_reload_source(csb, V1.replace("STEP = 1", "STEP = 9"), module="counter")
+    assert __import__("time").monotonic() - started < 3.5
+    client[busy].wait(timeout=30)                   # the engine catches up with its queue
+    host.timeout = 30
+    assert sm.get_module_version(csb, "counter") == 1
+    assert _on_engines(client, csb, "HELD.inc(), STEP") == {e: (2, 1) for e in client.ids}

@@ -57,7 +57,7 @@ def resolve_view(host: Any) -> Any:
                                f"({exc}); start one with `ipcluster start -n 4` or "
                                "ipyparallel.Cluster(n=4).start_and_connect_sync()") from exc
     if isinstance(host, ipp.Client):
-        return host[:]
+        return host.direct_view("all")     # every engine, also those that join later
     if isinstance(host, ipp.DirectView):
         return host
     raise SandboxError(f"host must be an ipyparallel Client or DirectView, got "
@@ -119,7 +119,7 @@ class ClusterHost:
     def targets(self) -> list[int]:
         t = self.view.targets
         client = self.view.client
-        if t is None or (isinstance(t, slice) and t == slice(None)):
+        if t is None or t == "all" or (isinstance(t, slice) and t == slice(None)):
             return list(client.ids)
         return [t] if isinstance(t, int) else list(t)
 
