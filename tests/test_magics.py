@@ -77,6 +77,56 @@ def test_state_handler_option_names_a_notebook_function(ip, sb_id, capsys):
     assert "nothere" in capsys.readouterr().err
 
 
+def test_a_failing_state_handler_is_named_with_its_line_and_not_run_again(ip, sb_id, capsys):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    cell(ip, f"c = {sb_id}.Counter(); c.inc()")
+    cell(ip, f"%%sandbox_state_handler {sb_id} counter\n"
+             "def add_log(state, old, new):\n"
+             "    log = state['missing']\n"
+             "    return {**state, 'log': log}\n")
+    capsys.readouterr()
+    r = cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
+    assert not r.success
+    err = capsys.readouterr().err
+    assert "state handler 'add_log' raised KeyError: 'missing' at cell line 3: " \
+           "log = state['missing'] while migrating Counter instance at 0x" in err
+    assert "nothing was changed" in err and "Traceback" not in err
+    assert "fix the %%sandbox_state_handler cell" in err and "--no-state" in err
+    assert "'add_log' was dropped" in err
+    assert sm.get_module_version(sb_id, "counter") == 1 and ip.user_ns["c"].n == 1
+    from sandbox_magic.jupyter import activity
+    (failure,) = activity.failures(sb_id, "counter")
+    assert failure["state_handler"] == "add_log" and "add_log" in failure["message"]
+    # the next plain reload does not run the failed handler again
+    r = cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
+    assert r.success and "new version v2" in capsys.readouterr().out
+    assert sm.list_module_versions(sb_id, "counter")[0].state_handler is None
+
+
+def test_a_failing_named_handler_says_how_to_fix_it(ip, sb_id, capsys):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    cell(ip, f"c = {sb_id}.Counter()\ndef bad(s, o, n):\n    return 1 / 0")
+    capsys.readouterr()
+    r = cell(ip, f"%%sandbox_reload {sb_id} --state-handler bad\n{V2}")
+    assert not r.success
+    err = capsys.readouterr().err
+    assert "state handler 'bad' raised ZeroDivisionError: division by zero at line 3" in err
+    assert "fix bad (or name another function with --state-handler)" in err
+    assert "--no-state" in err and "dropped" not in err
+
+
+def test_a_failed_reload_is_listed_for_the_panels(ip, sb_id, capsys):
+    from sandbox_magic.jupyter import activity
+    cell(ip, f"%%sandbox_reload {sb_id} counter\n{V1}")
+    cell(ip, f"%%sandbox_reload {sb_id} counter\n{V1}\nraise RuntimeError('broken')\n")
+    cell(ip, f"%%sandbox_reload {sb_id} counter\nclass Counter(:\n    pass\n")
+    msgs = [f["message"] for f in activity.failures(sb_id, "counter")]
+    assert len(msgs) == 2 and "syntax error" in msgs[0] and "broken" in msgs[1]
+    assert sm.list_module_versions(sb_id, "counter")[0].version == 1
+    origins = [activity.origin(sb_id, "counter", 1)]
+    assert origins[0] is not None and origins[0]["kind"] == "cell"
+
+
 def test_state_handler_cell_without_function_is_an_error(ip, sb_id, capsys):
     r = cell(ip, f"%%sandbox_state_handler {sb_id}\nx = 1\n")
     assert not r.success

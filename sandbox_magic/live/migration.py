@@ -159,16 +159,21 @@ def migrate_state(fn: Any, label: str, old: Any, ov: Any, nv: Any, *, validate: 
     try:
         new = fn(copy_state(old), ov, nv)
     except (Exception, SystemExit) as exc:
-        raise ReloadError(f"state migration of {label} raised {type(exc).__name__}: "
-                          f"{exc}; nothing was changed", step="migrate", module=module,
-                          obj=label) from exc
+        # the handler as messages name it: 'add_history', 'Counter.code_change'
+        by = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+        raise ReloadError(f"state migration of {label} by {by} raised "
+                          f"{type(exc).__name__}: {exc}; nothing was changed", step="migrate",
+                          module=module, obj=label) from exc
     if validate:
         try:
             validate_state_compatibility(old, new)
         except IncompatibleStateError as exc:
-            raise ReloadError(f"migrated state of {label} is incompatible ({exc.reason}: "
-                              f"{exc}); nothing was changed", step="validate", module=module,
-                              obj=label) from exc
+            by = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+            # (a result the migration loop re-checks comes through a lambda of this module)
+            by = "" if getattr(fn, "__module__", None) == __name__ else f" (from {by})"
+            raise ReloadError(f"migrated state of {label}{by} is "
+                              f"incompatible ({exc.reason}: {exc}); nothing was changed",
+                              step="validate", module=module, obj=label) from exc
     return new
 
 
