@@ -44,8 +44,62 @@ def test_rollback_undo_redo_buttons_act_on_the_sandbox(sid):
     assert sm.get_module_version(sid, "val") == 3
     panel.redo_button.click()
     assert sm.get_module_version(sid, "val") == 1
+    assert panel.redo_button.disabled and panel.redo_button.description == "Redo"
     panel.redo_button.click()                    # nothing to redo: shown, not raised
     assert "nothing to redo" in panel.status.value
+
+
+def test_buttons_name_their_target_and_are_disabled_when_there_is_nothing_to_do(sid):
+    load(sid, 1)
+    panel = HistoryPanel(sid, "val")
+    assert panel.versions.value == 1
+    for b in (panel.rollback_button, panel.undo_button, panel.redo_button):
+        assert b.disabled
+    load(sid, 2)
+    load(sid, 3)
+    assert panel.versions.value == 3                 # the current row...
+    assert panel.rollback_button.disabled            # ...so Rollback has nothing to do
+    assert (panel.undo_button.description, panel.undo_button.disabled) == ("Undo to v2", False)
+    panel.versions.value = 1
+    assert (panel.rollback_button.description, panel.rollback_button.disabled) == (
+        "Roll back to v1", False)
+    panel.undo_button.click()
+    assert sm.get_module_version(sid, "val") == 2
+    assert panel.redo_button.description == "Redo to v3"
+    assert panel.versions.value == 1                 # the user's choice stays selected
+
+
+def test_version_list_grows_with_the_history_and_says_what_was_dropped(new_id):
+    sm.create_sandbox(new_id, max_versions=4)
+    for n in range(1, 7):
+        load(new_id, n)
+    panel = HistoryPanel(new_id)
+    assert len(panel.versions.options) == 4 and panel.versions.rows == 4
+    assert "2 older versions were dropped (max_versions=4)" in panel.notes.value
+    assert panel.versions.layout.width == "100%"
+
+
+def test_diff_follows_current_until_pinned(sid):
+    for n in (1, 2, 3):
+        load(sid, n)
+    panel = HistoryPanel(sid)
+    load(sid, 4)
+    assert (panel.diff_from.value, panel.diff_to.value) == ("v3", "v4")
+    assert not panel.pinned and panel.follow_button.disabled
+    panel.diff_from.value = "v1"
+    assert panel.pinned and "(pinned)" in panel.diff_view.value
+    load(sid, 5)
+    assert (panel.diff_from.value, panel.diff_to.value) == ("v1", "v4")
+    panel.follow_button.click()
+    assert (panel.diff_from.value, panel.diff_to.value) == ("v4", "v5") and not panel.pinned
+
+
+def test_colours_come_from_the_theme_with_fallbacks(sid):
+    load(sid, 1)
+    load(sid, 2)
+    panel = HistoryPanel(sid)
+    assert "var(--jp-content-font-color1" in panel.diff_view.value
+    assert "#e6ffec" not in panel.diff_view.value
 
 
 def test_panel_refreshes_when_a_reload_happens_anywhere(sid):
