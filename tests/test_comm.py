@@ -18,13 +18,18 @@ def ok(reply):
     return reply["result"]
 
 
+def entries(listed):
+    """The sandbox entries of a list reply, without the host fields (kernel, process...)."""
+    return [{k: v for k, v in e.items() if k not in ("host", "engines")} for e in listed]
+
+
 def test_hello_list_history_diff(sid):
     sm.hot_reload_source(sid, "def f():\n    return 1\n")
     sm.hot_reload_source(sid, "def f():\n    return '<img src=x onerror=alert(1)>'\n")
     hello = ok(handle_message(req("hello")))
     assert hello["protocol"] == 1
     assert {"id": sid, "modules": {"f": 2}, "stored_modules": {},
-            "loaded": True} in hello["sandboxes"]
+            "loaded": True} in entries(hello["sandboxes"])
     hist = ok(handle_message(req("history", sandbox=sid, module="f")))
     assert [v["version"] for v in hist["versions"]] == [2, 1]
     assert hist["versions"][0]["current"] and len(hist["versions"][0]["checksum"]) == 8
@@ -146,7 +151,7 @@ def test_sandboxes_only_the_store_has_are_listed_read_and_restored_on_change(lis
     try:
         listed = ok(handle_message(req("list")))["sandboxes"]
         assert {"id": "cold", "modules": {}, "stored_modules": {"f": 3},
-                "loaded": False} in listed
+                "loaded": False} in entries(listed)
         hist = ok(handle_message(req("history", sandbox="cold", module="f")))
         assert [(v["version"], v["current"]) for v in hist["versions"]] == \
             [(3, True), (2, False), (1, False)]
@@ -161,8 +166,47 @@ def test_sandboxes_only_the_store_has_are_listed_read_and_restored_on_change(lis
         assert sm.get_sandbox("cold").f() == 2
         listed = ok(handle_message(req("list")))["sandboxes"]
         assert {"id": "cold", "modules": {"f": 2}, "stored_modules": {},
-                "loaded": True} in listed
+                "loaded": True} in entries(listed)
         assert ok(handle_message(req("redo", sandbox="cold", module="f")))["restored"] == {}
     finally:
         if "cold" in {s.id for s in sm.list_sandboxes()}:
             sm.destroy_sandbox("cold")
+
+
+def test_history_says_where_versions_came_from_and_what_undo_and_redo_reach(sid):
+    from sandbox_magic.jupyter import activity
+    activity.listen()
+    for n in range(1, 5):
+        sm.hot_reload_source(sid, f"def f():\n    return {n}\n")
+    sm.rollback_module(sid, "f", 2)
+    sm.undo(sid, "f")
+    hist = ok(handle_message(req("history", sandbox=sid, module="f")))
+    origins = {v["version"]: v["origin"] for v in hist["versions"]}
+    assert origins == {4: "undo", 3: "api", 2: "rollback", 1: "api"}
+    assert all(v["origin_at"].endswith("+00:00") for v in hist["versions"])
+    assert (hist["undo_to"], hist["redo_to"]) == (3, 2)
+    assert (hist["dropped"], hist["max_versions"], hist["failed"]) == (0, 10, [])
+
+
+def test_history_counts_versions_dropped_by_retention(new_id):
+    sm.create_sandbox(new_id, max_versions=3)
+    for n in range(1, 9):
+        sm.hot_reload_source(new_id, f"def f():\n    return {n}\n")
+    hist = ok(handle_message(req("history", sandbox=new_id, module="f")))
+    assert [v["version"] for v in hist["versions"]] == [8, 7, 6]
+    assert (hist["dropped"], hist["max_versions"]) == (5, 3)
+    assert hist["undo_to"] == 7 and hist["redo_to"] is None
+
+
+def test_history_lists_failed_attempts_newest_first(sid):
+    from sandbox_magic.jupyter import activity
+    sm.hot_reload_source(sid, "def f():\n    return 1\n")
+    activity.record_failure(sid, "f", "first failure")
+    activity.record_failure(sid, "f", "x" * 2000, state_handler="mig")
+    hist = ok(handle_message(req("history", sandbox=sid, module="f")))
+    assert [f["message"][:5] for f in hist["failed"]] == ["xxxxx", "first"]
+    assert len(hist["failed"][0]["message"]) <= activity.MAX_MESSAGE
+    assert hist["failed"][0]["state_handler"] == "mig"
+    assert hist["failed"][0]["at"].endswith("+00:00")
+    sm.destroy_sandbox(sid)
+    assert activity.failures(sid, "f") == []
