@@ -62,3 +62,20 @@ class SandboxHost(Protocol):
 
     def info(self) -> SandboxInfo:
         ...
+
+
+def options_payload(options: ReloadOptions) -> dict[str, Any]:
+    """Reload options as another process takes them (the state handler by value)."""
+    import cloudpickle
+    return {"state_handler": cloudpickle.dumps(options.state_handler)
+            if options.state_handler is not None else None,
+            "handler_name": options.handler_name,
+            "use_state_preservation": options.use_state_preservation,
+            "coordinate_dependencies": options.coordinate_dependencies,
+            "suspend_timeout": options.suspend_timeout}
+
+
+def current_artifacts(state: SandboxState) -> dict[str, bytes]:
+    """Every loaded module's current version, as artifact bytes."""
+    return {m: state.histories[m].current_record().artifact.to_bytes()
+            for m in state.modules if state.histories.get(m) and state.histories[m].current}

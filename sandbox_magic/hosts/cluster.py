@@ -31,6 +31,7 @@ from ..engine.reload import Change, ReloadOptions, ReloadResult, Transaction
 from ..engine.sandbox import SandboxInfo, SandboxState
 from ..errors import ReloadError, SandboxError
 from . import engine_side
+from .base import current_artifacts, options_payload
 
 INSTALL = "pip install 'sandbox-magic[cluster]'"
 
@@ -152,19 +153,6 @@ class ClusterHost:
             parts.append(f"engine {e}: {name}: {text}")
         return "; ".join(parts)
 
-    def _options(self, options: ReloadOptions) -> dict[str, Any]:
-        return {"state_handler": cloudpickle.dumps(options.state_handler)
-                if options.state_handler is not None else None,
-                "handler_name": options.handler_name,
-                "use_state_preservation": options.use_state_preservation,
-                "coordinate_dependencies": options.coordinate_dependencies,
-                "suspend_timeout": options.suspend_timeout}
-
-    def _current(self) -> dict[str, bytes]:
-        st = self.state
-        return {m: st.histories[m].current_record().artifact.to_bytes()
-                for m in st.modules if st.histories.get(m) and st.histories[m].current}
-
     # ------------------------------------------------------- SandboxHost
     @property
     def handle(self) -> ClusterSandbox:
@@ -176,13 +164,13 @@ class ClusterHost:
         started = time.perf_counter()
         st = self.state
         with st.lock:
-            send = self._current()                     # catch-up for new or restarted engines
+            send = current_artifacts(st)           # catch-up for new or restarted engines
             send.update({c.module: c.artifact.to_bytes() for c in changes})
             arts = list(send.items())
             txid = uuid.uuid4().hex
             engines = self.targets()
             prepared = self._apply(engine_side.prepare, st.id, txid, arts,
-                                   self._options(options), engines=engines)
+                                   options_payload(options), engines=engines)
             failed = self._failed(prepared)
             if failed:
                 self._apply(engine_side.end, txid, False, engines=engines)

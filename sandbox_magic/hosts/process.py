@@ -50,6 +50,7 @@ from ..errors import (
     SandboxTimeout,
     StaleObjectError,
 )
+from .base import current_artifacts, options_payload
 
 log = logging.getLogger(__name__)
 
@@ -272,15 +273,10 @@ class ProcessHost:
                            f"{self.restart_window:.0f} s (last: {why}); not restarted again")
             return
         self._start()
-        current = self._current_artifacts()
+        current = list(current_artifacts(self.state).items())
         if current:
-            self._raw(("reload", current, self._options(ReloadOptions()), True),
+            self._raw(("reload", current, options_payload(ReloadOptions()), True),
                       self.call_timeout)
-
-    def _current_artifacts(self) -> list[tuple[str, bytes]]:
-        st = self.state
-        return [(m, st.histories[m].current_record().artifact.to_bytes())
-                for m in st.modules if st.histories.get(m) and st.histories[m].current]
 
     # ------------------------------------------------------------ requests
     def dumps(self, value: Any) -> bytes:
@@ -380,15 +376,6 @@ class ProcessHost:
                 self._raw(("release", gone), self.call_timeout)
             return self._raw(req, timeout if timeout is not None else self.call_timeout)
 
-    @staticmethod
-    def _options(options: ReloadOptions) -> dict[str, Any]:
-        return {"state_handler": cloudpickle.dumps(options.state_handler)
-                if options.state_handler is not None else None,
-                "handler_name": options.handler_name,
-                "use_state_preservation": options.use_state_preservation,
-                "coordinate_dependencies": options.coordinate_dependencies,
-                "suspend_timeout": options.suspend_timeout}
-
     # ------------------------------------------------------- SandboxHost
     @property
     def handle(self) -> RemoteSandbox:
@@ -401,13 +388,13 @@ class ProcessHost:
         started = time.perf_counter()
         st = self.state
         with st.lock:
-            previous = self._current_artifacts()
+            previous = list(current_artifacts(self.state).items())
             sent = [(c.module, c.artifact.to_bytes()) for c in changes]
             sent += [(m, st.histories[m].current_record().artifact.to_bytes())
                      for m in rerun if m in st.histories]
             if fresh:
                 sent = previous
-            reply = self.request(("reload", sent, self._options(options), fresh or bool(rerun)))
+            reply = self.request(("reload", sent, options_payload(options), fresh or bool(rerun)))
             tx = Transaction(st, changes, options, fresh=fresh, rerun=rerun)
             tx.run_order = list(reply["run_order"])
             tx.changed = {c.module for c in changes}
@@ -418,7 +405,7 @@ class ProcessHost:
             except BaseException:
                 tx.rollback()
                 if previous:    # put the child back on the versions still recorded
-                    self.request(("reload", previous, self._options(ReloadOptions()), False))
+                    self.request(("reload", previous, options_payload(ReloadOptions()), False))
                 raise
             for m in tx.run_order:
                 if m in st.histories and st.histories[m].current is not None:
