@@ -415,3 +415,15 @@ def test_rerunning_a_notebook_from_the_top_says_what_happened(ip, sb_id, restart
     assert ip.user_ns[sb_id].Counter().inc() == 100
     for out in outs:
         assert "hot reloaded" not in out and "rolled back" not in out, out
+
+
+def test_a_sandbox_the_sidebar_restores_gets_its_handle(ip, sb_id, restart_store):
+    from sandbox_magic.jupyter.comm import handle_message
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
+    restart(ip, sb_id)
+    reply = handle_message({"protocol": 1, "id": 1, "method": "undo",
+                            "params": {"sandbox": sb_id, "module": "counter"}})
+    assert reply["ok"] and reply["result"]["restored"] == {"counter": 2}
+    assert isinstance(ip.user_ns[sb_id], sm.Sandbox)
+    assert cell(ip, f"{sb_id}.Counter().inc()").result == 1

@@ -211,6 +211,20 @@ def _result(r: Any, restored: dict[str, int] | None = None) -> ActionResult:
             "new_version": r.new_version, "migrated": r.migrated, "restored": restored or {}}
 
 
+def _bind_handle(sandbox_id: str, restored: dict[str, int]) -> None:
+    """A sandbox the panel restored gets its handle in the notebook, as with the magics."""
+    if not restored:
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    magics = ip.magics_manager.registry.get("SandboxMagics") if ip is not None else None
+    if magics is not None:
+        magics._bind_handle(sandbox_id)
+
+
 def call(method: str, p: dict[str, Any]) -> ListResult | HistoryResult | DiffResult | ActionResult:
     if method in ("hello", "list"):
         out: ListResult = {"sandboxes": _sandboxes()}
@@ -236,9 +250,11 @@ def call(method: str, p: dict[str, Any]) -> ListResult | HistoryResult | DiffRes
     sid, mod = p["sandbox"], p["module"]
     if method == "rollback":
         restored = api.load_before_change(sid, mod, version=p["version"])
+        _bind_handle(sid, restored)
         return _result(api.rollback_module(sid, mod, p["version"]), restored)
     step = -1 if method == "undo" else +1
     restored = api.load_before_change(sid, mod, step=step)
+    _bind_handle(sid, restored)
     return _result((api.undo if step < 0 else api.redo)(sid, mod), restored)
 
 
