@@ -18,7 +18,7 @@ export default defineConfig([
   { plugins: { jupyter: jupyterPlugin } },
   jupyterPlugin.configs.recommended,
   {
-    files: ['labextension/src/**/*.ts'],
+    files: ['labextension/src/**/*.{ts,tsx}'],
     languageOptions: {
       globals: { ...globals.browser, ...globals.es2015 },
       sourceType: 'module'

@@ -1,16 +1,17 @@
 /**
  * sandbox-magic JupyterLab extension: a sidebar with the version history of
- * the active notebook kernel's sandboxes, updated live over a comm.
+ * the active notebook kernel's sandboxes, updated live over a comm.  It runs in
+ * JupyterLab and in Jupyter Notebook 7 (its right side panel).
  */
-import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ISessionContext } from '@jupyterlab/apputils';
-import { INotebookTracker } from '@jupyterlab/notebook';
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, ISessionContext, Notification } from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel } from '@jupyterlab/services';
-import { listIcon } from '@jupyterlab/ui-components';
+import { listIcon, redoIcon, undoIcon } from '@jupyterlab/ui-components';
 
 import { SandboxClient } from './client';
 import { HistoryModel } from './model';
-import { SandboxPanel } from './panel';
+import { COMMANDS, SandboxPanel } from './panel';
 import { FRONTEND_TARGET, KERNEL_TARGET } from './protocol';
 
 /** Keeps one comm open to the kernel of the notebook the user is looking at. */
@@ -117,20 +118,146 @@ class KernelConnector {
   }
 }
 
+const CATEGORY = 'Sandbox History';
+/** The commands take no arguments. */
+const NO_ARGS = { args: { type: 'object' as const, properties: {} } };
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'sandbox-magic:plugin',
   description: 'Version history, diffs and rollback of sandbox-magic modules.',
   autoStart: true,
-  requires: [INotebookTracker, ILabShell],
-  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, labShell: ILabShell) => {
+  requires: [INotebookTracker],
+  optional: [ICommandPalette],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, palette: ICommandPalette | null) => {
+    const { commands } = app;
     const model = new HistoryModel();
-    const panel = new SandboxPanel(model);
+    model.notify = (kind, message) => {
+      Notification.emit(message, kind, { autoClose: kind === 'error' ? 10000 : 5000 });
+    };
+    let panel: SandboxPanel | null = null;
+
+    /** Run an action; when it loses the keyboard focus (a button it disables), give the
+     * focus back to that button or to the version list, but never take it from where
+     * the user has moved it meanwhile. */
+    const run = async (action: () => Promise<void>): Promise<void> => {
+      const before = document.activeElement;
+      const inPanel = panel !== null && before !== null && panel.node.contains(before);
+      await action();
+      const now = document.activeElement;
+      if (!panel || !panel.isVisible || (now !== null && now !== document.body)) {
+        return;
+      }
+      if (
+        inPanel &&
+        before instanceof HTMLElement &&
+        before.isConnected &&
+        !(before instanceof HTMLButtonElement && before.disabled)
+      ) {
+        before.focus();
+      } else if (inPanel || before === null || before === document.body) {
+        panel.list.focus();
+      }
+    };
+    const ready = () => model.state === 'ready' && !!model.module && !model.busy;
+
+    commands.addCommand(COMMANDS.open, {
+      describedBy: NO_ARGS,
+      label: 'Open Sandbox History',
+      caption: 'Show the sidebar with the versions of the sandboxes of this notebook',
+      icon: listIcon,
+      execute: () => {
+        if (panel) {
+          app.shell.activateById(panel.id);
+          panel.list.focus();
+        }
+      }
+    });
+    commands.addCommand(COMMANDS.undo, {
+      describedBy: NO_ARGS,
+      label: () => (typeof model.undoTarget === 'number' ? `Undo to v${model.undoTarget}` : 'Undo'),
+      caption: () =>
+        typeof model.undoTarget === 'number'
+          ? `Make v${model.undoTarget} of ${model.module} current again (undo the last change)`
+          : model.undoTarget === null
+            ? 'Nothing to undo'
+            : 'Undo the last change of this module',
+      icon: undoIcon,
+      isEnabled: () => ready() && model.undoTarget !== null,
+      execute: () => run(() => model.act('undo'))
+    });
+    commands.addCommand(COMMANDS.redo, {
+      describedBy: NO_ARGS,
+      label: () => (typeof model.redoTarget === 'number' ? `Redo to v${model.redoTarget}` : 'Redo'),
+      caption: () =>
+        typeof model.redoTarget === 'number'
+          ? `Make v${model.redoTarget} of ${model.module} current again (redo)`
+          : model.redoTarget === null
+            ? 'Nothing to redo'
+            : 'Redo the change undone last',
+      icon: redoIcon,
+      isEnabled: () => ready() && model.redoTarget !== null,
+      execute: () => run(() => model.act('redo'))
+    });
+    commands.addCommand(COMMANDS.rollback, {
+      describedBy: NO_ARGS,
+      label: () =>
+        model.rollbackTarget !== null ? `Roll back to v${model.rollbackTarget}` : 'Roll back',
+      caption: () =>
+        model.rollbackTarget !== null
+          ? `Run v${model.rollbackTarget} of ${model.module} again (the selected version)`
+          : 'Select an older version in the list to roll back to it',
+      isEnabled: () => ready() && model.rollbackTarget !== null,
+      execute: () => run(() => model.act('rollback'))
+    });
+    commands.addCommand(COMMANDS.follow, {
+      describedBy: NO_ARGS,
+      label: 'Diff: Follow the Current Version',
+      caption: 'Unpin the diff: show previous → current, and follow new versions',
+      isEnabled: () => model.state === 'ready' && model.pinned,
+      execute: () => run(() => model.follow())
+    });
+    model.onChange(() => {
+      for (const id of [COMMANDS.undo, COMMANDS.redo, COMMANDS.rollback, COMMANDS.follow]) {
+        commands.notifyCommandChanged(id);
+      }
+    });
+
+    panel = new SandboxPanel(model, commands);
     panel.id = 'sandbox-magic-panel';
     panel.title.icon = listIcon;
-    labShell.add(panel, 'right', { rank: 600 });
+    app.shell.add(panel, 'right', { rank: 600 });
+
+    app.contextMenu.addItem({
+      command: COMMANDS.rollback,
+      selector: '.jp-SandboxPanel-version',
+      rank: 1
+    });
+    app.contextMenu.addItem({
+      command: COMMANDS.follow,
+      selector: '.jp-SandboxPanel-listArea',
+      rank: 2
+    });
+    if (palette) {
+      for (const command of Object.values(COMMANDS)) {
+        palette.addItem({ command, category: CATEGORY });
+      }
+    }
+
     const connector = new KernelConnector(model);
-    tracker.currentChanged.connect((_, nb) => connector.follow(nb ? nb.sessionContext : null));
-    connector.follow(tracker.currentWidget ? tracker.currentWidget.sessionContext : null);
+    let followed: NotebookPanel | null = null;
+    const showName = () => {
+      const path = followed?.context.path ?? '';
+      model.setNotebook(path.split('/').pop() ?? '', path);
+    };
+    const onCurrent = (nb: NotebookPanel | null) => {
+      followed?.context.pathChanged.disconnect(showName);
+      followed = nb;
+      nb?.context.pathChanged.connect(showName);
+      showName();
+      connector.follow(nb ? nb.sessionContext : null);
+    };
+    tracker.currentChanged.connect((_, nb) => onCurrent(nb));
+    onCurrent(tracker.currentWidget);
   }
 };
 

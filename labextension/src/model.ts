@@ -1,26 +1,47 @@
 /**
  * What the panel shows, kept apart from the DOM so it can be tested alone.
+ *
+ * The diff follows previous -> current as versions arrive, unless the user
+ * pinned a pair (picked one, or opened a version's own change); `follow()`
+ * unpins it.  The selected row is the current version unless the user chose
+ * another; Rollback acts on the selected row, so by default it has nothing to do.
  */
 import { SandboxClient } from './client';
 import { IDiff, IHistory, ISandboxSummary } from './protocol';
 
 export type ConnectionState = 'no-kernel' | 'not-loaded' | 'connecting' | 'ready';
 
+/** How the model reports the outcome of an action (a JupyterLab notification in the app). */
+export type Notify = (kind: 'success' | 'error', message: string) => void;
+
 export class HistoryModel {
   state: ConnectionState = 'no-kernel';
   kernelName = '';
+  /** The notebook the panel follows (its name, and its path for the tooltip). */
+  notebook = '';
+  notebookPath = '';
   sandboxes: ISandboxSummary[] = [];
   sandbox: string | null = null;
   module: string | null = null;
   history: IHistory | null = null;
   diff: IDiff | null = null;
   diffPair: [number, number] | null = null;
+  /** True when the user chose the diff's pair; false while it follows previous -> current. */
+  pinned = false;
+  /** The selected version row (the current version unless the user chose another). */
+  selected: number | null = null;
+  /** What the last action did (also sent to `notify`). */
   status = '';
   error = '';
+  /** An action (rollback, undo, redo) is waiting for the kernel. */
+  busy = false;
+  notify: Notify = () => {};
+  private selectedByUser = false;
   private client: SandboxClient | null = null;
   private listeners: (() => void)[] = [];
   private refreshing: Promise<void> | null = null;
   private again = false;
+  private diffKey = '';
 
   onChange(listener: () => void): void {
     this.listeners.push(listener);
@@ -32,6 +53,12 @@ export class HistoryModel {
 
   get connected(): boolean {
     return this.client !== null && !this.client.isDisposed;
+  }
+
+  setNotebook(name: string, path = name): void {
+    this.notebook = name;
+    this.notebookPath = path;
+    this.emit();
   }
 
   attach(client: SandboxClient, sandboxes: ISandboxSummary[]): void {
@@ -50,6 +77,7 @@ export class HistoryModel {
     this.sandboxes = [];
     this.history = null;
     this.diff = null;
+    this.diffKey = '';
     this.emit();
   }
 
@@ -60,6 +88,43 @@ export class HistoryModel {
       return [];
     }
     return Object.keys({ ...s.stored_modules, ...s.modules }).sort();
+  }
+
+  /** The current version of the shown module. */
+  get current(): number | null {
+    return this.history?.versions.find(v => v.current)?.version ?? null;
+  }
+
+  /** The version undo would make current: null when there is nothing to undo,
+   * undefined when the kernel does not say (an older kernel). */
+  get undoTarget(): number | null | undefined {
+    return this.history ? this.history.undo_to : null;
+  }
+
+  get redoTarget(): number | null | undefined {
+    return this.history ? this.history.redo_to : null;
+  }
+
+  /** The version Rollback would make current: the selected row, unless it is current. */
+  get rollbackTarget(): number | null {
+    return this.selected !== null && this.selected !== this.current ? this.selected : null;
+  }
+
+  /** previous -> current (the two oldest when the oldest is current), or null. */
+  followPair(): [number, number] | null {
+    const versions = this.history ? this.history.versions.map(v => v.version) : [];
+    if (versions.length < 2) {
+      return null;
+    }
+    const current = this.current ?? versions[0];
+    const older = versions.filter(v => v < current);
+    return older.length ? [Math.max(...older), current] : [versions[1], versions[0]];
+  }
+
+  /** The version retained just before `version`, or null. */
+  previousOf(version: number): number | null {
+    const older = (this.history?.versions ?? []).map(v => v.version).filter(v => v < version);
+    return older.length ? Math.max(...older) : null;
   }
 
   /** Re-read everything; concurrent calls collapse into one more pass. */
@@ -94,14 +159,16 @@ export class HistoryModel {
       const mods = this.modules();
       if (!this.module || !mods.includes(this.module)) {
         this.module = mods.length ? mods[0] : null;
-        this.diffPair = null;
+        this.forgetChoices();
       }
       if (this.sandbox && this.module) {
         this.history = await client.history(this.sandbox, this.module);
+        this.syncSelection();
         await this.loadDiff(client);
       } else {
         this.history = null;
         this.diff = null;
+        this.diffKey = '';
       }
       this.error = '';
     } catch (e) {
@@ -110,55 +177,127 @@ export class HistoryModel {
     this.emit();
   }
 
-  private async loadDiff(client: SandboxClient): Promise<void> {
-    const versions = this.history ? this.history.versions.map(v => v.version) : [];
-    if (versions.length < 2) {
-      this.diff = null;
-      this.diffPair = null;
-      return;
-    }
-    let pair = this.diffPair;
-    if (!pair || !versions.includes(pair[0]) || !versions.includes(pair[1])) {
-      const current = this.history!.versions.find(v => v.current)?.version ?? versions[0];
-      const older = versions.filter(v => v < current);
-      pair = older.length ? [Math.max(...older), current] : [versions[1], versions[0]];
-    }
-    this.diffPair = pair;
-    this.diff = await client.diff(this.sandbox!, this.module!, pair[0], pair[1]);
+  private forgetChoices(): void {
+    this.diffPair = null;
+    this.pinned = false;
+    this.selected = null;
+    this.selectedByUser = false;
   }
 
+  private syncSelection(): void {
+    const versions = this.history!.versions.map(v => v.version);
+    if (!this.selectedByUser || this.selected === null || !versions.includes(this.selected)) {
+      this.selected = this.current;
+      this.selectedByUser = false;
+    }
+  }
+
+  private async loadDiff(client: SandboxClient): Promise<void> {
+    const follow = this.followPair();
+    if (!follow) {
+      this.diff = null;
+      this.diffPair = null;
+      this.diffKey = '';
+      this.pinned = false;
+      return;
+    }
+    const versions = this.history!.versions;
+    let pair = this.pinned ? this.diffPair : null;
+    if (!pair || !pair.every(p => versions.some(v => v.version === p))) {
+      pair = follow;
+      this.pinned = false;
+    }
+    this.diffPair = pair;
+    // versions never change, so a diff already shown is not asked for again
+    const sums = pair.map(p => versions.find(v => v.version === p)!.checksum);
+    const key = JSON.stringify([this.sandbox, this.module, pair, sums]);
+    if (key !== this.diffKey || !this.diff) {
+      this.diff = await client.diff(this.sandbox!, this.module!, pair[0], pair[1]);
+      this.diffKey = key;
+    }
+  }
+
+  /** Show another sandbox (and module). */
   select(sandbox: string, module: string | null = null): Promise<void> {
     this.sandbox = sandbox;
     this.module = module;
-    this.diffPair = null;
+    this.forgetChoices();
     return this.refresh();
   }
 
+  /** Select a version row (no request: Rollback and the commands act on it). */
+  selectVersion(version: number): void {
+    if (!this.history?.versions.some(v => v.version === version)) {
+      return;
+    }
+    this.selected = version;
+    this.selectedByUser = version !== this.current;
+    this.emit();
+  }
+
+  /** Select a version and show what it changed (its predecessor -> it); the current
+   * version's change is the followed diff, any other pins the diff. */
+  showVersion(version: number): Promise<void> {
+    this.selectVersion(version);
+    const before = this.previousOf(version);
+    if (version === this.current || before === null) {
+      return this.follow();
+    }
+    return this.selectDiff(before, version);
+  }
+
+  /** Pin the diff to a pair of versions. */
   selectDiff(v1: number, v2: number): Promise<void> {
     this.diffPair = [v1, v2];
+    this.pinned = true;
+    return this.refresh();
+  }
+
+  /** Unpin the diff: previous -> current, following new versions again. */
+  follow(): Promise<void> {
+    this.pinned = false;
     return this.refresh();
   }
 
   async act(kind: 'rollback' | 'undo' | 'redo', version?: number): Promise<void> {
     const client = this.client;
-    if (!client || !this.sandbox || !this.module) {
+    const sandbox = this.sandbox;
+    const module = this.module;
+    const target = kind === 'rollback' ? (version ?? this.rollbackTarget) : null;
+    if (!client || !sandbox || !module || this.busy || (kind === 'rollback' && target === null)) {
       return;
     }
+    this.busy = true;
+    this.emit();
     try {
       const r =
         kind === 'rollback'
-          ? await client.rollback(this.sandbox, this.module, version!)
+          ? await client.rollback(sandbox, module, target!)
           : kind === 'undo'
-            ? await client.undo(this.sandbox, this.module)
-            : await client.redo(this.sandbox, this.module);
+            ? await client.undo(sandbox, module)
+            : await client.redo(sandbox, module);
       const restored = Object.entries(r.restored)
         .map(([m, v]) => `${m} v${v}`)
         .join(', ');
-      const first = restored ? `restored from the stored history first (${restored}); ` : '';
-      this.status = `${first}${r.module}: now v${r.new_version} (${r.status.replace('_', ' ')})`;
-      this.diffPair = null;
+      const first = restored
+        ? `${sandbox} was not loaded: restored it from its history first (${restored}); `
+        : '';
+      const was = r.old_version !== null && r.old_version !== r.new_version;
+      const what =
+        r.status === 'no_change'
+          ? `no change (v${r.new_version} is current)`
+          : kind === 'rollback'
+            ? `rolled back to v${r.new_version}`
+            : `${kind}: v${r.new_version} is current again`;
+      this.status = `${first}${sandbox}.${r.module}: ${what}${was ? ` (was v${r.old_version})` : ''}`;
+      this.pinned = false;
+      this.selectedByUser = false;
+      this.notify('success', this.status);
     } catch (e) {
       this.status = (e as Error).message;
+      this.notify('error', this.status);
+    } finally {
+      this.busy = false;
     }
     await this.refresh();
   }

@@ -13,6 +13,10 @@ export interface ISandboxSummary {
   stored_modules: Record<string, number>;
   /** False when only the store holds its history (after a kernel restart). */
   loaded: boolean;
+  /** Where its code runs: kernel, process, cluster ('kernel' from older kernels). */
+  host: string;
+  /** A cluster sandbox's number of engines (0 otherwise). */
+  engines: number;
 }
 
 export interface IVersionRow {
@@ -23,12 +27,29 @@ export interface IVersionRow {
   removed: number;
   state_handler: string | null;
   current: boolean;
+  /** What last made it current in this kernel: cell, api, rollback, undo, redo, restore. */
+  origin: string | null;
+  origin_at: string | null;
+}
+
+export interface IFailedAttempt {
+  at: string;
+  message: string;
+  state_handler: string | null;
 }
 
 export interface IHistory {
   sandbox: string;
   module: string;
   versions: IVersionRow[];
+  /** The version undo / redo would make current; null: nothing; undefined: an older kernel. */
+  undo_to?: number | null;
+  redo_to?: number | null;
+  /** Versions no longer retained, and the retention (null: all kept, or not known). */
+  dropped: number;
+  max_versions: number | null;
+  /** Failed reloads this kernel saw, newest first. */
+  failed: IFailedAttempt[];
 }
 
 export interface IDiff {
@@ -81,6 +102,14 @@ function isVersionMap(v: Json): v is Record<string, number> {
   return isObject(v) && Object.values(v).every(isInt);
 }
 
+function isOptional(v: Json, check: (x: Json) => boolean): boolean {
+  return v === undefined || v === null || check(v);
+}
+
+function isString(v: Json): boolean {
+  return typeof v === 'string';
+}
+
 function fail(what: string): never {
   throw new ProtocolError('bad_reply', `malformed ${what} from the kernel`);
 }
@@ -95,7 +124,9 @@ export function parseSandboxes(result: Json): ISandboxSummary[] {
       typeof s.id !== 'string' ||
       !isVersionMap(s.modules) ||
       !isVersionMap(s.stored_modules) ||
-      !(s.loaded === undefined || typeof s.loaded === 'boolean')
+      !(s.loaded === undefined || typeof s.loaded === 'boolean') ||
+      !isOptional(s.host, isString) ||
+      !isOptional(s.engines, isInt)
     ) {
       fail('sandbox entry');
     }
@@ -103,21 +134,29 @@ export function parseSandboxes(result: Json): ISandboxSummary[] {
       id: s.id as string,
       modules: s.modules as Record<string, number>,
       stored_modules: s.stored_modules as Record<string, number>,
-      loaded: s.loaded !== false // kernels before "loaded" listed loaded sandboxes only
+      loaded: s.loaded !== false, // kernels before "loaded" listed loaded sandboxes only
+      host: (s.host as string | undefined) ?? 'kernel',
+      engines: (s.engines as number | undefined) ?? 0
     };
   });
 }
 
+/** A history; fields added later (origin, undo_to, failed...) may be missing (older kernels). */
 export function parseHistory(result: Json): IHistory {
   if (
     !isObject(result) ||
     typeof result.sandbox !== 'string' ||
     typeof result.module !== 'string' ||
-    !Array.isArray(result.versions)
+    !Array.isArray(result.versions) ||
+    !isOptional(result.undo_to, isInt) ||
+    !isOptional(result.redo_to, isInt) ||
+    !isOptional(result.dropped, isInt) ||
+    !isOptional(result.max_versions, isInt) ||
+    !(result.failed === undefined || Array.isArray(result.failed))
   ) {
     fail('history');
   }
-  const versions = (result.versions as Json[]).map(v => {
+  const versions = (result.versions as Json[]).map((v): IVersionRow => {
     if (
       !isObject(v) ||
       !isInt(v.version) ||
@@ -126,17 +165,54 @@ export function parseHistory(result: Json): IHistory {
       !isInt(v.added) ||
       !isInt(v.removed) ||
       !(v.state_handler === null || typeof v.state_handler === 'string') ||
-      typeof v.current !== 'boolean'
+      typeof v.current !== 'boolean' ||
+      !isOptional(v.origin, isString) ||
+      !isOptional(v.origin_at, isString)
     ) {
       fail('version row');
     }
-    return v as unknown as IVersionRow;
+    return {
+      version: v.version as number,
+      loaded_at: v.loaded_at as string,
+      checksum: v.checksum as string,
+      added: v.added as number,
+      removed: v.removed as number,
+      state_handler: v.state_handler as string | null,
+      current: v.current as boolean,
+      origin: (v.origin as string | undefined) ?? null,
+      origin_at: (v.origin_at as string | undefined) ?? null
+    };
   });
-  return {
+  const failed = ((result.failed as Json[] | undefined) ?? []).map((f): IFailedAttempt => {
+    if (
+      !isObject(f) ||
+      typeof f.at !== 'string' ||
+      typeof f.message !== 'string' ||
+      !isOptional(f.state_handler, isString)
+    ) {
+      fail('failed attempt');
+    }
+    return {
+      at: f.at as string,
+      message: f.message as string,
+      state_handler: (f.state_handler as string | undefined) ?? null
+    };
+  });
+  const history: IHistory = {
     sandbox: result.sandbox as string,
     module: result.module as string,
-    versions
+    versions,
+    dropped: (result.dropped as number | undefined) ?? 0,
+    max_versions: (result.max_versions as number | undefined) ?? null,
+    failed
   };
+  if (result.undo_to !== undefined) {
+    history.undo_to = result.undo_to as number | null;
+  }
+  if (result.redo_to !== undefined) {
+    history.redo_to = result.redo_to as number | null;
+  }
+  return history;
 }
 
 export function parseDiff(result: Json): IDiff {

@@ -48,6 +48,56 @@ describe('SandboxClient', () => {
     expect(h.versions[0].version).toBe(2);
   });
 
+  it('reads the fields added later and takes their absence as an older kernel', async () => {
+    const comm = new FakeComm();
+    const client = new SandboxClient(comm);
+    const row = {
+      version: 3,
+      loaded_at: '2026-01-01T00:00:00+00:00',
+      checksum: 'abcd1234',
+      added: 1,
+      removed: 1,
+      state_handler: null,
+      current: true
+    };
+    const now = client.history('demo', 'counter');
+    client.receive(
+      reply(1, {
+        sandbox: 'demo',
+        module: 'counter',
+        versions: [{ ...row, origin: 'undo', origin_at: '2026-01-01T00:01:00+00:00' }],
+        undo_to: 2,
+        redo_to: null,
+        dropped: 7,
+        max_versions: 10,
+        failed: [{ at: '2026-01-01T00:02:00+00:00', message: 'boom', state_handler: 'mig' }]
+      })
+    );
+    const h = await now;
+    expect([h.undo_to, h.redo_to, h.dropped, h.max_versions]).toEqual([2, null, 7, 10]);
+    expect(h.versions[0].origin).toBe('undo');
+    expect(h.failed[0]).toEqual({
+      at: '2026-01-01T00:02:00+00:00',
+      message: 'boom',
+      state_handler: 'mig'
+    });
+    const older = client.history('demo', 'counter');
+    client.receive(reply(2, { sandbox: 'demo', module: 'counter', versions: [row] }));
+    const o = await older;
+    expect('undo_to' in o).toBe(false);
+    expect([o.dropped, o.max_versions, o.failed, o.versions[0].origin]).toEqual([
+      0,
+      null,
+      [],
+      null
+    ]);
+    const bad = client.history('demo', 'counter');
+    client.receive(
+      reply(3, { sandbox: 'demo', module: 'counter', versions: [row], failed: [{ at: 1 }] })
+    );
+    await expect(bad).rejects.toBeInstanceOf(ProtocolError);
+  });
+
   it('turns error replies into ProtocolErrors with their code', async () => {
     const comm = new FakeComm();
     const client = new SandboxClient(comm);
@@ -69,11 +119,18 @@ describe('SandboxClient', () => {
       reply(1, {
         sandboxes: [
           { id: 'a', modules: { m: 1 }, stored_modules: {} },
-          { id: 'b', modules: {}, stored_modules: { m: 2 }, loaded: false }
+          { id: 'b', modules: {}, stored_modules: { m: 2 }, loaded: false },
+          { id: 'c', modules: {}, stored_modules: {}, loaded: true, host: 'cluster', engines: 3 }
         ]
       })
     );
-    expect((await p).map(s => s.loaded)).toEqual([true, false]);
+    const listed = await p;
+    expect(listed.map(s => s.loaded)).toEqual([true, false, true]);
+    expect(listed.map(s => [s.host, s.engines])).toEqual([
+      ['kernel', 0],
+      ['kernel', 0],
+      ['cluster', 3]
+    ]);
     const bad = client.list();
     client.receive(
       reply(2, { sandboxes: [{ id: 'a', modules: {}, stored_modules: {}, loaded: 'no' }] })

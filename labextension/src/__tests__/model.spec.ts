@@ -6,6 +6,10 @@ class FakeKernel {
   versions = [1, 2, 3];
   current = 3;
   oldLoaded = false;
+  /** undefined: answer as a kernel from before undo_to / redo_to existed */
+  undoTo: number | null | undefined = 2;
+  redoTo: number | null | undefined = null;
+  failRollback = false;
   /** Every request method received, in order. */
   requests: string[] = [];
   client: SandboxClient;
@@ -42,7 +46,8 @@ class FakeKernel {
             removed: 0,
             state_handler: v === 2 ? 'migrate' : null,
             current: v === this.current
-          }))
+          })),
+          ...(this.undoTo === undefined ? {} : { undo_to: this.undoTo, redo_to: this.redoTo })
         });
       case 'diff':
         return ok({
@@ -56,6 +61,17 @@ class FakeKernel {
           ]
         });
       case 'rollback': {
+        if (this.failRollback) {
+          setTimeout(() =>
+            this.client.receive({
+              protocol: 1,
+              id: req.id,
+              ok: false,
+              error: { code: 'failed', message: 'the module body raised' }
+            })
+          );
+          return;
+        }
         const restored = p.sandbox === 'old' && !this.oldLoaded ? { c: 2 } : undefined;
         this.oldLoaded = this.oldLoaded || p.sandbox === 'old';
         this.current = p.version;
@@ -127,7 +143,9 @@ describe('HistoryModel', () => {
     ]);
     expect(m.modules()).toEqual(['c']);
     await m.act('rollback', 1);
-    expect(m.status).toBe('restored from the stored history first (c v2); c: now v1 (rolled back)');
+    expect(m.status).toBe(
+      'old was not loaded: restored it from its history first (c v2); old.c: rolled back to v1 (was v3)'
+    );
     expect(m.sandboxes.find(s => s.id === 'old')!.loaded).toBe(true);
   });
 
@@ -136,10 +154,90 @@ describe('HistoryModel', () => {
     const m = new HistoryModel();
     m.attach(k.client, []);
     await m.refresh();
+    const notes: string[] = [];
+    m.notify = (kind, message) => notes.push(`${kind}: ${message}`);
     await m.act('rollback', 1);
     expect(k.current).toBe(1);
-    expect(m.status).toBe('counter: now v1 (rolled back)');
+    expect(m.status).toBe('demo.counter: rolled back to v1 (was v3)');
+    expect(notes).toEqual(['success: demo.counter: rolled back to v1 (was v3)']);
     expect(m.history!.versions.find(v => v.current)!.version).toBe(1);
+    k.failRollback = true;
+    await m.act('rollback', 2);
+    expect(notes[1]).toBe('error: the module body raised');
+  });
+
+  it('selects the current row, so Rollback has nothing to do until another is chosen', async () => {
+    const k = new FakeKernel();
+    const m = new HistoryModel();
+    m.attach(k.client, []);
+    await m.refresh();
+    expect(m.selected).toBe(3);
+    expect(m.rollbackTarget).toBeNull();
+    k.requests = [];
+    await m.act('rollback');
+    expect(k.requests).toEqual([]);
+    m.selectVersion(1);
+    expect(m.rollbackTarget).toBe(1);
+    await m.act('rollback');
+    expect(k.current).toBe(1);
+    expect([m.selected, m.rollbackTarget]).toEqual([1, null]);
+  });
+
+  it('names the undo and redo targets, and knows when a kernel does not say', async () => {
+    const k = new FakeKernel();
+    const m = new HistoryModel();
+    m.attach(k.client, []);
+    await m.refresh();
+    expect([m.undoTarget, m.redoTarget]).toEqual([2, null]);
+    k.undoTo = undefined;
+    await m.refresh();
+    expect(m.undoTarget).toBeUndefined();
+  });
+
+  it('moves the diff to previous -> current as versions arrive, unless a pair is pinned', async () => {
+    const k = new FakeKernel();
+    const m = new HistoryModel();
+    m.attach(k.client, []);
+    await m.refresh();
+    expect([m.diffPair, m.pinned]).toEqual([[2, 3], false]);
+    for (const v of [4, 5]) {
+      k.versions.push(v);
+      k.current = v;
+      k.client.receive({ ...PUSH, version: v });
+      await changed(m, () => m.history?.versions[0].version === v, `v${v} shown`);
+      await m.refresh();
+      expect(m.diffPair).toEqual([v - 1, v]);
+    }
+    await m.selectDiff(1, 3);
+    expect([m.diffPair, m.pinned]).toEqual([[1, 3], true]);
+    k.versions.push(6);
+    k.current = 6;
+    await m.refresh();
+    expect([m.diffPair, m.pinned]).toEqual([[1, 3], true]);
+    expect(m.selected).toBe(6); // the selection still follows the current version
+    await m.follow();
+    expect([m.diffPair, m.pinned]).toEqual([[5, 6], false]);
+  });
+
+  it("opens a version's own change, pinned; the current one's is the followed diff", async () => {
+    const k = new FakeKernel();
+    const m = new HistoryModel();
+    m.attach(k.client, []);
+    await m.refresh();
+    await m.showVersion(2);
+    expect([m.selected, m.diffPair, m.pinned]).toEqual([2, [1, 2], true]);
+    await m.showVersion(3);
+    expect([m.selected, m.diffPair, m.pinned]).toEqual([3, [2, 3], false]);
+  });
+
+  it('asks for a diff only when the pair changed', async () => {
+    const k = new FakeKernel();
+    const m = new HistoryModel();
+    m.attach(k.client, []);
+    await m.refresh();
+    k.requests = [];
+    await m.refresh();
+    expect(k.requests).toEqual(['list', 'history']);
   });
 
   it('refreshes by itself when the kernel pushes a change and notifies listeners', async () => {
