@@ -147,3 +147,11 @@ def test_a_silent_engine_is_reported_not_waited_for(client, csb):
     host.timeout = 30
     assert sm.get_module_version(csb, "counter") == 1
     assert _on_engines(client, csb, "HELD.inc(), STEP") == {e: (2, 1) for e in client.ids}
+
+
+def test_a_failing_check_on_the_engines_changes_no_engine(client, csb):
+    with pytest.raises(sm.ReloadError, match="check"):
+        sm.hot_reload_source(csb, V1.replace("STEP = 1", "STEP = 4"), module="counter",
+                             check="STEP == 1")
+    assert sm.get_module_version(csb, "counter") == 1
+    assert _on_engines(client, csb, "HELD.inc(), STEP") == {e: (2, 1) for e in client.ids}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..engine.artifact import Artifact, CompileInfo, compile_artifact
@@ -25,7 +25,8 @@ from .registry import get_host, get_state
 
 
 def _options(state_handler: StateHandler | None, use_state_preservation: bool,
-             coordinate_dependencies: bool, suspend_timeout: float) -> ReloadOptions:
+             coordinate_dependencies: bool, suspend_timeout: float,
+             check: Callable[[Any], Any] | str | None = None) -> ReloadOptions:
     if state_handler is not None and not callable(state_handler):
         raise SandboxError(f"state_handler must be callable(old_state, old_version, "
                            f"new_version), got {type(state_handler).__name__}")
@@ -38,14 +39,17 @@ def _options(state_handler: StateHandler | None, use_state_preservation: bool,
     name = None
     if state_handler is not None:
         name = getattr(state_handler, "__name__", None) or repr(state_handler)
+    if check is not None and not (callable(check) or isinstance(check, str)):
+        raise SandboxError(f"check must be a callable taking the sandbox, or an expression; "
+                           f"got {type(check).__name__}")
     return ReloadOptions(state_handler, name, use_state_preservation, coordinate_dependencies,
-                         float(suspend_timeout))
+                         float(suspend_timeout), check)
 
 
 def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
                state_handler: StateHandler | None = None, use_state_preservation: bool = True,
-               coordinate_dependencies: bool = True, suspend_timeout: float = 5.0
-               ) -> ReloadResult:
+               coordinate_dependencies: bool = True, suspend_timeout: float = 5.0,
+               check: Callable[[Any], Any] | str | None = None) -> ReloadResult:
     """Load compiled code into a sandbox, in place, as a new version.
 
     ``artifact`` is an :class:`Artifact`, its bytes, or a :class:`CompileInfo`
@@ -55,17 +59,19 @@ def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
     A module the sandbox does not have yet is added as version 1.  Code identical
     to the current version gives ``"no_change"``; code identical to an older
     retained version re-activates that version instead of recording a duplicate.
+    ``check`` (a callable taking the sandbox handle, or an expression among its
+    names) runs on the new code before the version is recorded; ``False`` or an
+    exception refuses the reload (``ReloadError`` with ``step="check"``) and
+    everything is as before.
     """
     started = time.perf_counter()
+    opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
+                    suspend_timeout, check)
     if isinstance(artifact, CompileInfo) and len(artifact.artifacts) != 1:
         get_state(sandbox_id)
-        return _load_many(sandbox_id, artifact.artifacts,
-                          _options(state_handler, use_state_preservation,
-                                   coordinate_dependencies, suspend_timeout), started)
+        return _load_many(sandbox_id, artifact.artifacts, opts, started)
     art = Artifact.coerce(artifact)
     st = get_state(sandbox_id)
-    opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
-                    suspend_timeout)
     with st.lock:
         change = plan_change(st, art)
         if change is None:
@@ -81,30 +87,34 @@ def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
 def hot_reload_source(sandbox_id: str, source: str | Mapping[str, str],
                       module: str | None = None, *, state_handler: StateHandler | None = None,
                       use_state_preservation: bool = True, coordinate_dependencies: bool = True,
-                      suspend_timeout: float = 5.0) -> ReloadResult:
-    """Compile and load source; a ``{module: source}`` dict loads as one transaction."""
+                      suspend_timeout: float = 5.0,
+                      check: Callable[[Any], Any] | str | None = None) -> ReloadResult:
+    """Compile and load source; a ``{module: source}`` dict loads as one transaction.
+
+    ``check`` as for :func:`hot_reload`.
+    """
     if isinstance(source, Mapping):
         if module is not None:
             raise SandboxError("pass module= only with a single source string")
         return _reload_many(sandbox_id, source, state_handler, use_state_preservation,
-                            coordinate_dependencies, suspend_timeout)
+                            coordinate_dependencies, suspend_timeout, check)
     get_state(sandbox_id)
     art = compile_artifact(source, module)
     return hot_reload(sandbox_id, art, state_handler=state_handler,
                       use_state_preservation=use_state_preservation,
                       coordinate_dependencies=coordinate_dependencies,
-                      suspend_timeout=suspend_timeout)
+                      suspend_timeout=suspend_timeout, check=check)
 
 
 def _reload_many(sandbox_id: str, sources: Mapping[str, str], state_handler: Any,
                  use_state_preservation: bool, coordinate_dependencies: bool,
-                 suspend_timeout: float) -> ReloadResult:
+                 suspend_timeout: float, check: Any = None) -> ReloadResult:
     started = time.perf_counter()
     get_state(sandbox_id)
     if not sources:
         raise SandboxError("the source dict is empty; give {module_name: source}")
     opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
-                    suspend_timeout)
+                    suspend_timeout, check)
     arts = [compile_artifact(src, name) for name, src in sources.items()]
     return _load_many(sandbox_id, arts, opts, started)
 
@@ -137,12 +147,16 @@ def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,
 def rollback_module(sandbox_id: str, module: str, version: int, *,
                     state_handler: StateHandler | None = None,
                     use_state_preservation: bool = True, coordinate_dependencies: bool = True,
-                    suspend_timeout: float = 5.0) -> ReloadResult:
-    """Run ``version``'s code again; afterwards ``get_module_version`` returns ``version``."""
+                    suspend_timeout: float = 5.0,
+                    check: Callable[[Any], Any] | str | None = None) -> ReloadResult:
+    """Run ``version``'s code again; afterwards ``get_module_version`` returns ``version``.
+
+    ``check`` as for :func:`hot_reload`: a rollback whose check fails changes nothing.
+    """
     started = time.perf_counter()
     st = get_state(sandbox_id)
     opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
-                    suspend_timeout)
+                    suspend_timeout, check)
     with st.lock:
         h = st.history(module)
         if not isinstance(version, int) or isinstance(version, bool):

@@ -77,6 +77,10 @@ class ReloadOptions:
     use_state_preservation: bool = True
     coordinate_dependencies: bool = True
     suspend_timeout: float = 5.0
+    #: Run on the new code before the version is recorded: a callable taking the
+    #: sandbox handle, or an expression evaluated among the sandbox's names;
+    #: ``False`` or an exception refuses the reload (step ``"check"``).
+    check: Callable[[Any], Any] | str | None = None
 
 
 class ReloadParticipant(Protocol):
@@ -282,6 +286,30 @@ class Transaction:
             real.__file__ = self.code_for[m].filename
             real.__spec__ = state.spec(m, self.code_for[m])
             state.register_module(m, real, self.code_for[m])
+        if self.options.check is not None:
+            self.run_check()
+
+    def run_check(self) -> None:
+        """The user's check, on the new code (committed, not yet recorded)."""
+        check = self.options.check
+        modules = ", ".join(self.run_order)
+        try:
+            with user_code():
+                if isinstance(check, str):
+                    ok = eval(compile(check, "<sandbox check>", "eval"),
+                              self.state.refresh_scratch())
+                else:
+                    assert check is not None
+                    ok = check(self.state.handle)
+        except (Exception, SystemExit) as exc:
+            raise ReloadError(f"the check raised {type(exc).__name__}: {exc}; the reload was "
+                              "refused and the previous version keeps running", step="check",
+                              module=modules) from exc
+        if ok is False:
+            what = check if isinstance(check, str) else getattr(check, "__name__", "check")
+            raise ReloadError(f"the check {what!s} returned False on the new code; the reload "
+                              "was refused and the previous version keeps running",
+                              step="check", module=modules)
 
     def record(self) -> None:
         """Write the versions: in memory first (undoable), then to the store."""

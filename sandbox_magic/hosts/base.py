@@ -72,7 +72,22 @@ def options_payload(options: ReloadOptions) -> dict[str, Any]:
             "handler_name": options.handler_name,
             "use_state_preservation": options.use_state_preservation,
             "coordinate_dependencies": options.coordinate_dependencies,
-            "suspend_timeout": options.suspend_timeout}
+            "suspend_timeout": options.suspend_timeout,
+            "check": options.check if options.check is None or isinstance(options.check, str)
+            else cloudpickle.dumps(options.check)}
+
+
+def options_from_payload(payload: dict[str, Any]) -> ReloadOptions:
+    """The other side of :func:`options_payload`."""
+    import cloudpickle
+
+    from ..engine.reload import ReloadOptions
+    values = dict(payload)
+    handler = values.pop("state_handler", None)
+    check = values.pop("check", None)
+    return ReloadOptions(cloudpickle.loads(handler) if handler else None,
+                         check=cloudpickle.loads(check) if isinstance(check, bytes) else check,
+                         **values)
 
 
 def current_artifacts(state: SandboxState) -> dict[str, bytes]:

@@ -34,9 +34,10 @@ import cloudpickle
 
 from .. import api
 from ..engine.artifact import Artifact
-from ..engine.reload import Change, ReloadOptions, plan_change
+from ..engine.reload import Change, plan_change
 from ..engine.versions import VersionStore
 from ..live.server import ServerRef
+from .base import options_from_payload
 
 SANDBOX_PREFIX = "sandbox_magic.sandboxes."
 _objects: dict[int, Any] = {}      # oid -> object the parent holds a reference to
@@ -129,8 +130,7 @@ def _reload(sandbox_id: str, artifacts: list[tuple[str, bytes]], options: dict[s
     _sandbox(sandbox_id)
     host = api.get_host(sandbox_id)
     st = host.state
-    handler = options.pop("state_handler", None)
-    opts = ReloadOptions(cloudpickle.loads(handler) if handler else None, **options)
+    opts = options_from_payload(options)
     with st.lock:
         changes = []
         for module, blob in artifacts:

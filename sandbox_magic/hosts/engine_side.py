@@ -13,12 +13,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import cloudpickle
-
 from .. import api
 from ..engine.artifact import Artifact
-from ..engine.reload import Change, ReloadOptions, TwoPhase, plan_change
+from ..engine.reload import Change, TwoPhase, plan_change
 from ..engine.versions import VersionStore
+from .base import options_from_payload
 
 _open: dict[str, TwoPhase] = {}
 #: For tests of the coordinator: commits on this engine fail after applying.
@@ -39,8 +38,7 @@ def prepare(sandbox_id: str, txid: str, artifacts: list[tuple[str, bytes]],
     started = time.perf_counter()
     ensure(sandbox_id)
     st = api.get_state(sandbox_id)
-    handler = options.pop("state_handler", None)
-    opts = ReloadOptions(cloudpickle.loads(handler) if handler else None, **options)
+    opts = options_from_payload(options)
     changes = []
     for module, blob in artifacts:
         art = Artifact.from_bytes(blob)

@@ -28,6 +28,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 _handler_cells = itertools.count(1)
 
 
+def _unquote(text: str) -> str:
+    """An argument as typed, without the quotes that kept it one argument."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
 def _cluster_view(profile: str, targets: str | None) -> Any:
     """The DirectView of a running ipyparallel cluster (all engines, or ``targets``)."""
     try:
@@ -199,6 +206,10 @@ class SandboxMagics(Magics):
     @argument("--no-cascade", dest="no_cascade", action="store_true",
               help="do not re-run the sandbox modules that import this one")
     @argument("--quiet", action="store_true", help="print nothing on success")
+    @argument("--check", default=None, metavar="EXPR",
+              help="an expression over the sandbox's names that must not be False on the "
+                   "new code, e.g. --check \"add_tax(100) == 110\"; otherwise the reload is "
+                   "refused and nothing changes")
     @cell_magic
     @usage_errors
     def sandbox_reload(self, line: str, cell: str) -> None:
@@ -220,7 +231,8 @@ class SandboxMagics(Magics):
                     sid, cell, module, state_handler=handler,
                     use_state_preservation=not args.no_state,
                     coordinate_dependencies=not args.no_cascade,
-                    suspend_timeout=args.suspend_timeout)
+                    suspend_timeout=args.suspend_timeout,
+                    check=_unquote(args.check) if args.check else None)
         except (CompileError, ReloadError) as exc:
             raise self._failure(sid, module, exc, handler, pending_key) from None
         if pending_key is not None and result.status != "no_change":

@@ -1,0 +1,96 @@
+"""check=: a reload goes through only if the new code passes the user's check."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import src
+
+import sandbox_magic as sm
+
+TAX = src("""
+    RATE = 0.1
+    class Till:
+        def __init__(self):
+            self.total = 0
+        def ring(self, x):
+            self.total += add_tax(x)
+            return self.total
+    def add_tax(x):
+        return round(x * (1 + RATE), 2)
+    """)
+
+
+def test_a_passing_check_lets_the_reload_through(sid):
+    sm.hot_reload_source(sid, TAX, module="tax")
+    r = sm.hot_reload_source(sid, TAX.replace("0.1", "0.2"), module="tax",
+                             check=lambda sb: sb.add_tax(100) == 120)
+    assert r.new_version == 2 and sm.get_sandbox(sid).add_tax(10) == 12
+    r = sm.hot_reload_source(sid, TAX.replace("0.1", "0.3"), module="tax",
+                             check="add_tax(100) == 130")
+    assert r.new_version == 3
+
+
+@pytest.mark.parametrize("check", [lambda sb: sb.add_tax(100) == 110, "add_tax(100) == 110",
+                                   lambda sb: 1 / 0])
+def test_a_failing_check_changes_nothing(sid, check):
+    sm.hot_reload_source(sid, TAX, module="tax")
+    sb = sm.get_sandbox(sid)
+    till = sb.Till()
+    till.ring(10)
+    with pytest.raises(sm.ReloadError) as info:
+        sm.hot_reload_source(sid, TAX.replace("0.1", "0.5"), module="tax", check=check,
+                             state_handler=lambda old, ov, nv: {**old, "migrated": True})
+    assert info.value.step == "check"
+    assert sm.get_module_version(sid, "tax") == 1
+    assert [v.version for v in sm.list_module_versions(sid, "tax")] == [1]
+    assert sb.add_tax(10) == 11.0 and till.ring(10) == 22.0
+    assert not hasattr(till, "migrated")            # the migrated state was put back too
+
+
+def test_the_check_sees_the_new_code_before_it_is_recorded(sid):
+    seen = []
+
+    def check(sb):
+        seen.append((sb.add_tax(100), sm.get_module_version(sid, "tax")))
+        return True
+    sm.hot_reload_source(sid, TAX, module="tax")
+    sm.hot_reload_source(sid, TAX.replace("0.1", "0.2"), module="tax", check=check)
+    assert seen == [(120.0, 1)]       # new code running, version not yet recorded
+
+
+def test_a_rollback_with_a_failing_check_stays_where_it_was(sid):
+    sm.hot_reload_source(sid, TAX, module="tax")
+    sm.hot_reload_source(sid, TAX.replace("0.1", "0.2"), module="tax")
+    with pytest.raises(sm.ReloadError, match="check"):
+        sm.rollback_module(sid, "tax", 1, check="add_tax(100) == 120")
+    assert sm.get_module_version(sid, "tax") == 2
+    sm.rollback_module(sid, "tax", 1, check="add_tax(100) == 110")
+    assert sm.get_module_version(sid, "tax") == 1
+
+
+def test_a_bad_check_argument_is_a_clear_error(sid):
+    with pytest.raises(sm.SandboxError, match="check must be"):
+        sm.hot_reload_source(sid, TAX, module="tax", check=42)
+
+
+def test_the_magic_takes_a_check(new_id, capsys):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sandbox_magic")
+    ip.run_cell_magic("sandbox_reload", f"{new_id} tax --check 'add_tax(100) == 110'", TAX)
+    assert sm.get_module_version(new_id, "tax") == 1
+    with pytest.raises(sm.SandboxError, match="check"):
+        ip.run_cell_magic("sandbox_reload", f"{new_id} tax --check 'add_tax(100) == 110'",
+                          TAX.replace("0.1", "0.7"))
+    assert sm.get_module_version(new_id, "tax") == 1
+
+
+def test_a_check_runs_in_a_process_sandbox(new_id):
+    sm.create_sandbox(new_id, host="process", call_timeout=30)
+    sm.hot_reload_source(new_id, TAX, module="tax")
+    with pytest.raises(sm.ReloadError, match="check"):
+        sm.hot_reload_source(new_id, TAX.replace("0.1", "0.5"), module="tax",
+                             check=lambda sb: sb.add_tax(100) == 110)
+    assert sm.get_module_version(new_id, "tax") == 1
+    assert sm.get_sandbox(new_id).add_tax(100) == 110.0
