@@ -125,3 +125,9 @@ def test_cluster(tmp_path):
     assert "refused:" in refused and "engine 1" in refused
     assert refused.strip().endswith("{0: 22, 1: 22}")
     assert text(nb, "versions").strip() == "(2, [2, 1])"
+
+
+def test_tour_check_section(tmp_path):
+    nb = execute("tour.ipynb", tmp_path)
+    out = text(nb, "check")
+    assert "refused at step check" in out and out.strip().endswith("True")
