@@ -11,6 +11,7 @@ from typing import Any
 
 from . import api  # noqa: F401  (sandbox_magic.api: the API by concern)
 from .api import (
+    bisect,
     create_sandbox,
     destroy_sandbox,
     diff_versions,
@@ -24,6 +25,7 @@ from .api import (
     list_module_versions,
     list_sandboxes,
     list_servers,
+    probe,
     redo,
     restart_sandbox,
     restore_sandbox,
@@ -109,6 +111,7 @@ __all__ = [
     "VersionNotFoundError",
     "VersionStore",
     "batch_hot_reload",
+    "bisect",
     "compile_file",
     "compile_sandbox",
     "compile_source",
@@ -126,6 +129,7 @@ __all__ = [
     "list_module_versions",
     "list_sandboxes",
     "list_servers",
+    "probe",
     "redo",
     "restart_sandbox",
     "restore_sandbox",

@@ -11,6 +11,7 @@ functions, never the engine's internals.
 from ..engine.sandbox import validate_sandbox_id
 from ..engine.scope import current_scope, set_history_scope
 from .events import emit, listeners
+from .inspection import bisect, probe
 from .lifecycle import (
                         create_sandbox,
                         destroy_sandbox,
@@ -39,6 +40,7 @@ from .running import get_server, list_servers, run, start_server
 from .stores import default_store, set_default_store, stored_histories, stored_sandbox_ids
 
 __all__ = [
+                        "bisect",
                         "create_sandbox",
                         "current_scope",
                         "default_store",
@@ -63,6 +65,7 @@ __all__ = [
                         "listeners",
                         "load_before_change",
                         "module_history",
+                        "probe",
                         "redo",
                         "reload_modules",
                         "restart_sandbox",

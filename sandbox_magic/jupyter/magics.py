@@ -467,6 +467,42 @@ class SandboxMagics(Magics):
 
     @magic_arguments()
     @argument("sandbox_id")
+    @argument("module")
+    @argument("expr", nargs="+", help="an expression over the sandbox's names")
+    @line_magic
+    @usage_errors
+    def sandbox_probe(self, line: str) -> None:
+        """Evaluate an expression under every retained version (in a scratch sandbox)."""
+        args = parse_argstring(self.sandbox_probe, line)
+        expr = _unquote(" ".join(args.expr))
+        for v, value in api.probe(args.sandbox_id, args.module, expr).items():
+            shown = (f"{type(value).__name__}: {value}" if isinstance(value, BaseException)
+                     else repr(value))
+            print(f"v{v}: {shown}")
+
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("module")
+    @argument("expr", nargs="+", help="true on good versions, false on bad ones")
+    @line_magic
+    @usage_errors
+    def sandbox_bisect(self, line: str) -> None:
+        """The first version for which an expression is false (binary search, scratch loads)."""
+        args = parse_argstring(self.sandbox_bisect, line)
+        expr = _unquote(" ".join(args.expr))
+        bad = api.bisect(args.sandbox_id, args.module, expr)
+        if bad is None:
+            print(f"{expr} holds for every retained version of {args.module}")
+            return
+        versions = sorted(api.module_history(args.sandbox_id, args.module).records)
+        before = [v for v in versions if v < bad]
+        print(f"{expr} is first false in {args.module} v{bad}"
+              + (f" (v{before[-1]} was the last good one); %sandbox_diff "
+                 f"{args.sandbox_id} {args.module} {before[-1]} {bad} shows the change"
+                 if before else " (the oldest retained version)"))
+
+    @magic_arguments()
+    @argument("sandbox_id")
     @argument("--forget", action="store_true",
               help="also delete the sandbox's recorded history from the store")
     @line_magic
