@@ -35,6 +35,8 @@ from .api import (
     start_server,
     sync_sandbox,
     undo,
+    unwatch,
+    watch,
 )
 from .api.batch import batch_hot_reload
 from .api.manager import ModuleVersionManager
@@ -140,6 +142,8 @@ __all__ = [
     "start_server",
     "sync_sandbox",
     "undo",
+    "unwatch",
+    "watch",
 ]
 
 

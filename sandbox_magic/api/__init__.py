@@ -38,8 +38,11 @@ from .registry import find_host, get_host, get_state
 from .reloading import hot_reload, hot_reload_source, redo, reload_modules, rollback_module, undo
 from .running import get_server, list_servers, run, start_server
 from .stores import default_store, set_default_store, stored_histories, stored_sandbox_ids
+from .watching import Watcher, WatchEvent, unwatch, watch
 
 __all__ = [
+                        "WatchEvent",
+                        "Watcher",
                         "bisect",
                         "create_sandbox",
                         "current_scope",
@@ -81,5 +84,7 @@ __all__ = [
                         "stored_sandbox_ids",
                         "sync_sandbox",
                         "undo",
+                        "unwatch",
                         "validate_sandbox_id",
+                        "watch",
 ]

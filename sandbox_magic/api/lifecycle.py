@@ -106,6 +106,8 @@ def destroy_sandbox(sandbox_id: str, *, forget_history: bool = False) -> None:
     """
     host = get_host(sandbox_id)
     st = host.state
+    from .watching import unwatch
+    unwatch(sandbox_id)
     with st.lock:
         host.stop()
         if forget_history:

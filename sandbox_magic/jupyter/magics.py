@@ -467,6 +467,41 @@ class SandboxMagics(Magics):
 
     @magic_arguments()
     @argument("sandbox_id")
+    @argument("path", nargs="?", default=None,
+              help="a .py file, or a folder of them (one module per file)")
+    @argument("--stop", action="store_true", help="stop watching")
+    @argument("--check", default=None, metavar="EXPR",
+              help="an expression each save's new code must not make False")
+    @argument("--debounce", type=float, default=0.2,
+              help="seconds of quiet that end a save (default 0.2)")
+    @line_magic
+    @usage_errors
+    def sandbox_watch(self, line: str) -> None:
+        """Reload the sandbox from files on every save, each save a new version."""
+        args = parse_argstring(self.sandbox_watch, line)
+        sid = args.sandbox_id
+        if args.stop:
+            print(f"stopped watching for {sid}" if api.unwatch(sid)
+                  else f"{sid} was not being watched")
+            return
+        if args.path is None:
+            raise MagicError("usage: %sandbox_watch ID PATH [--check EXPR] | ID --stop")
+        if sid not in {s.id for s in api.list_sandboxes()}:
+            api.create_sandbox(sid)
+        self._bind_handle(sid)
+        status = display(f"{sid}: watching {args.path}", display_id=True)
+
+        def show(event: Any) -> None:
+            mark = {"reloaded": "✓", "unchanged": "·", "failed": "✗", "deleted": "!"}
+            text = f"{sid}: watching {args.path} — {mark.get(event.kind, '')} {event.message}"
+            if status is not None:
+                status.update(text)
+
+        api.watch(sid, args.path, debounce=args.debounce,
+                  check=_unquote(args.check) if args.check else None, on_event=show)
+
+    @magic_arguments()
+    @argument("sandbox_id")
     @argument("module")
     @argument("expr", nargs="+", help="an expression over the sandbox's names")
     @line_magic

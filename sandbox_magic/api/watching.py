@@ -1,0 +1,192 @@
+"""Reload a sandbox from files on every save: the ``%autoreload`` workflow, with versions.
+
+:func:`watch` follows a ``.py`` file or a folder of them (the ``sandbox_path``
+layout: one module per file, siblings imported by plain name) with
+``watchfiles``, which uses the operating system's file events (inotify here)
+and groups the events of one save, or of an editor writing several files, into
+one batch after ``debounce`` seconds of quiet.  Each batch is one
+transactional reload of the changed files, in dependency order, with the
+watch's ``state_handler`` and ``check``: a save with a syntax error, a failing
+body or a failing check changes nothing, and the next good save goes through.
+New files add modules; deleted files are reported and their modules kept.
+
+Every outcome goes to the watch's ``on_event`` callback and to the events the
+panels follow (a failed save is listed as a failed attempt).  The notebook
+magic shows the latest outcome in one output that updates in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine.reload import StateHandler
+from ..errors import SandboxError
+from .events import emit
+from .registry import get_state
+from .reloading import hot_reload_source
+
+log = logging.getLogger(__name__)
+_watchers: dict[str, Watcher] = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class WatchEvent:
+    """What one batch of saves did."""
+
+    kind: str                        # "reloaded", "unchanged", "failed", "deleted"
+    modules: tuple[str, ...]
+    message: str
+    versions: dict[str, int] = field(default_factory=dict)
+
+
+class Watcher:
+    """A running watch; :meth:`stop` ends it (its thread is joined)."""
+
+    def __init__(self, sandbox_id: str, path: Path, *, debounce: float,
+                 state_handler: StateHandler | None, check: Any,
+                 on_event: Callable[[WatchEvent], None] | None) -> None:
+        import watchfiles
+        self._watchfiles = watchfiles
+        self.sandbox_id = sandbox_id
+        self.path = path
+        self.debounce = debounce
+        self.state_handler = state_handler
+        self.check = check
+        self.on_event = on_event
+        self.events: list[WatchEvent] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"sandbox-watch-{sandbox_id}")
+        self._thread.start()
+        self._ready.wait(5)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(10)
+        with _lock:
+            if _watchers.get(self.sandbox_id) is self:
+                del _watchers[self.sandbox_id]
+
+    def _module_of(self, p: Path) -> str | None:
+        if p.suffix != ".py" or p.stem == "__init__":
+            return None
+        if self.path.is_file():
+            return p.stem if p.resolve() == self.path.resolve() else None
+        return p.stem if p.parent.resolve() == self.path.resolve() else None
+
+    def _run(self) -> None:
+        watch_path = self.path if self.path.is_dir() else self.path.parent
+        self._ready.set()
+        try:
+            for changes in self._watchfiles.watch(
+                    watch_path, stop_event=self._stop, debounce=int(self.debounce * 1000),
+                    step=50, rust_timeout=200, yield_on_timeout=False, recursive=False):
+                self.apply(changes)
+        except Exception:   # the watch ends; say why instead of dying silently
+            log.exception("watching %s for sandbox %s stopped", self.path, self.sandbox_id)
+
+    def apply(self, changes: set[tuple[Any, str]]) -> WatchEvent | None:
+        """One batch of file events: one reload of the changed files."""
+        deleted = self._watchfiles.Change.deleted
+        changed: dict[str, Path] = {}
+        gone: list[str] = []
+        for change, name in changes:
+            p = Path(name)
+            module = self._module_of(p)
+            if module is None:
+                continue
+            if change == deleted and not p.exists():
+                gone.append(module)
+            else:
+                changed[module] = p
+        event: WatchEvent | None = None
+        if gone:
+            event = WatchEvent("deleted", tuple(sorted(gone)),
+                               f"deleted: {', '.join(sorted(gone))}; their modules stay loaded "
+                               "(destroy or reload the sandbox to drop them)")
+            self._tell(event)
+        if changed:
+            event = self._reload(changed)
+            self._tell(event)
+        return event
+
+    def _reload(self, changed: dict[str, Path]) -> WatchEvent:
+        names = tuple(sorted(changed))
+        try:
+            sources = {m: p.read_text(encoding="utf-8") for m, p in changed.items()}
+        except (OSError, UnicodeDecodeError) as exc:
+            return WatchEvent("failed", names, f"could not read {exc}")
+        try:
+            r = hot_reload_source(self.sandbox_id, sources, state_handler=self.state_handler,
+                                  check=self.check)
+        except SandboxError as exc:
+            emit("reload_failed", self.sandbox_id, module=names[0], message=str(exc),
+                 source="watch")
+            return WatchEvent("failed", names, str(exc).splitlines()[0])
+        results = r.modules or (r,)
+        versions = {x.module: x.new_version for x in results if x.new_version is not None}
+        if all(x.status == "no_change" for x in results):
+            return WatchEvent("unchanged", names, "saved without changes", versions)
+        said = ", ".join(f"{m} v{v}" for m, v in versions.items())
+        return WatchEvent("reloaded", names, f"reloaded {said}", versions)
+
+    def _tell(self, event: WatchEvent) -> None:
+        self.events.append(event)
+        del self.events[:-50]
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:   # a broken callback must not end the watch
+                log.exception("watch callback failed")
+
+
+def watch(sandbox_id: str, path: str | Path, *, debounce: float = 0.2,
+          state_handler: StateHandler | None = None, check: Any = None,
+          on_event: Callable[[WatchEvent], None] | None = None) -> Watcher:
+    """Reload ``sandbox_id`` from ``path`` (a ``.py`` file or a folder of them) on every save.
+
+    The files are loaded once now (a failure here raises); afterwards every save
+    is one reload (see the module docstring).  A sandbox has at most one watch:
+    watching again replaces it.
+    """
+    get_state(sandbox_id)
+    p = Path(path)
+    if not p.exists():
+        raise SandboxError(f"cannot watch {str(p)!r}: no such file or folder")
+    if p.is_file() and p.suffix != ".py":
+        raise SandboxError(f"cannot watch {str(p)!r}: watch a .py file or a folder of them")
+    files = [p] if p.is_file() else sorted(f for f in p.glob("*.py") if f.stem != "__init__")
+    if files:
+        hot_reload_source(sandbox_id, {f.stem: f.read_text(encoding="utf-8") for f in files},
+                          state_handler=state_handler, check=check)
+    try:
+        import watchfiles  # noqa: F401
+    except ImportError:
+        raise SandboxError("watching files needs watchfiles: pip install watchfiles") from None
+    unwatch(sandbox_id)
+    w = Watcher(sandbox_id, p, debounce=debounce, state_handler=state_handler, check=check,
+                on_event=on_event)
+    with _lock:
+        _watchers[sandbox_id] = w
+    return w
+
+
+def unwatch(sandbox_id: str) -> bool:
+    """Stop the sandbox's watch; True if there was one."""
+    with _lock:
+        w = _watchers.pop(sandbox_id, None)
+    if w is not None:
+        w.stop()
+    return w is not None

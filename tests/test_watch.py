@@ -1,0 +1,128 @@
+"""Watching files: every save a versioned, transactional reload; a bad save changes nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import sandbox_magic as sm
+
+BASE = "BASE = 1\ndef base():\n    return BASE\n"
+USER = "from base import base\ndef twice():\n    return 2 * base()\n"
+
+
+class Events:
+    """Collects a watch's events; waits for the next one with a bound."""
+
+    def __init__(self):
+        self.items = []
+        self.cond = threading.Condition()
+
+    def __call__(self, event):
+        with self.cond:
+            self.items.append(event)
+            self.cond.notify_all()
+
+    def next(self, count, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.items) < count:
+                left = deadline - time.monotonic()
+                assert left > 0, f"no watch event #{count} within {timeout} s: {self.items}"
+                self.cond.wait(left)
+            return self.items[count - 1]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "base.py").write_text(BASE)
+    (tmp_path / "user.py").write_text(USER)
+    return tmp_path
+
+
+def test_a_save_is_a_new_version_and_live_objects_follow(sid, folder):
+    events = Events()
+    w = sm.watch(sid, folder, debounce=0.05, on_event=events)
+    try:
+        sb = sm.get_sandbox(sid)
+        twice = sb.twice
+        assert twice() == 2 and sm.get_module_version(sid, "base") == 1
+        (folder / "base.py").write_text(BASE.replace("BASE = 1", "BASE = 5"))
+        e = events.next(1)
+        assert e.kind == "reloaded" and e.versions == {"base": 2}
+        assert twice() == 10                    # the dependent sees the new base
+        assert [v.version for v in sm.list_module_versions(sid, "base")] == [2, 1]
+    finally:
+        w.stop()
+    assert not w.alive
+
+
+def test_a_bad_save_changes_nothing_and_the_next_good_one_goes_through(sid, folder):
+    events = Events()
+    sm.watch(sid, folder, debounce=0.05, on_event=events)
+    try:
+        (folder / "base.py").write_text("BASE = (\n")
+        e = events.next(1)
+        assert e.kind == "failed" and "base" in e.modules
+        assert sm.get_sandbox(sid).twice() == 2 and sm.get_module_version(sid, "base") == 1
+        (folder / "base.py").write_text(BASE.replace("1", "3"))
+        assert events.next(2).kind == "reloaded"
+        assert sm.get_sandbox(sid).twice() == 6
+    finally:
+        sm.unwatch(sid)
+
+
+def test_a_check_gates_each_save(sid, folder):
+    events = Events()
+    sm.watch(sid, folder, debounce=0.05, check="twice() % 2 == 0", on_event=events)
+    try:
+        (folder / "user.py").write_text(USER.replace("2 * base()", "2 * base() + 1"))
+        e = events.next(1)
+        assert e.kind == "failed" and "check" in e.message
+        assert sm.get_module_version(sid, "user") == 1
+    finally:
+        sm.unwatch(sid)
+
+
+def test_new_files_add_modules_and_deleted_ones_are_reported(sid, folder):
+    events = Events()
+    sm.watch(sid, folder, debounce=0.05, on_event=events)
+    try:
+        (folder / "extra.py").write_text("def more():\n    return 'more'\n")
+        assert events.next(1).versions == {"extra": 1}
+        assert sm.get_sandbox(sid).more() == "more"
+        (folder / "extra.py").unlink()
+        e = events.next(2)
+        assert e.kind == "deleted" and e.modules == ("extra",)
+        assert sm.get_sandbox(sid).more() == "more"      # kept, and said so
+    finally:
+        sm.unwatch(sid)
+
+
+def test_stopping_and_destroying_leave_no_thread(sid, folder):
+    sm.watch(sid, folder, debounce=0.05)
+    names = {t.name for t in threading.enumerate()}
+    assert f"sandbox-watch-{sid}" in names
+    sm.destroy_sandbox(sid)
+    assert f"sandbox-watch-{sid}" not in {t.name for t in threading.enumerate()}
+
+
+def test_bad_paths_are_clear_errors(sid, tmp_path):
+    with pytest.raises(sm.SandboxError, match="no such file"):
+        sm.watch(sid, tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(sm.SandboxError, match=r"\.py file"):
+        sm.watch(sid, tmp_path / "notes.txt")
+
+
+def test_the_magic_watches_and_stops(new_id, folder, capsys):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sandbox_magic")
+    ip.run_line_magic("sandbox_watch", f"{new_id} {folder}")
+    assert sm.get_sandbox(new_id).twice() == 2
+    ip.run_line_magic("sandbox_watch", f"{new_id} --stop")
+    assert "stopped watching" in capsys.readouterr().out
