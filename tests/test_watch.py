@@ -126,3 +126,17 @@ def test_the_magic_watches_and_stops(new_id, folder, capsys):
     assert sm.get_sandbox(new_id).twice() == 2
     ip.run_line_magic("sandbox_watch", f"{new_id} --stop")
     assert "stopped watching" in capsys.readouterr().out
+
+
+def test_a_save_touching_several_files_is_one_transaction(sid, folder):
+    events = Events()
+    sm.watch(sid, folder, debounce=0.3, on_event=events)
+    try:
+        (folder / "base.py").write_text(BASE.replace("BASE = 1", "BASE = 2"))
+        (folder / "user.py").write_text(USER.replace("2 * base()", "3 * base()"))
+        e = events.next(1)
+        assert e.kind == "reloaded" and set(e.modules) == {"base", "user"}
+        assert e.versions == {"base": 2, "user": 2}
+        assert sm.get_sandbox(sid).twice() == 6
+    finally:
+        sm.unwatch(sid)
