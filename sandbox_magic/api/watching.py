@@ -92,7 +92,10 @@ class Watcher:
         try:
             for changes in self._watchfiles.watch(
                     watch_path, stop_event=self._stop, debounce=int(self.debounce * 1000),
-                    step=50, rust_timeout=200, yield_on_timeout=False, recursive=False):
+                    # a batch ends after step ms without new events: short, so a save
+                    # is picked up soon; debounce caps how long one batch may grow
+                    step=max(10, int(self.debounce * 1000) // 5), rust_timeout=200,
+                    yield_on_timeout=False, recursive=False):
                 self.apply(changes)
         except Exception:   # the watch ends; say why instead of dying silently
             log.exception("watching %s for sandbox %s stopped", self.path, self.sandbox_id)
