@@ -311,6 +311,14 @@ class Transaction:
                               "was refused and the previous version keeps running",
                               step="check", module=modules)
 
+    def ran_elsewhere(self, run_order: list[str], migrated: int, notes: list[str]) -> None:
+        """What another process reported for this transaction (a host's child or engines),
+        so that :meth:`record` and :meth:`results` can follow here."""
+        self.run_order = run_order
+        self.changed = {c.module for c in self.changes}
+        self.migrated = migrated
+        self.notes = notes
+
     def record(self) -> None:
         """Write the versions: in memory first (undoable), then to the store."""
         state = self.state

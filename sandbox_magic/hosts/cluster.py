@@ -182,11 +182,10 @@ class ClusterHost:
             tx = Transaction(st, changes, options, fresh=fresh, rerun=rerun)
             if not failed:
                 try:
-                    tx.run_order = [c.module for c in changes]
-                    tx.changed = {c.module for c in changes}
-                    tx.migrated = max((r["migrated"] for r in committed.values()), default=0)
-                    tx.notes = list(dict.fromkeys(n for r in committed.values()
-                                                  for n in r["notes"]))
+                    tx.ran_elsewhere(
+                        [c.module for c in changes],
+                        max((r["migrated"] for r in committed.values()), default=0),
+                        list(dict.fromkeys(n for r in committed.values() for n in r["notes"])))
                     tx.record()
                 except BaseException as exc:
                     tx.rollback()

@@ -396,10 +396,7 @@ class ProcessHost:
                 sent = previous
             reply = self.request(("reload", sent, options_payload(options), fresh or bool(rerun)))
             tx = Transaction(st, changes, options, fresh=fresh, rerun=rerun)
-            tx.run_order = list(reply["run_order"])
-            tx.changed = {c.module for c in changes}
-            tx.migrated = reply["migrated"]
-            tx.notes = list(reply["notes"])
+            tx.ran_elsewhere(list(reply["run_order"]), reply["migrated"], list(reply["notes"]))
             try:
                 tx.record()
             except BaseException:
