@@ -38,7 +38,9 @@ def test_a_failing_check_changes_nothing(sid, check):
     till = sb.Till()
     till.ring(10)
     with pytest.raises(sm.ReloadError) as info:
-        sm.hot_reload_source(sid, TAX.replace("0.1", "0.5"), module="tax", check=check,
+        # both a constant and a function's code change: both must be put back
+        sm.hot_reload_source(sid, TAX.replace("0.1", "0.5").replace("1 + RATE", "2 + RATE"),
+                             module="tax", check=check,
                              state_handler=lambda old, ov, nv: {**old, "migrated": True})
     assert info.value.step == "check"
     assert sm.get_module_version(sid, "tax") == 1

@@ -13,6 +13,7 @@ import pytest
 from conftest import src
 
 import sandbox_magic as sm
+from sandbox_magic.engine.artifact import compile_artifact
 
 _HEAD = """
 import contextlib
@@ -117,14 +118,26 @@ def logged(fn):
 """
 
 
-def _source(case: str, tag: str) -> str:
-    return src(_HEAD) + src(CASES[case][0]).replace("TAG", tag)
+# A long module is compiled piece by piece (engine/chunks.py); every case runs
+# as a cell and as a long module whose lines shift between versions.
+_PADDING = "".join(f"def pad{i}(x, y=1):\n    return x + y + {i}\n\n" for i in range(80))
+SIZES = ["cell", "long"]
 
 
-def _load(sid: str, case: str, tag: str):
+def _source(case: str, tag: str, size: str = "cell") -> str:
+    body = src(_HEAD) + src(CASES[case][0]).replace("TAG", tag)
+    if size == "long":      # each version starts one line lower
+        body = f"# {tag}\n" + "\n" * int(tag[1:]) + _PADDING + body
+    return body
+
+
+def _load(sid: str, case: str, tag: str, size: str = "cell"):
     if case == "wraps_from_sibling" and "deco" not in sm.get_sandbox(sid).modules:
         sm.hot_reload_source(sid, src(_DECO), module="deco")
-    return sm.hot_reload_source(sid, _source(case, tag), module="m")
+    source = _source(case, tag, size)
+    if size == "long":
+        assert len(compile_artifact(source, "m").codes) > 80    # compiled piece by piece
+    return sm.hot_reload_source(sid, source, module="m")
 
 
 _n = iter(range(1, 10**9))
@@ -134,9 +147,10 @@ def _call(case: str, held):
     return CASES[case][2](held, next(_n) * 2 + 1)
 
 
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_first_load_reads_live_globals(sid, case):
-    _load(sid, case, "v1")
+def test_first_load_reads_live_globals(sid, case, size):
+    _load(sid, case, "v1", size)
     m = sm.get_sandbox(sid).modules["m"]
     held = CASES[case][1](m)
     assert _call(case, held)[:2] == ("v1", 1)
@@ -146,13 +160,14 @@ def test_first_load_reads_live_globals(sid, case):
     assert _call(case, CASES[case][1](m))[:2] == ("v1", 10)
 
 
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_held_wrapper_runs_new_code_after_reload(sid, case):
-    _load(sid, case, "v1")
+def test_held_wrapper_runs_new_code_after_reload(sid, case, size):
+    _load(sid, case, "v1", size)
     m = sm.get_sandbox(sid).modules["m"]
     held = CASES[case][1](m)
     _call(case, held)
-    r = _load(sid, case, "v2")
+    r = _load(sid, case, "v2", size)
     assert r.new_version == 2
     assert _call(case, held)[:2] == ("v2", 1)
     m.set_limit(5)
@@ -160,12 +175,13 @@ def test_held_wrapper_runs_new_code_after_reload(sid, case):
     assert _call(case, CASES[case][1](m))[:2] == ("v2", 5)
 
 
+@pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_held_wrapper_follows_rollback(sid, case):
-    _load(sid, case, "v1")
+def test_held_wrapper_follows_rollback(sid, case, size):
+    _load(sid, case, "v1", size)
     m = sm.get_sandbox(sid).modules["m"]
     held = CASES[case][1](m)
-    _load(sid, case, "v2")
+    _load(sid, case, "v2", size)
     held2 = CASES[case][1](m)
     sm.rollback_module(sid, "m", 1)
     m.set_limit(3)

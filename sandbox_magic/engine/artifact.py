@@ -22,8 +22,10 @@ import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import ArtifactError, CompileError
+from .chunks import compile_pieces
 from .deps import defined_names, definitions_of_tree, imported_names, imports_of_tree
 
 _PREFIX = b"SBXMAGIC"
@@ -48,7 +50,9 @@ class Artifact:
     """A compiled module: name, code, source and checksum."""
 
     module: str
-    code: types.CodeType = field(repr=False)
+    #: The module's code; a long module compiled piece by piece (see
+    #: :mod:`.chunks`) holds a tuple of code objects run in order.
+    code: types.CodeType | tuple[types.CodeType, ...] = field(repr=False)
     source: str = field(repr=False)
     checksum: str
     python_magic: bytes = PYTHON_MAGIC
@@ -57,8 +61,18 @@ class Artifact:
     defines_found: frozenset[str] | None = field(default=None, repr=False, compare=False)
 
     @property
+    def codes(self) -> tuple[types.CodeType, ...]:
+        """The code objects that make up the module body, in order."""
+        return self.code if isinstance(self.code, tuple) else (self.code,)
+
+    @property
     def filename(self) -> str:
-        return self.code.co_filename
+        return self.codes[0].co_filename
+
+    def run(self, namespace: dict[str, Any]) -> None:
+        """Execute the module body in ``namespace``."""
+        for code in self.codes:
+            exec(code, namespace)
 
     @property
     def imports(self) -> frozenset[str]:
@@ -138,7 +152,9 @@ class Artifact:
             code = marshal.loads(body[pos + slen:])
         except (ValueError, EOFError, TypeError) as exc:
             raise ArtifactError(f"artifact code for {module!r} cannot be read ({exc})") from exc
-        if not isinstance(code, types.CodeType):
+        if isinstance(code, tuple) and code and all(isinstance(c, types.CodeType) for c in code):
+            pass
+        elif not isinstance(code, types.CodeType):
             raise ArtifactError(f"artifact for {module!r} does not hold a code object")
         return cls(module=module, code=code, source=source, checksum=checksum)
 
@@ -284,6 +300,13 @@ def compile_artifact(source: str, module: str | None = None) -> Artifact:
                            line=None, column=None)
     if module is not None and not is_module_name(module):
         raise _module_name_error(module)
+    if module is not None:
+        checksum = source_checksum(source)
+        filename = artifact_filename(module, checksum)
+        pieces = compile_pieces(source, filename)
+        if pieces is not None:
+            return Artifact(module=module, code=pieces.codes, source=source, checksum=checksum,
+                            imports_found=pieces.imports, defines_found=pieces.defines)
     try:
         tree = ast.parse(source, filename=f"<sandbox {module}>" if module else UNNAMED)
     except SyntaxError as exc:

@@ -41,7 +41,8 @@ import operator
 import sys
 import threading
 import types
-from collections import deque
+import weakref
+from collections import Counter, deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -140,6 +141,18 @@ def _cell_get(cell: types.CellType) -> Any:
         return _Empty
 
 
+_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
+
+
+def _plain(fn: types.FunctionType) -> bool:
+    """No closure, attributes, keyword defaults or annotations; defaults are atoms."""
+    if fn.__closure__ is not None or fn.__dict__ or fn.__kwdefaults__ is not None \
+            or fn.__annotations__:
+        return False
+    defaults = fn.__defaults__
+    return defaults is None or all(type(d) in _ATOMS for d in defaults)
+
+
 def _cell_set(cell: types.CellType, value: Any) -> None:
     if value is _Empty:
         try:
@@ -197,6 +210,8 @@ class Patcher:
         self._undo: list[Callable[[], None]] = []
         self._repoint = Repoint()
         self._live_frames: set[int] = set()   # staging dicts a body-made frame still reads
+        # New plain functions whose old object took their code; still on a staging dict.
+        self._unadopted: list[weakref.ref[types.FunctionType]] = []
         self._protected: dict[int, frozenset[str]] = {}   # class attributes others manage
         self.notes: list[str] = []
         self.replaced: list[tuple[type, type]] = []   # (old, new) classes not patchable
@@ -257,7 +272,12 @@ class Patcher:
     # One method per kind of object; RULES below lists them in order.
     def _pair_functions(self, old: types.FunctionType, new: types.FunctionType,
                         path: str) -> None:
-        if len(_cells(old)) == len(_cells(new)):
+        if "." not in new.__qualname__ and _plain(old) and _plain(new):
+            # The common case (a module-level def without decorators or closures):
+            # only the code and defaults move; the new object is never adopted.
+            self._remember(new, old)
+            self._func_pairs.append((old, new, "plain"))
+        elif len(_cells(old)) == len(_cells(new)):
             self._remember(new, old)
             self._func_pairs.append((old, new, "code"))
             for oc, nc in zip(_cells(old), _cells(new)):
@@ -599,8 +619,12 @@ class Patcher:
         """
         ops: list[Callable[[], Any]] = []
         try:
+            plain = [(old, new) for old, new, mode in self._func_pairs if mode == "plain"]
+            if plain:
+                self._patch_plain(ops, plain)
             for old, new, mode in self._func_pairs:
-                self._patch_function(ops, old, new, mode)
+                if mode != "plain":
+                    self._patch_function(ops, old, new, mode)
             for old_cls, new_cls, _ in self._class_pairs:
                 self._patch_class(ops, old_cls, new_cls)
             for old, new in self._instance_pairs:
@@ -644,11 +668,13 @@ class Patcher:
                     self._live_frames.add(id(walk.f_globals))
                 walk = walk.f_back
         del frame
+        unadopted = self._settle_unadopted()
         for staging in self._staging:
             real = self._globals_map[id(staging)]
             # Known holders: this list, the loop variable, the argument, the staging
-            # module, the pin; and the dict itself where the body kept globals().
-            known = 4 + PINS.holds(staging)
+            # module, the pin, the plain functions it still binds; and the dict
+            # itself where the body kept globals().
+            known = 4 + PINS.holds(staging) + unadopted.get(id(staging), 0)
             for v in staging.values():
                 if v is staging:
                     known += 1
@@ -664,6 +690,45 @@ class Patcher:
         self._keep.clear()
         self.memo.clear()
 
+    def _settle_unadopted(self) -> dict[int, int]:
+        """Plain new functions: count those only their staging dict holds, re-point the rest.
+
+        A plain pair hands its code to the old object at the commit; the new
+        function object is left behind, bound in the staging dict that is about
+        to be emptied.  If anything else took it while the body ran (an alias,
+        a registry of another library), its reference count shows it, and it is
+        re-pointed at the live module dict like every adopted function.
+        """
+        self._func_pairs.clear()
+        self._keep.clear()
+        if not self._unadopted:
+            return {}
+        bound: dict[int, Counter[int]] = {}
+        counts: dict[int, int] = {}
+        late = Repoint()
+        for ref in self._unadopted:
+            fn = ref()
+            if fn is None:
+                continue
+            g = fn.__globals__
+            names = bound.get(id(g))
+            if names is None:
+                names = bound[id(g)] = Counter(
+                    id(v) for v in g.values() if type(v) is types.FunctionType)
+            # holders: each name binding it, this local, getrefcount's argument
+            if sys.getrefcount(fn) > names[id(fn)] + 2:
+                real = self._globals_map.get(id(g))
+                if real is not None:
+                    late.add(fn, real)
+            else:
+                counts[id(g)] = counts.get(id(g), 0) + 1
+        del fn
+        self._unadopted.clear()
+        if len(late):
+            deque(map(operator.call, late.ops()), maxlen=0)
+            late.release(PINS)
+        return counts
+
     def _search_escaped(self, staging: dict[str, Any], real: dict[str, Any]) -> None:
         late = Repoint()
         for ref in gc.get_referrers(staging):
@@ -674,6 +739,32 @@ class Patcher:
             late.release(PINS)
             log.debug("re-pointed %d functions found by searching referrers of %s",
                       len(late), staging.get("__name__"))
+
+    def _patch_plain(self, ops: list[Callable[[], Any]],
+                     pairs: list[tuple[types.FunctionType, types.FunctionType]]) -> None:
+        """Patch plain functions (see :func:`_plain`): code, defaults and names only."""
+        saved = [(old, old.__code__, old.__defaults__, old.__doc__, old.__name__,
+                  old.__qualname__, old.__module__) for old, _ in pairs]
+
+        def undo() -> None:
+            for old, code, defaults, doc, name, qualname, module in saved:
+                old.__code__, old.__defaults__, old.__doc__ = code, defaults, doc
+                old.__name__, old.__qualname__, old.__module__ = name, qualname, module
+        self._undo.append(undo)
+        add = ops.append
+        for old, new in pairs:
+            add(partial(setattr, old, "__code__", new.__code__))
+            if old.__defaults__ is not None or new.__defaults__ is not None:
+                add(partial(setattr, old, "__defaults__", new.__defaults__))
+            if old.__doc__ != new.__doc__:
+                add(partial(setattr, old, "__doc__", new.__doc__))
+            if old.__name__ != new.__name__:
+                add(partial(setattr, old, "__name__", new.__name__))
+            if old.__qualname__ != new.__qualname__:
+                add(partial(setattr, old, "__qualname__", new.__qualname__))
+            if old.__module__ != new.__module__:
+                add(partial(setattr, old, "__module__", new.__module__))
+            self._unadopted.append(weakref.ref(new))
 
     def _patch_function(self, ops: list[Callable[[], Any]], old: types.FunctionType, new: Any,
                         mode: str) -> None:

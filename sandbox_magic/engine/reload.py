@@ -138,7 +138,7 @@ def _levels(order: list[str], graph: dict[str, set[str]]) -> list[list[str]]:
 def _run_body(state: SandboxState, m: str, art: Artifact, smod: types.ModuleType) -> None:
     try:
         with user_code():
-            exec(art.code, smod.__dict__)
+            art.run(smod.__dict__)
     except (Exception, SystemExit) as exc:
         raise _body_error(exc, m, art) from exc
 
