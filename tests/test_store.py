@@ -17,7 +17,7 @@ import pytest
 from conftest import SCOPE
 
 import sandbox_magic as sm
-from sandbox_magic.engine.store import SQLiteVersionStore, StoreWarning
+from sandbox_magic.engine.store import TAIL_BYTES, TAIL_MAX, SQLiteVersionStore, StoreWarning
 from sandbox_magic.engine.versions import VersionRecord, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +127,11 @@ def test_a_thousand_one_line_edits_cost_at_most_three_copies(tmp_path):
         h.next_version = e + 2
         h.activate(e + 1)
         store.save("compact", h)
-    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # while running, the newest versions wait whole in the tail, boundedly
+        tail = store.conn.execute("SELECT count(*), coalesce(sum(length(entry)), 0) "
+                                  "FROM tail").fetchone()
+        assert tail[0] <= TAIL_MAX and tail[1] <= TAIL_BYTES + 2 * one_copy, tail
+    store.close()        # what the kernel leaves when it exits: the tail folded into deltas
     grown = path.stat().st_size - empty
     assert grown <= 3 * one_copy, (grown, one_copy)
     back = SQLiteVersionStore(path).load("compact")["big"]
@@ -355,3 +359,49 @@ def test_a_restarted_notebook_reads_its_own_history(tmp_path, monkeypatch):
         assert [v.version for v in sm.list_module_versions("rs", "counter")] == [2, 1]
     finally:
         next(fixture, None)
+
+
+def test_deltas_reproduce_every_edit_exactly():
+    """Short changes are diffed by characters, long ones by lines: both exact."""
+    import random
+
+    from sandbox_magic.engine.store import CHAR_DIFF_MAX, apply_delta, encode_delta
+    rng = random.Random(7)
+    alphabet = "ab \t\n\nxyz\u00e9\U0001f600"
+    for _ in range(400):
+        old = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        old *= rng.choice([1, 1, 50, 200])
+        new = list(old)
+        for _ in range(rng.randint(0, 6)):
+            at = rng.randint(0, len(new))
+            if rng.random() < 0.5 or not new:
+                new.insert(at, rng.choice(alphabet))
+            else:
+                del new[min(at, len(new) - 1)]
+        text = "".join(new)
+        if rng.random() < 0.2:          # a long line rewritten
+            text += "".join(rng.choice("abc") for _ in range(CHAR_DIFF_MAX)) + "\n"
+        assert apply_delta(old, encode_delta(old, text, remember=False)) == text
+
+
+def test_closing_folds_the_tail_unless_another_kernel_wrote_since(tmp_path):
+    from sandbox_magic.engine.versions import ModuleHistory
+    path = tmp_path / "fold.sqlite3"
+    mine, other = SQLiteVersionStore(path), SQLiteVersionStore(path)
+    h = ModuleHistory("m")
+    for e in range(5):
+        h.add(sm.compile_source(f"X = {e}\n", "m").artifacts[0], None)
+        mine.save("s", h)
+    rows = "SELECT count(*) FROM tail"
+    assert mine.conn.execute(rows).fetchone()[0] == 5
+    theirs = other.load("s")["m"]
+    theirs.add(sm.compile_source("X = 'theirs'\n", "m").artifacts[0], None)
+    other.save("s", theirs)
+    mine.close()                       # another kernel wrote last: its tail is left alone
+    assert other.conn.execute(rows).fetchone()[0] == 6
+    other.close()                      # the last writer folds
+    back = SQLiteVersionStore(path)
+    assert back.conn.execute(rows).fetchone()[0] == 0
+    got = back.load("s")["m"]
+    assert [got.records[v].source for v in sorted(got.records)] == \
+        [f"X = {e}\n" for e in range(5)] + ["X = 'theirs'\n"]

@@ -11,7 +11,9 @@ Layout (format 2)::
 Each version is kept as a diff-match-patch delta (``diff_toDelta``) against the
 previous one; every segment starts with a full snapshot, so a long series of
 small edits costs little more than one copy of the module.  A reload appends
-one tail row; every ``TAIL_MAX`` versions the tail is folded into segments.
+one tail row holding its whole source (no diff on the reload path); every
+``TAIL_MAX`` versions, when the tail's sources reach ``TAIL_BYTES``, and when
+the store closes, the tail is folded into delta segments.
 Versions dropped by retention disappear from ``retained`` at once and from
 the file when their whole segment is no longer needed.  Checksums are not
 stored; they are recomputed from the sources.
@@ -66,7 +68,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = 2
 SEGMENT = 256     # versions per compressed segment; each starts with a full snapshot
-TAIL_MAX = 32     # new versions kept as small rows until they are folded into segments
+TAIL_MAX = 32     # new versions kept as rows of their own until they are folded into segments
+TAIL_BYTES = 256 << 10   # ... or until their sources add up to this many characters
 DEFAULT_DIR = ".sandbox_magic"
 DEFAULT_FILE = "history.sqlite3"
 ENV_STORE = "SANDBOX_MAGIC_STORE"
@@ -124,33 +127,67 @@ def _dmp() -> diff_match_patch:
     return d
 
 
+_DMP = _dmp()   # its methods keep no state between calls: one instance serves all threads
+
 # A batch stores the same edit in many sandboxes: the newest deltas are kept,
 # keyed by the checksums of both sources so that no source is pinned here; the
 # deltas of a version no sandbox retains any more are forgotten (forget_deltas).
-DELTA_CACHE = 32
+DELTA_CACHE = 2 * TAIL_MAX   # a fold of one sandbox's tail serves the next sandbox's
 _deltas: OrderedDict[tuple[str, str], str] = OrderedDict()
 _deltas_lock = threading.Lock()
 
+#: Changed regions up to this many characters (old and new together) are diffed
+#: character by character; longer ones line by line, which stays fast for a
+#: long rewritten line (a delta is exact either way, only its size differs).
+CHAR_DIFF_MAX = 4000
 
-def encode_delta(old: str, new: str) -> str:
+
+def encode_delta(old: str, new: str, key: tuple[str, str] | None = None, *,
+                 remember: bool = True) -> str:
     """A diff-match-patch delta from ``old`` to ``new`` (the newest few are cached).
 
-    ``checklines`` makes diff-match-patch find the changed lines first and diff
-    characters only inside them: fast, and the delta stays character-exact.
+    ``key`` is the checksums of both sources when the caller knows them.  The
+    common head and tail are cut at line boundaries first; what is left is
+    diffed by characters when it is short and by lines otherwise.
     """
-    key = (source_checksum(old), source_checksum(new))
+    if key is None:
+        key = (source_checksum(old), source_checksum(new))
     with _deltas_lock:
         delta = _deltas.get(key)
         if delta is not None:
             _deltas.move_to_end(key)
             return delta
-    dmp = _dmp()
-    made: str = dmp.diff_toDelta(dmp.diff_main(old, new, True))
+    made: str = _DMP.diff_toDelta(_diff(old, new))
+    if not remember:
+        return made
     with _deltas_lock:
         _deltas[key] = made
         while len(_deltas) > DELTA_CACHE:
             _deltas.popitem(last=False)
     return made
+
+
+def _diff(old: str, new: str) -> list[tuple[int, str]]:
+    d = _DMP
+    head = d.diff_commonPrefix(old, new)
+    head = old.rfind("\n", 0, head) + 1                 # whole lines
+    tail = d.diff_commonSuffix(old[head:], new[head:])
+    start = len(old) - tail
+    if tail and start > 0 and old[start - 1] != "\n":   # whole lines
+        nl = old.find("\n", start)
+        tail = 0 if nl < 0 else len(old) - nl - 1
+    a, b = old[head:len(old) - tail], new[head:len(new) - tail]
+    if len(a) + len(b) <= CHAR_DIFF_MAX:
+        middle = d.diff_main(a, b, False)
+    else:
+        chars_a, chars_b, lines = d.diff_linesToChars(a, b)
+        middle = d.diff_main(chars_a, chars_b, False)
+        d.diff_charsToLines(middle, lines)
+    out = [(0, old[:head])] if head else []
+    out += middle
+    if tail:
+        out.append((0, old[len(old) - tail:]))
+    return out
 
 
 def forget_deltas(checksums: Iterable[str]) -> None:
@@ -162,20 +199,23 @@ def forget_deltas(checksums: Iterable[str]) -> None:
 
 
 def apply_delta(old: str, delta: str) -> str:
-    dmp = _dmp()
-    text: str = dmp.diff_text2(dmp.diff_fromDelta(old, delta))
+    text: str = _DMP.diff_text2(_DMP.diff_fromDelta(old, delta))
     return text
 
 
 class _Tail:
     """What this process knows about a module's stored chain (to append cheaply)."""
 
-    __slots__ = ("last", "last_source", "mid", "rev", "tail")
+    __slots__ = ("base", "last", "last_checksum", "last_source", "mid", "rev", "tail",
+                 "tail_bytes")
 
     def __init__(self, mid: int, rev: int) -> None:
         self.mid, self.rev = mid, rev
         self.last = 0
         self.last_source: str | None = None
+        self.last_checksum = ""
+        self.tail_bytes = 0
+        self.base: str | None = None    # the source the segments end with, when known
         self.tail = 0
 
 
@@ -339,11 +379,12 @@ class SQLiteVersionStore(VersionStore):
                             self._fall_back(f"cannot write history to {self.path}: {exc}")
 
     def close(self) -> None:
-        """Checkpoint the write-ahead log into the file and close (the log is removed)."""
+        """Fold this kernel's tails, checkpoint the write-ahead log and close (it is removed)."""
         with self.lock:
             if self.conn is not None:
                 try:
                     if not self.readonly:
+                        self._fold_all()
                         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.Error:
                     pass
@@ -441,8 +482,9 @@ class SQLiteVersionStore(VersionStore):
                 records[version] = VersionRecord(
                     version, None, datetime.fromtimestamp(ts / 1000, UTC),
                     handler, module=module, source=source)
-            cache.last, cache.last_source = version, source
+            cache.last, cache.last_source, cache.last_checksum = version, source, ""
         cache.tail = len(tail)
+        cache.tail_bytes = sum(len(t) for (t,) in tail)
         return records, cache
 
     def _load(self, scope: str, sandbox_id: str) -> dict[str, ModuleHistory]:
@@ -514,7 +556,7 @@ class SQLiteVersionStore(VersionStore):
                 else:
                     for v in sorted(x for x in h.records if x > cache.last):
                         self._append(cache, h.records[v])
-                    if cache.tail >= TAIL_MAX:
+                    if self._tail_full(cache):
                         self._fold(cache, min(h.records, default=0))
             conn.execute("UPDATE modules SET current = ?, next_version = ?, timeline = ?, "
                          "cursor = ?, retained = ?, rev = rev + 1, writer = ? WHERE id = ?",
@@ -548,7 +590,7 @@ class SQLiteVersionStore(VersionStore):
             return False
         for v in sorted(x for x in h.records if x > cache.last):
             self._append(cache, h.records[v])
-        if cache.tail >= TAIL_MAX:
+        if self._tail_full(cache):
             self._fold(cache, min(h.records, default=0))
         return True
 
@@ -600,15 +642,21 @@ class SQLiteVersionStore(VersionStore):
                 kind, payload]
 
     def _append(self, cache: _Tail, rec: VersionRecord) -> None:
-        """One new version as a small uncompressed row: cheap on every reload."""
+        """One new version as one row holding its whole source: no diff on the reload path.
+
+        The fold turns these rows into deltas (every TAIL_MAX versions, when the
+        tail holds TAIL_BYTES of source, and when the store closes).
+        """
         assert self.conn is not None
-        if cache.last_source is None:
-            entry = self._entry(rec, "full", rec.source)
-        else:
-            entry = self._entry(rec, "delta", encode_delta(cache.last_source, rec.source))
+        entry = self._entry(rec, "full", rec.source)
         self.conn.execute("INSERT OR REPLACE INTO tail VALUES (?, ?, ?)",
                           (cache.mid, rec.version, json.dumps(entry, separators=(",", ":"))))
         cache.last, cache.last_source, cache.tail = rec.version, rec.source, cache.tail + 1
+        cache.last_checksum = rec.checksum
+        cache.tail_bytes += len(rec.source)
+
+    def _tail_full(self, cache: _Tail) -> bool:
+        return cache.tail >= TAIL_MAX or cache.tail_bytes >= TAIL_BYTES
 
     def _fold(self, cache: _Tail, oldest_retained: int) -> None:
         """Move the tail rows into compressed segments; drop segments nobody needs."""
@@ -618,27 +666,51 @@ class SQLiteVersionStore(VersionStore):
                             "ORDER BY first DESC LIMIT 1", (cache.mid,)).fetchone()
         entries = json.loads(zlib.decompress(last[1])) if last else []
         first = last[0] if last else None
-        source = _replay(entries)
+        source = cache.base if cache.base is not None and last else _replay(entries)
         tail = [json.loads(t) for (t,) in conn.execute(
             "SELECT entry FROM tail WHERE module_id = ? ORDER BY version", (cache.mid,))]
         for entry in tail:
+            prev = source
             source = entry[4] if entry[3] == "full" else apply_delta(source, entry[4])
             if first is None or len(entries) >= SEGMENT:
                 if entries and first is not None:
                     self._put(cache.mid, first, entries)
                 entries, first = [], entry[0]
                 entry = [*entry[:3], "full", source]   # every segment starts whole
+            elif entry[3] == "full":     # a version nobody retains is not cached
+                entry = [*entry[:3], "delta", encode_delta(
+                    prev, source, remember=entry[0] > oldest_retained)]
             entries.append(entry)
         if first is not None:
             self._put(cache.mid, first, entries)
         conn.execute("DELETE FROM tail WHERE module_id = ?", (cache.mid,))
-        cache.tail = 0
+        cache.tail = cache.tail_bytes = 0
+        cache.base = source
         firsts = [f for (f,) in conn.execute(
             "SELECT first FROM segments WHERE module_id = ? ORDER BY first", (cache.mid,))]
         for f, nxt in itertools.pairwise(firsts):
             if nxt <= oldest_retained:      # every version in segment f was dropped
                 conn.execute("DELETE FROM segments WHERE module_id = ? AND first = ?",
                              (cache.mid, f))
+
+    def _fold_all(self) -> None:
+        """Fold the tails this kernel wrote, unless another kernel wrote after it."""
+        assert self.conn is not None
+        if self._in_batch:
+            return
+        for cache in self._cache.values():
+            if cache.tail == 0:
+                continue
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self.conn.execute("SELECT rev, retained FROM modules WHERE id = ?",
+                                        (cache.mid,)).fetchone()
+                if row is not None and row[0] == cache.rev:
+                    self._fold(cache, min(json.loads(row[1]), default=0))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
 
     def _rewrite(self, mid: int, h: ModuleHistory) -> _Tail:
         assert self.conn is not None
@@ -658,7 +730,8 @@ class SQLiteVersionStore(VersionStore):
             self._put(mid, versions[k], entries)
         cache = _Tail(mid, -1)
         if versions:
-            cache.last, cache.last_source = versions[-1], prev
+            cache.last, cache.last_source, cache.last_checksum = versions[-1], prev, ""
+            cache.base = prev
         return cache
 
     def _put(self, mid: int, first: int, entries: list[Any]) -> None:
