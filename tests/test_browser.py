@@ -512,6 +512,40 @@ def test_a_failed_reload_is_marked_in_the_list(demo):
     assert marked == ["true", "✗", True], marked      # newest first: above v3
 
 
+PROBE_VALUES = f"""() => Object.fromEntries(
+    [...document.querySelectorAll('{PANEL} .jp-SandboxPanel-version')].map(r => [
+        r.dataset.version, r.querySelector('.jp-SandboxPanel-probe')?.textContent ?? null]))"""
+
+
+def probe(page, expr: str) -> None:
+    page.fill("#sandbox-magic-probe", expr)
+    page.press("#sandbox-magic-probe", "Enter")
+
+
+def wait_probe(page, expected: dict, what: str) -> None:
+    wait_for(page, f"e => JSON.stringify(({PROBE_VALUES})()) === JSON.stringify(e)", what,
+             arg=expected)
+
+
+def test_a_probe_shows_a_value_per_version_and_follows_new_ones(demo):
+    page = demo
+    probe(page, "greet().upper()")
+    wait_probe(page, {"1": "'HELLO FROM V1'", "2": "'HELLO FROM V2'", "3": "'HELLO FROM V3'"},
+               "the probe column")
+    assert "hello from v3" in run(page, "demo.greet()")        # the live sandbox is untouched
+    run(page, GREET.format("hello from v4"))
+    wait_probe(page, {"1": "'HELLO FROM V1'", "2": "'HELLO FROM V2'", "3": "'HELLO FROM V3'",
+                      "4": "'HELLO FROM V4'"}, "the probe to run again for v4")
+    probe(page, "greet() + 1")                                 # raises under every version
+    wait_probe(page, {str(v): '✗ TypeError: can only concatenate str (not "int") to str'
+                      for v in (1, 2, 3, 4)},
+               "errors in the probe column")
+    page.click(f"{PANEL} .jp-SandboxPanel-probeClear")
+    wait_probe(page, {str(v): None for v in (1, 2, 3, 4)}, "the column to go")
+    probe(page, "greet(")                                      # not an expression
+    wait_notification(page, "probe: the probe is not an expression")
+
+
 THOUSAND = """import sandbox_magic as sm
 sm.hot_reload_source("big", "X = 0\\n", "few")
 for n in range(1, 1001):
@@ -660,7 +694,8 @@ CONTRAST = f"""() => {{
                '.jp-SandboxPanel-pickers label', '.jp-SandboxPanel-diffbar label',
                '.jp-SandboxPanel-following', '.jp-SandboxPanel-pinned',
                '.jp-SandboxPanel-note', '.jp-SandboxPanel-notebook', '.jp-SandboxPanel-line',
-               '.jp-SandboxPanel-heading'].map(s => '{PANEL} ' + s).join(',');
+               '.jp-SandboxPanel-heading', '.jp-SandboxPanel-probebar label',
+               '.jp-SandboxPanel-probebar button'].map(s => '{PANEL} ' + s).join(',');
   return [...document.querySelectorAll(sel)]
     .filter(e => e.textContent.trim() && e.getBoundingClientRect().height > 0)
     .map(e => {{
@@ -682,6 +717,9 @@ def test_screenshots_in_light_and_dark_theme(demo):
     assert "hello from v2" in run(page, "demo.greet()")
     page.click(row(1))                         # a selected row that is not the current one
     wait_selected(page, 1)
+    probe(page, "10 // (int(greet()[-1]) - 2)")   # a probe column, raising under v2
+    wait_probe(page, {"1": "-10", "2": "✗ ZeroDivisionError: integer division or modulo by zero",
+                      "3": "10"}, "the probe column")
     page.evaluate("window.jupyterapp.shell.collapseLeft()")   # the picture is about the panel
     page.set_viewport_size({"width": 1100, "height": 640})
     # notifications float over the panel's corner: none in the picture

@@ -210,3 +210,24 @@ def test_history_lists_failed_attempts_newest_first(sid):
     assert hist["failed"][0]["at"].endswith("+00:00")
     sm.destroy_sandbox(sid)
     assert activity.failures(sid, "f") == []
+
+
+def test_probe_gives_each_version_a_value_and_touches_nothing(sid):
+    for n in (1, 2, 3):
+        sm.hot_reload_source(sid, f"def f(x):\n    return x * {n} if {n} != 2 else 1 / 0\n")
+    r = ok(handle_message(req("probe", sandbox=sid, module="f", expr="f(10)")))
+    assert r["expr"] == "f(10)"
+    assert [(v["version"], v["value"], v["error"]) for v in r["values"]] == [
+        (3, "30", False), (2, "ZeroDivisionError: division by zero", True), (1, "10", False)]
+    assert sm.get_module_version(sid, "f") == 3 and sm.get_sandbox(sid).f(1) == 3
+    long = ok(handle_message(req("probe", sandbox=sid, module="f", expr="'x' * 5000")))
+    assert all(len(v["value"]) <= 200 for v in long["values"])
+
+
+def test_probe_refuses_what_is_not_an_expression(sid):
+    sm.hot_reload_source(sid, "def f():\n    return 1\n")
+    for expr in ["", "   ", "import os", "x = 1", "f(" * 3, 7, "1" * 3000]:
+        err = handle_message(req("probe", sandbox=sid, module="f", expr=expr))
+        assert not err["ok"] and err["error"]["code"] == "bad_params", expr
+    err = handle_message(req("probe", sandbox="nope", module="f", expr="1"))
+    assert err["error"]["code"] == "not_found"

@@ -117,10 +117,10 @@ def test_short_sources_and_future_imports_compile_whole():
 def test_unchanged_statements_reuse_their_code():
     cache = chunks.PieceCache()
     v1 = "A = 1\n" + PAD
-    pieces = chunks.compile_pieces(v1, "<v1>", cache)
+    pieces = chunks.compile_pieces(v1, "<v1>", "m", cache)
     assert pieces is not None and pieces.reused == 0
     v2 = "A = 2\n\n\n" + PAD          # edited, and every function moved down two lines
-    pieces = chunks.compile_pieces(v2, "<v2>", cache)
+    pieces = chunks.compile_pieces(v2, "<v2>", "m", cache)
     assert pieces is not None
     assert pieces.reused == len(pieces.codes) - 1
     ns: dict = {}
@@ -131,11 +131,14 @@ def test_unchanged_statements_reuse_their_code():
     assert ns["pad3"].__code__.co_filename == "<v2>"
 
 
-def test_cache_is_bounded():
-    cache = chunks.PieceCache(max_chars=2_000)
-    chunks.compile_pieces("A = 1\n" + PAD, "<v>", cache)
-    assert 0 < len(cache) < 80
-    assert cache._chars <= 2_000
+def test_the_cache_keeps_one_version_per_module():
+    cache = chunks.PieceCache(max_modules=2)
+    for edit in range(50):                 # 50 edits: still one version's pieces
+        chunks.compile_pieces(f"A = {edit}\n" + PAD, "<v>", "m", cache)
+    assert len(cache) == 71
+    for name in ("a", "b", "c"):
+        chunks.compile_pieces("A = 1\n" + PAD, "<v>", name, cache)
+    assert len(cache) == 2 * 71            # the least recently compiled module went
 
 
 def test_traceback_and_getsource_follow_shifted_lines(sid):

@@ -7,11 +7,13 @@ import {
   IChangedEvent,
   IDiff,
   IHistory,
+  IProbe,
   ISandboxSummary,
   parseAction,
   parseDiff,
   parseEvent,
   parseHistory,
+  parseProbe,
   parseReply,
   parseSandboxes,
   PROTOCOL,
@@ -125,5 +127,9 @@ export class SandboxClient {
 
   async redo(sandbox: string, module: string): Promise<IActionResult> {
     return parseAction(await this.request('redo', { sandbox, module }));
+  }
+
+  async probe(sandbox: string, module: string, expr: string): Promise<IProbe> {
+    return parseProbe(await this.request('probe', { sandbox, module, expr }));
   }
 }

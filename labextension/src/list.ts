@@ -216,6 +216,18 @@ export class VersionList extends Widget {
       span('jp-SandboxPanel-removed', `−${v.removed}`, `${v.removed} lines removed`),
       span('jp-SandboxPanel-origin', originLabel(v))
     );
+    const probe = this.model.probe;
+    if (probe) {
+      const p = probe.values.get(v.version);
+      const text = !p ? '…' : p.error ? `✗ ${p.value}` : p.value;
+      node.append(
+        span(
+          `jp-SandboxPanel-probe${p?.error ? ' jp-mod-error' : ''}`,
+          text,
+          `${probe.expr} under v${v.version}: ${p ? p.value : 'not probed yet'}`
+        )
+      );
+    }
     return node;
   }
 

@@ -7,7 +7,7 @@
  * another; Rollback acts on the selected row, so by default it has nothing to do.
  */
 import { SandboxClient } from './client';
-import { IDiff, IHistory, ISandboxSummary } from './protocol';
+import { IDiff, IHistory, IProbeValue, ISandboxSummary } from './protocol';
 
 export type ConnectionState = 'no-kernel' | 'not-loaded' | 'connecting' | 'ready';
 
@@ -36,6 +36,11 @@ export class HistoryModel {
   /** An action (rollback, undo, redo) is waiting for the kernel. */
   busy = false;
   notify: Notify = () => {};
+  /** The probe shown as a column of the list: its expression and each version's value. */
+  probe: { expr: string; values: Map<number, IProbeValue> } | null = null;
+  /** A probe is running in the kernel. */
+  probing = false;
+  private probeKey = '';
   private selectedByUser = false;
   private client: SandboxClient | null = null;
   private listeners: (() => void)[] = [];
@@ -165,6 +170,7 @@ export class HistoryModel {
         this.history = await client.history(this.sandbox, this.module);
         this.syncSelection();
         await this.loadDiff(client);
+        await this.reprobe(client);
       } else {
         this.history = null;
         this.diff = null;
@@ -178,6 +184,8 @@ export class HistoryModel {
   }
 
   private forgetChoices(): void {
+    this.probe = null;
+    this.probeKey = '';
     this.diffPair = null;
     this.pinned = false;
     this.selected = null;
@@ -215,6 +223,59 @@ export class HistoryModel {
       this.diff = await client.diff(this.sandbox!, this.module!, pair[0], pair[1]);
       this.diffKey = key;
     }
+  }
+
+  private versionsKey(): string {
+    const rows = this.history?.versions ?? [];
+    return JSON.stringify([this.sandbox, this.module, rows.map(v => [v.version, v.checksum])]);
+  }
+
+  /** Versions arrived or were dropped since the probe ran: run it again. */
+  private async reprobe(client: SandboxClient): Promise<void> {
+    if (this.probe && this.probeKey !== this.versionsKey()) {
+      const expr = this.probe.expr;
+      try {
+        await this.probeWith(client, expr);
+      } catch (e) {
+        this.probe = null;
+        this.probeKey = '';
+        this.notify('error', `probe ${expr}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private async probeWith(client: SandboxClient, expr: string): Promise<void> {
+    const key = this.versionsKey();
+    const r = await client.probe(this.sandbox!, this.module!, expr);
+    this.probe = { expr: r.expr, values: new Map(r.values.map(v => [v.version, v])) };
+    this.probeKey = key;
+  }
+
+  /** Evaluate `expr` under every retained version (scratch copies; the live sandbox is
+   * untouched) and show the values as a column; it runs again when versions change. */
+  async runProbe(expr: string): Promise<void> {
+    const client = this.client;
+    if (!client || !this.sandbox || !this.module || this.probing || !expr.trim()) {
+      return;
+    }
+    this.probing = true;
+    this.emit();
+    try {
+      await this.probeWith(client, expr.trim());
+      this.error = '';
+    } catch (e) {
+      this.notify('error', `probe: ${(e as Error).message}`);
+    } finally {
+      this.probing = false;
+    }
+    this.emit();
+  }
+
+  /** Remove the probe column. */
+  clearProbe(): void {
+    this.probe = null;
+    this.probeKey = '';
+    this.emit();
   }
 
   /** Show another sandbox (and module). */

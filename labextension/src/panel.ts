@@ -11,7 +11,7 @@ import { Panel, PanelLayout, Widget } from '@lumino/widgets';
 
 import { VersionList } from './list';
 import { HistoryModel } from './model';
-import { DiffBar, Pickers } from './pickers';
+import { DiffBar, Pickers, ProbeBar } from './pickers';
 
 type CommandRegistry = JupyterFrontEnd['commands'];
 
@@ -107,6 +107,7 @@ export class SandboxPanel extends SidePanel {
   private pickers: Pickers;
   private messages = new Messages();
   private diffBar: DiffBar;
+  private probeBar: ProbeBar;
   private diffView = new DiffView();
 
   constructor(
@@ -128,8 +129,9 @@ export class SandboxPanel extends SidePanel {
       this.toolbar.addItem(name, new CommandToolbarButton({ commands, id }));
     }
     this.list = new VersionList(model);
+    this.probeBar = new ProbeBar(model);
     this.diffBar = new DiffBar(model);
-    for (const w of [this.messages, this.list, this.diffBar, this.diffView]) {
+    for (const w of [this.messages, this.probeBar, this.list, this.diffBar, this.diffView]) {
       this.addWidget(w);
     }
     model.onChange(() => this.render());
@@ -156,10 +158,12 @@ export class SandboxPanel extends SidePanel {
     this.pickers.setHidden(!ready);
     this.toolbar.setHidden(!ready);
     this.list.setHidden(!ready || !m.history);
+    this.probeBar.setHidden(!ready || !m.history);
     this.diffBar.setHidden(!ready || !m.history);
     this.diffView.setHidden(!ready || !m.history);
     this.pickers.update();
     this.diffBar.update();
+    this.probeBar.update();
     this.list.sync();
     this.diffView.display(m);
   }

@@ -4,7 +4,7 @@
  * versions the diff compares, with whether that pair follows the current
  * version or is pinned.  Text from the kernel goes in as React text, never HTML.
  */
-import { Button, HTMLSelect, ReactWidget } from '@jupyterlab/ui-components';
+import { Button, HTMLSelect, InputGroup, ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { HistoryModel } from './model';
@@ -13,6 +13,7 @@ export const SANDBOX_SELECT = 'sandbox-magic-sandbox';
 export const MODULE_SELECT = 'sandbox-magic-module';
 export const DIFF_FROM = 'sandbox-magic-diff-from';
 export const DIFF_TO = 'sandbox-magic-diff-to';
+export const PROBE_INPUT = 'sandbox-magic-probe';
 
 /** "Sandbox [demo ▾]  Module [greet ▾]" */
 export class Pickers extends ReactWidget {
@@ -123,6 +124,57 @@ export class DiffBar extends ReactWidget {
           </span>
         )}
       </>
+    );
+  }
+}
+
+/** "Probe [total(3)      ] [Probe] [Clear]": a value per version, as a column of the list. */
+export class ProbeBar extends ReactWidget {
+  private draft = '';
+
+  constructor(private model: HistoryModel) {
+    super();
+    this.addClass('jp-SandboxPanel-probebar');
+  }
+
+  protected render(): React.ReactElement | null {
+    const m = this.model;
+    if (!m.history) {
+      return null;
+    }
+    const submit = (e: React.FormEvent) => {
+      e.preventDefault();
+      void m.runProbe(this.draft);
+    };
+    return (
+      <form onSubmit={submit} aria-label="Probe every version">
+        <label htmlFor={PROBE_INPUT}>Probe</label>
+        <InputGroup
+          id={PROBE_INPUT}
+          className="jp-SandboxPanel-probeInput"
+          type="text"
+          placeholder="an expression, e.g. total(3)"
+          title="Evaluated under every retained version, each in a scratch copy of the sandbox; the live sandbox is not touched"
+          defaultValue={m.probe?.expr ?? this.draft}
+          onChange={e => {
+            this.draft = e.currentTarget.value;
+          }}
+        />
+        <Button small type="submit" disabled={m.probing} className="jp-SandboxPanel-probeRun">
+          {m.probing ? 'Probing…' : 'Probe'}
+        </Button>
+        {m.probe ? (
+          <Button
+            small
+            minimal
+            className="jp-SandboxPanel-probeClear"
+            title={`Remove the column of ${m.probe.expr}`}
+            onClick={() => m.clearProbe()}
+          >
+            Clear
+          </Button>
+        ) : null}
+      </form>
     );
   }
 }

@@ -70,6 +70,19 @@ export interface IActionResult {
   restored: Record<string, number>;
 }
 
+/** One version's value of a probe expression (run in a scratch copy of the sandbox). */
+export interface IProbeValue {
+  version: number;
+  /** The value's repr, or "Type: message" when the version or the expression raised. */
+  value: string;
+  error: boolean;
+}
+
+export interface IProbe {
+  expr: string;
+  values: IProbeValue[];
+}
+
 export interface IChangedEvent {
   protocol: number;
   event: 'changed';
@@ -260,6 +273,19 @@ export function parseAction(result: Json): IActionResult {
     ...(result as unknown as IActionResult),
     restored: (result.restored as Record<string, number> | undefined) ?? {}
   };
+}
+
+export function parseProbe(result: Json): IProbe {
+  if (!isObject(result) || typeof result.expr !== 'string' || !Array.isArray(result.values)) {
+    fail('probe result');
+  }
+  const values = (result.values as Json[]).map(v => {
+    if (!isObject(v) || !isInt(v.version) || !isString(v.value) || typeof v.error !== 'boolean') {
+      fail('probe value');
+    }
+    return { version: v.version as number, value: v.value as string, error: v.error as boolean };
+  });
+  return { expr: result.expr as string, values };
 }
 
 export function parseEvent(data: Json): IChangedEvent | null {

@@ -303,7 +303,7 @@ def compile_artifact(source: str, module: str | None = None) -> Artifact:
     if module is not None:
         checksum = source_checksum(source)
         filename = artifact_filename(module, checksum)
-        pieces = compile_pieces(source, filename)
+        pieces = compile_pieces(source, filename, module)
         if pieces is not None:
             return Artifact(module=module, code=pieces.codes, source=source, checksum=checksum,
                             imports_found=pieces.imports, defines_found=pieces.defines)

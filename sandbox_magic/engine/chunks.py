@@ -4,10 +4,12 @@ A one-line edit of a 5,000-line module should not cost a parse and compile of
 5,000 lines.  The source is cut before every line that starts a top-level
 statement (a line at column 0 that is not a comment, a closing bracket or an
 ``else``/``elif``/``except``/``finally``).  Each piece is compiled on its own
-at line 1 and kept in a bounded cache keyed by its text; a version's code is
-the cached code of each piece moved to the piece's line and to the version's
-file name, so tracebacks, ``inspect.getsource`` and line numbers are exactly
-those of compiling the whole text.
+at line 1 and kept by its text with the other pieces of the module's newest
+compiled version (so the cache holds about one copy of each module's code,
+however many edits it sees); a version's code is the code of each piece moved
+to the piece's line and to the version's file name, so tracebacks,
+``inspect.getsource`` and line numbers are exactly those of compiling the
+whole text.
 
 Why cutting cannot change the meaning: a cut inside a string, inside brackets,
 after a backslash, between a decorator and its ``def``, or between a compound
@@ -38,9 +40,8 @@ MIN_LINES = 200
 #: Pieces joined while looking for one that parses; past this the source is
 #: compiled whole (a syntax error, or a long run of column-0 text in a string).
 MAX_JOIN = 64
-#: Bound of the cache, in characters of source text held.
-CACHE_CHARS = 4_000_000
-
+#: Modules whose pieces are kept (least recently compiled out first).
+CACHE_MODULES = 256
 _CUT = re.compile(r"^(?![\s#)\]}]|(?:else|elif|except|finally)\b)", re.M)
 _BASE_NAME = "<sandbox piece>"
 
@@ -61,43 +62,41 @@ INCOMPLETE = _Incomplete()
 
 
 class PieceCache:
-    """Text -> :class:`Piece` (or INCOMPLETE), least recently used out first."""
+    """Per module name, the pieces of the version compiled last (text -> Piece or INCOMPLETE).
 
-    def __init__(self, max_chars: int = CACHE_CHARS) -> None:
-        self.max_chars = max_chars
-        self._items: OrderedDict[tuple[bool, str], Piece | _Incomplete] = OrderedDict()
-        self._chars = 0
+    Only the newest version's pieces are kept, so the cache holds about one
+    copy of each module's code however many edits it sees; compiling an
+    older version again (a rollback) misses and compiles its changed pieces.
+    """
+
+    def __init__(self, max_modules: int = CACHE_MODULES) -> None:
+        self.max_modules = max_modules
+        self._modules: OrderedDict[str, dict[tuple[bool, str], Piece | _Incomplete]] = \
+            OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
-    def get(self, key: tuple[bool, str]) -> Piece | _Incomplete | None:
+    def pieces_of(self, module: str) -> dict[tuple[bool, str], Piece | _Incomplete]:
         with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-                self.hits += 1
-            else:
-                self.misses += 1
-            return value
+            found = self._modules.get(module)
+            if found is not None:
+                self._modules.move_to_end(module)
+            return found or {}
 
-    def put(self, key: tuple[bool, str], value: Piece | _Incomplete) -> None:
+    def keep(self, module: str, pieces: dict[tuple[bool, str], Piece | _Incomplete]) -> None:
         with self._lock:
-            if key in self._items:
-                return
-            self._items[key] = value
-            self._chars += len(key[1])
-            while self._chars > self.max_chars and self._items:
-                (_, text), _ = self._items.popitem(last=False)
-                self._chars -= len(text)
+            self._modules[module] = pieces
+            self._modules.move_to_end(module)
+            while len(self._modules) > self.max_modules:
+                self._modules.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
-            self._items.clear()
-            self._chars = 0
+            self._modules.clear()
 
     def __len__(self) -> int:
-        return len(self._items)
+        """Pieces held, over all modules."""
+        with self._lock:
+            return sum(len(p) for p in self._modules.values())
 
 
 CACHE = PieceCache()
@@ -149,15 +148,17 @@ class Pieces:
     reused: int                   # pieces whose code came from the cache
 
 
-def compile_pieces(source: str, filename: str,
+def compile_pieces(source: str, filename: str, module: str,
                    cache: PieceCache = CACHE) -> Pieces | None:
     """The source as code objects to run in order, or None to compile it whole.
 
     None when the source is short, uses ``from __future__``, or a piece does
     not parse even after joining (the whole compile then reports the error).
     """
-    if source.count("\n") < MIN_LINES or "__future__" in source:
+    if source.count("\n") < MIN_LINES or "__future__" in source or "\r" in source:
         return None
+    known = cache.pieces_of(module)
+    used: dict[tuple[bool, str], Piece | _Incomplete] = {}
     codes: list[types.CodeType] = []
     imports: set[str] = set()
     defines: set[str] = set()
@@ -168,12 +169,12 @@ def compile_pieces(source: str, filename: str,
     for frag in _fragments(source):
         text = pending + frag if pending else frag
         key = (not codes, text)
-        piece = cache.get(key)
+        piece = known.get(key)
         if piece is None:
             piece = _compile_piece(text, key[0]) or INCOMPLETE
-            cache.put(key, piece)
         else:
             reused += isinstance(piece, Piece)
+        used[key] = piece
         if isinstance(piece, _Incomplete):
             pending = text
             joined += 1
@@ -187,4 +188,5 @@ def compile_pieces(source: str, filename: str,
         defines |= piece.defines
     if pending:
         return None
+    cache.keep(module, used)
     return Pieces(tuple(codes), frozenset(imports), frozenset(defines), reused)

@@ -55,7 +55,11 @@ METHODS: dict[str, dict[str, str]] = {
     "rollback": {"sandbox": "sandbox", "module": "module", "version": "version"},
     "undo": {"sandbox": "sandbox", "module": "module"},
     "redo": {"sandbox": "sandbox", "module": "module"},
+    "probe": {"sandbox": "sandbox", "module": "module", "expr": "expression"},
 }
+#: Longest probe expression, and longest value text, in characters.
+MAX_EXPR = 2000
+MAX_VALUE = 200
 
 
 # ---------------------------------------------------------- message shapes
@@ -128,6 +132,17 @@ class ActionResult(TypedDict):
     restored: dict[str, int]         # modules loaded from the history first
 
 
+class ProbeValue(TypedDict):
+    version: int
+    value: str                       # repr of the value (or "Type: message"), shortened
+    error: bool                      # the version's code or the expression raised
+
+
+class ProbeResult(TypedDict):
+    expr: str
+    values: list[ProbeValue]         # every retained version, newest first
+
+
 class ChangedEvent(TypedDict):
     protocol: int
     event: Literal["changed"]
@@ -146,10 +161,12 @@ class ProtocolError(Exception):
 def _check_param(name: str, kind: str, value: Any) -> Any:
     ok = {"sandbox": lambda v: is_sandbox_id(v),
           "module": lambda v: isinstance(v, str) and _MODULE.fullmatch(v) is not None,
-          "version": lambda v: type(v) is int and 1 <= v < 2**31}[kind]
+          "version": lambda v: type(v) is int and 1 <= v < 2**31,
+          "expression": lambda v: isinstance(v, str) and 0 < len(v.strip()) <= MAX_EXPR}[kind]
     if not ok(value):
         what = {"sandbox": "a sandbox id", "module": "a module name",
-                "version": "a positive integer"}[kind]
+                "version": "a positive integer",
+                "expression": f"a Python expression of at most {MAX_EXPR} characters"}[kind]
         raise ProtocolError("bad_params", f"{name} must be {what}")
     return value
 
@@ -225,7 +242,28 @@ def _bind_handle(sandbox_id: str, restored: dict[str, int]) -> None:
         magics._bind_handle(sandbox_id)
 
 
-def call(method: str, p: dict[str, Any]) -> ListResult | HistoryResult | DiffResult | ActionResult:
+def _shorten(text: str) -> str:
+    return text if len(text) <= MAX_VALUE else text[:MAX_VALUE - 1] + "…"
+
+
+def _probe(sandbox_id: str, module: str, expr: str) -> ProbeResult:
+    try:
+        compile(expr, "<probe>", "eval")
+    except SyntaxError as exc:
+        raise ProtocolError("bad_params", f"the probe is not an expression: {exc.msg}") from None
+    values: list[ProbeValue] = []
+    for version, value in sorted(api.probe(sandbox_id, module, expr).items(), reverse=True):
+        error = isinstance(value, BaseException)
+        try:
+            text = f"{type(value).__name__}: {value}" if error else repr(value)
+        except Exception as exc:   # a repr that raises is the answer too
+            text, error = f"repr failed: {type(exc).__name__}", True
+        values.append({"version": version, "value": _shorten(text), "error": error})
+    return {"expr": expr, "values": values}
+
+
+def call(method: str, p: dict[str, Any]
+         ) -> ListResult | HistoryResult | DiffResult | ActionResult | ProbeResult:
     if method in ("hello", "list"):
         out: ListResult = {"sandboxes": _sandboxes()}
         if method == "hello":
@@ -248,6 +286,8 @@ def call(method: str, p: dict[str, Any]) -> ListResult | HistoryResult | DiffRes
         return {"v1": p["v1"], "v2": p["v2"], "added": d.lines_added,
                 "removed": d.lines_removed, "lines": [list(x) for x in d.lines()]}
     sid, mod = p["sandbox"], p["module"]
+    if method == "probe":
+        return _probe(sid, mod, p["expr"])
     if method == "rollback":
         restored = api.load_before_change(sid, mod, version=p["version"])
         _bind_handle(sid, restored)

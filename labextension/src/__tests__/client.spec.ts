@@ -146,6 +146,26 @@ describe('SandboxClient', () => {
     await expect(p).rejects.toBeInstanceOf(ProtocolError);
   });
 
+  it('reads probe values and refuses malformed ones', async () => {
+    const comm = new FakeComm();
+    const client = new SandboxClient(comm);
+    const good = client.probe('demo', 'counter', 'f(1)');
+    expect(comm.sent[0]).toEqual({
+      protocol: 1,
+      id: 1,
+      method: 'probe',
+      params: { sandbox: 'demo', module: 'counter', expr: 'f(1)' }
+    });
+    client.receive(reply(1, { expr: 'f(1)', values: [{ version: 2, value: '3', error: false }] }));
+    expect(await good).toEqual({
+      expr: 'f(1)',
+      values: [{ version: 2, value: '3', error: false }]
+    });
+    const bad = client.probe('demo', 'counter', 'f(1)');
+    client.receive(reply(2, { expr: 'f(1)', values: [{ version: 2, value: 3, error: false }] }));
+    await expect(bad).rejects.toBeInstanceOf(ProtocolError);
+  });
+
   it('ignores messages that are not replies and times out', async () => {
     jest.useFakeTimers();
     const comm = new FakeComm();

@@ -10,6 +10,7 @@ class FakeKernel {
   undoTo: number | null | undefined = 2;
   redoTo: number | null | undefined = null;
   failRollback = false;
+  probes = 0;
   /** Every request method received, in order. */
   requests: string[] = [];
   client: SandboxClient;
@@ -59,6 +60,16 @@ class FakeKernel {
             ['-', 'a'],
             ['+', 'b']
           ]
+        });
+      case 'probe':
+        this.probes += 1;
+        return ok({
+          expr: p.expr,
+          values: [...this.versions].reverse().map(v => ({
+            version: v,
+            value: v === 2 ? 'ZeroDivisionError: division by zero' : String(v * 10),
+            error: v === 2
+          }))
         });
       case 'rollback': {
         if (this.failRollback) {
@@ -272,6 +283,57 @@ describe('HistoryModel', () => {
     expect(warn).toHaveBeenCalledTimes(1);
     warn.mockRestore();
     expect(k.requests).toEqual([]);
+  });
+
+  it('shows a probe as a value per version, runs it again when versions change', async () => {
+    const k = new FakeKernel();
+    const m = new HistoryModel();
+    m.attach(k.client, []);
+    await m.refresh();
+    await m.runProbe('  total(3) ');
+    expect(m.probe!.expr).toBe('total(3)');
+    expect(m.probe!.values.get(3)).toEqual({ version: 3, value: '30', error: false });
+    expect(m.probe!.values.get(2)!.error).toBe(true);
+    await m.refresh();
+    expect(k.probes).toBe(1); // same versions: not asked again
+    k.versions = [1, 2, 3, 4];
+    k.current = 4;
+    await m.refresh();
+    expect(k.probes).toBe(2);
+    expect(m.probe!.values.get(4)!.value).toBe('40');
+    await m.select('other');
+    expect(m.probe).toBeNull(); // another module: the column goes
+    await m.runProbe('   ');
+    expect(k.probes).toBe(2); // an empty expression is not sent
+  });
+
+  it('reports a probe the kernel refuses, and clears the column on demand', async () => {
+    const k = new FakeKernel();
+    const m = new HistoryModel();
+    const notes: string[] = [];
+    m.notify = (kind, message) => notes.push(`${kind}: ${message}`);
+    m.attach(k.client, []);
+    await m.refresh();
+    const answer = k.answer.bind(k);
+    k.answer = (req: any) =>
+      req.method === 'probe'
+        ? setTimeout(() =>
+            k.client.receive({
+              protocol: 1,
+              id: req.id,
+              ok: false,
+              error: { code: 'bad_params', message: 'the probe is not an expression' }
+            })
+          )
+        : answer(req);
+    await m.runProbe('x = 1');
+    expect(m.probe).toBeNull();
+    expect(notes).toEqual(['error: probe: the probe is not an expression']);
+    k.answer = answer;
+    await m.runProbe('f()');
+    expect(m.probe).not.toBeNull();
+    m.clearProbe();
+    expect(m.probe).toBeNull();
   });
 
   it('forgets everything on detach', async () => {
