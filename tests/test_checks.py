@@ -96,3 +96,25 @@ def test_a_check_runs_in_a_process_sandbox(new_id):
                              check=lambda sb: sb.add_tax(100) == 110)
     assert sm.get_module_version(new_id, "tax") == 1
     assert sm.get_sandbox(new_id).add_tax(100) == 110.0
+
+
+def test_a_refused_api_reload_is_listed_in_the_panels_once(sid):
+    from sandbox_magic.jupyter import activity
+    from sandbox_magic.jupyter.comm import handle_message
+    activity.listen()
+    sm.hot_reload_source(sid, TAX, module="tax")
+
+    def failed():
+        reply = handle_message({"protocol": 1, "id": 1, "method": "history",
+                                "params": {"sandbox": sid, "module": "tax"}})
+        return [f["message"] for f in reply["result"]["failed"]]
+    with pytest.raises(sm.ReloadError):
+        sm.hot_reload_source(sid, TAX.replace("0.1", "0.5"), module="tax",
+                             check="add_tax(100) == 110")
+    with pytest.raises(sm.CompileError):
+        sm.hot_reload_source(sid, TAX + "def broken(:\n", module="tax")
+    with pytest.raises(sm.ReloadError):
+        sm.hot_reload_source(sid, {"tax": TAX + "1 / 0\n"})
+    msgs = failed()
+    assert len(msgs) == 3, msgs                     # one entry per attempt, newest first
+    assert "division by zero" in msgs[0] and "check" in msgs[2]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from ..engine.artifact import Artifact, CompileInfo, compile_artifact
 from ..engine.reload import (
@@ -18,10 +20,54 @@ from ..engine.reload import (
     plan_change,
 )
 from ..errors import (
+    CompileError,
+    ReloadError,
     SandboxError,
 )
 from .events import emit
 from .registry import get_host, get_state
+
+_F = TypeVar("_F", bound=Callable[..., ReloadResult])
+_calls = threading.local()
+
+
+def _reports_failures(fn: _F) -> _F:
+    """A reload that is refused (syntax error, body, state handler, check) is announced.
+
+    The ``reload_failed`` event lets the panels list the failed attempt whatever
+    made it: a cell, a file watch or a plain API call.  Only the outermost entry
+    point of a thread announces it (``hot_reload_source`` calls ``hot_reload``).
+    """
+    @functools.wraps(fn)
+    def wrapper(sandbox_id: str, *args: Any, **kwargs: Any) -> ReloadResult:
+        depth = getattr(_calls, "depth", 0)
+        _calls.depth = depth + 1
+        try:
+            return fn(sandbox_id, *args, **kwargs)
+        except (ReloadError, CompileError) as exc:
+            if depth == 0:
+                _announce(fn.__name__, sandbox_id, exc, args, kwargs)
+            raise
+        finally:
+            _calls.depth = depth
+    return wrapper  # type: ignore[return-value]
+
+
+def _announce(entry: str, sandbox_id: str, exc: SandboxError, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> None:
+    module = getattr(exc, "module", None) or kwargs.get("module")
+    first = args[0] if args else kwargs.get("source", kwargs.get("artifact"))
+    if module is None and entry == "hot_reload_source":
+        if isinstance(first, Mapping) and first:
+            module = sorted(first)[0]
+        elif len(args) > 1:
+            module = args[1]
+    elif module is None and entry == "rollback_module":
+        module = first
+    elif module is None and isinstance(first, Artifact):
+        module = first.module
+    if isinstance(module, str):
+        emit("reload_failed", sandbox_id, module=module, message=str(exc))
 
 
 def _options(state_handler: StateHandler | None, use_state_preservation: bool,
@@ -46,6 +92,7 @@ def _options(state_handler: StateHandler | None, use_state_preservation: bool,
                          float(suspend_timeout), check)
 
 
+@_reports_failures
 def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
                state_handler: StateHandler | None = None, use_state_preservation: bool = True,
                coordinate_dependencies: bool = True, suspend_timeout: float = 5.0,
@@ -84,6 +131,7 @@ def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
     return result
 
 
+@_reports_failures
 def hot_reload_source(sandbox_id: str, source: str | Mapping[str, str],
                       module: str | None = None, *, state_handler: StateHandler | None = None,
                       use_state_preservation: bool = True, coordinate_dependencies: bool = True,
@@ -144,6 +192,7 @@ def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,
     return combine(results, started)
 
 
+@_reports_failures
 def rollback_module(sandbox_id: str, module: str, version: int, *,
                     state_handler: StateHandler | None = None,
                     use_state_preservation: bool = True, coordinate_dependencies: bool = True,

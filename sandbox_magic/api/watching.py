@@ -26,7 +26,6 @@ from typing import Any
 
 from ..engine.reload import StateHandler
 from ..errors import SandboxError
-from .events import emit
 from .registry import get_state
 from .reloading import hot_reload_source
 
@@ -134,9 +133,7 @@ class Watcher:
         try:
             r = hot_reload_source(self.sandbox_id, sources, state_handler=self.state_handler,
                                   check=self.check)
-        except SandboxError as exc:
-            emit("reload_failed", self.sandbox_id, module=names[0], message=str(exc),
-                 source="watch")
+        except SandboxError as exc:   # announced by hot_reload_source (reload_failed)
             return WatchEvent("failed", names, str(exc).splitlines()[0])
         results = r.modules or (r,)
         versions = {x.module: x.new_version for x in results if x.new_version is not None}

@@ -63,9 +63,11 @@ def on_event(event: str, sandbox_id: str, payload: dict[str, Any]) -> None:
     if event == "sandbox_destroyed":
         forget(sandbox_id)
         return
-    if event == "reload_failed":      # a reload that did not come from a cell (a file watch)
-        record_failure(sandbox_id, str(payload.get("module") or "?"),
-                       str(payload.get("message") or "failed"))
+    if event == "reload_failed":
+        # a cell records its own failure, with the message it printed
+        if not (_cell and _cell[-1] == sandbox_id):
+            record_failure(sandbox_id, str(payload.get("module") or "?"),
+                           str(payload.get("message") or "failed"))
         return
     module, version = payload.get("module"), payload.get("version")
     if not isinstance(module, str) or not isinstance(version, int):
