@@ -19,14 +19,13 @@ import gc
 import json
 import linecache
 import resource
-import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _module import padded_source  # noqa: E402
-from bench_reload import _write, autoreload_module, fresh_store, publish  # noqa: E402
+from bench_reload import _write, autoreload_module, fresh_store, publish, run_worker  # noqa: E402
 
 WARMUP = 50
 LINES = 200
@@ -90,11 +89,7 @@ def _measure(reload, live: list, reloads: int) -> dict:
 
 
 def spawn(peer: str, reloads: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", peer, "--reloads",
-                          str(reloads)], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, peer, "--reloads", reloads)
 
 
 def main() -> None:

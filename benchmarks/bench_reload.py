@@ -159,13 +159,17 @@ def worker(peer: str, heap_size: int, repeats: int) -> dict:
     return {"times": times, "median": statistics.median(times), "applied": ok, "n": len(times)}
 
 
-def spawn(peer: str, heap: int, repeats: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", peer, "--heap", str(heap),
-                          "--repeats", str(repeats)], capture_output=True, text=True,
-                         check=False)
+def run_worker(script: str, *args: object) -> dict:
+    """Run ``script --worker ...`` in a fresh interpreter; its last stdout line is JSON."""
+    out = subprocess.run([sys.executable, script, "--worker", *map(str, args)],
+                         capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def spawn(peer: str, heap: int, repeats: int) -> dict:
+    return run_worker(__file__, peer, "--heap", heap, "--repeats", repeats)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import argparse
 import importlib
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_reload import _write, fresh_store, publish, spread  # noqa: E402
+from bench_reload import _write, fresh_store, publish, run_worker, spread  # noqa: E402
 
 SIZES = [25, 250, 1000]
 PEERS = ["compile_exec", "sandbox_magic", "autoreload", "autoreload_full", "jurigged"]
@@ -109,12 +108,7 @@ def run(peer: str, n: int, repeats: int) -> dict:
 
 
 def spawn(peer: str, n: int, repeats: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", peer, "--size", str(n),
-                          "--repeats", str(repeats)], capture_output=True, text=True,
-                         check=False)
-    if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, peer, "--size", n, "--repeats", repeats)
 
 
 def main() -> None:
