@@ -1,21 +1,45 @@
 """Live instances of sandbox classes, tracked as they are created (no heap scan).
 
 Every class statement executed by sandbox code goes through the sandbox's
-``__build_class__``, which gives root classes the :class:`Tracked` mixin.  Its
-``__new__`` appends a weak reference to each new instance to a list kept in
-the instance's own class, so a reload finds exactly the live objects of the
-reloaded classes at a cost that grows with their number, not with the size of
-the heap.  Instances made by pickle or ``copy`` go through ``__new__`` too.
-Dead references are pruned whenever a list has doubled since its last prune.
-``__slots__`` classes get a ``__weakref__`` slot so that they can be tracked.
+``__build_class__``, which gives root classes the :class:`Tracked` mixin, so
+a reload finds exactly the live objects of the reloaded classes at a cost
+that grows with their number, not with the size of the heap.  Instances made
+by pickle or ``copy`` go through ``__new__`` too.
+
+Two trackers do this job:
+
+* the compiled one (``_live.c``, built when the package is installed): the
+  class's C-level constructor records each new instance by address and serial
+  number in a registry in the class's ``__dict__``, and its C-level free
+  removes the address from a process-wide table of live objects; a registry
+  entry is an instance while the table still holds its serial and its type is
+  the class.  No Python frame and no weak reference per instance.  It is
+  used for classes whose every base is a plain Python class (or object).
+* the pure-Python one: ``__new__`` appends a weak reference to a list in the
+  class.  It serves every other class (a base from C, such as ``dict``) and
+  every class when the compiled tracker is missing or disabled with the
+  environment variable ``SANDBOX_MAGIC_NATIVE=0``.
+
+Either way, dead entries are dropped whenever a registry has doubled since it
+was last compacted.  ``__slots__`` classes get a ``__weakref__`` slot so that
+the pure-Python tracker can track them.
+
+A class tracked natively has a C-level constructor, so, as for classes
+written in C, ``object.__new__(C)`` refuses it: call ``C.__new__(C)``.
 """
 
 from __future__ import annotations
 
 import builtins
+import os
 import threading
 import weakref
 from typing import Any
+
+try:
+    from . import _live as _native_module  # type: ignore[attr-defined]
+except ImportError:   # not built (no C compiler at install time)
+    _native_module = None
 
 LIVE_ATTR = "__sandbox_live__"
 _create_lock = threading.Lock()
@@ -37,6 +61,9 @@ class _Registry:
         if len(self.refs) > self.limit:
             self.prune()
 
+    def live(self, cls: type) -> list[Any]:
+        return self.prune()
+
     def prune(self) -> list[Any]:
         """The live instances; dead references are dropped (the live ones are kept).
 
@@ -56,9 +83,18 @@ class _Registry:
 
 
 class Tracked:
-    """Mixin of sandbox root classes: records instances at creation."""
+    """Mixin of sandbox root classes: records instances at creation.
+
+    With the compiled tracker its ``__new__`` is the compiled one, and every
+    subclass (also one made outside the sandbox) is offered to that tracker,
+    so that objects can switch between these classes (``__class__``).
+    """
 
     __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        hook_class(cls)
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         nxt = super().__new__
@@ -84,6 +120,16 @@ class Tracked:
         return obj
 
 
+_native: Any = None
+if _native_module is not None and os.environ.get("SANDBOX_MAGIC_NATIVE", "1") != "0":
+    _native = _native_module
+
+
+def native() -> bool:
+    """Whether the compiled tracker is in use in this process."""
+    return _native is not None
+
+
 def track(cls: type, obj: Any) -> None:
     """Record ``obj`` as a live instance of ``cls`` (after its class was reassigned)."""
     reg = cls.__dict__.get(LIVE_ATTR)
@@ -91,8 +137,11 @@ def track(cls: type, obj: Any) -> None:
         with _create_lock:   # two threads making the first instances share one registry
             reg = cls.__dict__.get(LIVE_ATTR)
             if reg is None:
-                reg = _Registry(cls)
+                hooked = _native is not None and _native.hooked(cls)
+                reg = _native.Registry() if hooked else _Registry(cls)
                 type.__setattr__(cls, LIVE_ATTR, reg)
+    if type(obj) is not cls and not isinstance(reg, _Registry):
+        return      # a compiled registry only holds objects whose class is its own
     try:
         reg.add(obj)
     except TypeError:
@@ -102,7 +151,19 @@ def track(cls: type, obj: Any) -> None:
 def instances_of(cls: type) -> list[Any]:
     """Live instances whose exact class is ``cls``."""
     reg = cls.__dict__.get(LIVE_ATTR)
-    return reg.prune() if reg is not None else []
+    return reg.live(cls) if reg is not None else []
+
+
+def hook_class(cls: type) -> type:
+    """Let the compiled tracker track ``cls`` if it qualifies (see ``_live.c``)."""
+    if _native is not None:
+        _native.hook(cls, Tracked.__new__)
+    return cls
+
+
+if _native is not None:
+    Tracked.__new__ = staticmethod(_native.new)  # type: ignore[method-assign]
+    _native.configure(track, _Registry)
 
 
 def _has_weakref(bases: tuple[type, ...]) -> bool:
@@ -121,7 +182,10 @@ def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
         and all(b.__itemsize__ == 0 for b in real_bases)
     )
     if not trackable:
-        return builtins.__build_class__(func, name, *bases, **kwargs)
+        cls = builtins.__build_class__(func, name, *bases, **kwargs)
+        if isinstance(cls, type) and issubclass(cls, Tracked):
+            hook_class(cls)   # a subclass of a sandbox class
+        return cls
     new_bases = tuple(b for b in bases if b is not object) + (Tracked,)
     weak = _has_weakref(real_bases)
 
@@ -132,6 +196,6 @@ def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
             slots = (slots,) if isinstance(slots, str) else tuple(slots)
             if "__weakref__" not in slots:
                 ns["__slots__"] = slots + ("__weakref__",)
-        return type(cls_name, cls_bases, ns, **kw)
+        return hook_class(type(cls_name, cls_bases, ns, **kw))
 
     return builtins.__build_class__(func, name, *new_bases, metaclass=make, **kwargs)

@@ -15,6 +15,9 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from ..engine.tracking import Tracked
+from ..engine.tracking import hook_class as hook
+
 _targets: dict[int, Any] = {}
 _forwarders: dict[type, type] = {}
 
@@ -63,6 +66,8 @@ def forwarder_class(old_cls: type) -> type:
     for name in _SPECIAL:
         ns[name] = _special(name)
     cls = type(old_cls.__name__, (old_cls,), ns)
+    if isinstance(old_cls, type) and issubclass(old_cls, Tracked):
+        hook(cls)   # the same deallocator as old_cls, so that the switch is allowed
     _forwarders[old_cls] = cls
     return cls
 

@@ -1,0 +1,518 @@
+/* Native tracking of the live instances of sandbox classes.
+ *
+ * The pure-Python tracker (tracking.py) gives every sandbox class a Python
+ * __new__ that appends a weak reference to each new instance: a Python frame,
+ * a weakref object and a list append on every creation.  This module does the
+ * same job without a frame and without weak references:
+ *
+ *  - a "hooked" class gets tracked_new as its tp_new and live_free as its
+ *    tp_free.  tracked_new creates the object as object.__new__ would, gives it
+ *    a fresh serial number, records (address -> serial) in one process-wide
+ *    table of live tracked objects and appends (address, serial) to the
+ *    registry kept in the class's own __dict__.  live_free, the last step of
+ *    every deallocation of an instance of a hooked class, removes the address
+ *    from the table before the memory is released.
+ *
+ *  - an entry of a registry is an instance of that class exactly when the table
+ *    still maps its address to its serial (so the object is alive: a freed and
+ *    reused address has a new serial or no entry at all) and the object's type
+ *    is the class (its __class__ may have been reassigned).  Only after the
+ *    first test passes is the object's memory read.
+ *
+ * Registries are compacted when they have doubled since their last compaction,
+ * so their size follows the number of live instances.  Everything runs with the
+ * GIL held; nothing here calls back into Python except the slow paths that
+ * create a registry (tracking.track) and the error paths.
+ *
+ * A class is hooked only when every deallocation of its instances ends in
+ * PyObject_GC_Del through its tp_free: it and all its bases up to object are
+ * plain Python classes (subtype_dealloc), its metaclass is type, and its
+ * __new__ is the tracked one.  __class__ assignment only moves objects between
+ * classes with the same tp_free, so a hooked object is always freed through
+ * live_free.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+/* ---- the table of live tracked objects: open addressing, linear probing ---- */
+
+typedef struct {
+    uintptr_t key;      /* 0: empty, 1: deleted */
+    uint64_t serial;
+} Slot;
+
+#define EMPTY ((uintptr_t)0)
+#define DELETED ((uintptr_t)1)
+
+static Slot *table = NULL;
+static size_t table_mask = 0;      /* capacity - 1; capacity is a power of two */
+static size_t table_used = 0;      /* live keys */
+static size_t table_filled = 0;    /* live keys + deleted markers */
+static uint64_t next_serial = 1;
+
+static inline size_t
+slot_of(uintptr_t key)
+{
+    uint64_t h = (uint64_t)(key >> 4) * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h ^ (h >> 29)) & table_mask;
+}
+
+static int
+table_resize(size_t want)
+{
+    size_t cap = 64;
+    while (cap < want * 3)
+        cap <<= 1;
+    Slot *fresh = PyMem_RawCalloc(cap, sizeof(Slot));
+    if (fresh == NULL)
+        return -1;
+    Slot *old = table;
+    size_t old_cap = table ? table_mask + 1 : 0;
+    table = fresh;
+    table_mask = cap - 1;
+    table_filled = table_used;
+    for (size_t i = 0; i < old_cap; i++) {
+        uintptr_t key = old[i].key;
+        if (key > DELETED) {
+            size_t j = slot_of(key);
+            while (table[j].key != EMPTY)
+                j = (j + 1) & table_mask;
+            table[j] = old[i];
+        }
+    }
+    PyMem_RawFree(old);
+    return 0;
+}
+
+/* Record key with serial (replacing an older serial of the same key). */
+static int
+table_put(uintptr_t key, uint64_t serial)
+{
+    if (table == NULL || (table_filled + 1) * 3 > (table_mask + 1) * 2) {
+        if (table_resize(table_used + 1) < 0)
+            return -1;
+    }
+    size_t j = slot_of(key);
+    Slot *free_slot = NULL;
+    for (;;) {
+        uintptr_t k = table[j].key;
+        if (k == key) {
+            table[j].serial = serial;
+            return 0;
+        }
+        if (k == EMPTY)
+            break;
+        if (k == DELETED && free_slot == NULL)
+            free_slot = &table[j];
+        j = (j + 1) & table_mask;
+    }
+    if (free_slot == NULL) {
+        free_slot = &table[j];
+        table_filled++;
+    }
+    free_slot->key = key;
+    free_slot->serial = serial;
+    table_used++;
+    return 0;
+}
+
+static inline uint64_t
+table_get(uintptr_t key)
+{
+    if (table == NULL)
+        return 0;
+    size_t j = slot_of(key);
+    for (;;) {
+        uintptr_t k = table[j].key;
+        if (k == key)
+            return table[j].serial;
+        if (k == EMPTY)
+            return 0;
+        j = (j + 1) & table_mask;
+    }
+}
+
+static inline void
+table_del(uintptr_t key)
+{
+    if (table == NULL)
+        return;
+    size_t j = slot_of(key);
+    for (;;) {
+        uintptr_t k = table[j].key;
+        if (k == key) {
+            table[j].key = DELETED;
+            table_used--;
+            return;
+        }
+        if (k == EMPTY)
+            return;
+        j = (j + 1) & table_mask;
+    }
+}
+
+/* ---- registries: one per hooked class, in the class's __dict__ ---- */
+
+typedef struct {
+    uintptr_t addr;
+    uint64_t serial;
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    Entry *entries;
+    Py_ssize_t size;
+    Py_ssize_t capacity;
+    Py_ssize_t limit;      /* compact when size exceeds it */
+} Registry;
+
+static PyTypeObject Registry_Type;
+static PyObject *live_key;        /* "__sandbox_live__" */
+static PyObject *empty_tuple;
+static PyObject *py_track;        /* tracking.track(cls, obj): the slow path */
+static destructor plain_dealloc;  /* subtype_dealloc, read from a Python class */
+
+static inline int
+alive_as(const Entry *e, PyTypeObject *cls)
+{
+    return table_get(e->addr) == e->serial && Py_TYPE((PyObject *)e->addr) == cls;
+}
+
+/* Keep the entries that are live instances of cls (no allocation, no Python). */
+static Py_ssize_t
+registry_compact(Registry *reg, PyTypeObject *cls)
+{
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < reg->size; i++) {
+        if (alive_as(&reg->entries[i], cls))
+            reg->entries[kept++] = reg->entries[i];
+    }
+    reg->size = kept;
+    reg->limit = kept * 2 > 64 ? kept * 2 : 64;
+    return kept;
+}
+
+static int
+registry_append(Registry *reg, PyObject *obj, PyTypeObject *cls)
+{
+    if (reg->size >= reg->limit)
+        registry_compact(reg, cls);
+    if (reg->size == reg->capacity) {
+        Py_ssize_t cap = reg->capacity ? reg->capacity * 2 : 64;
+        Entry *grown = PyMem_RawRealloc(reg->entries, (size_t)cap * sizeof(Entry));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        reg->entries = grown;
+        reg->capacity = cap;
+    }
+    uint64_t serial = next_serial++;
+    if (table_put((uintptr_t)obj, serial) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    reg->entries[reg->size].addr = (uintptr_t)obj;
+    reg->entries[reg->size].serial = serial;
+    reg->size++;
+    return 0;
+}
+
+static void
+live_free(void *p)
+{
+    table_del((uintptr_t)p);
+    PyObject_GC_Del(p);
+}
+
+static int
+is_hooked(PyTypeObject *cls)
+{
+    return cls->tp_free == live_free;
+}
+
+/* Record obj (an instance of exactly cls) in cls's registry. */
+static PyObject *
+record(PyTypeObject *cls, PyObject *obj)
+{
+    if (is_hooked(cls) && cls->tp_dict != NULL) {
+        PyObject *reg = PyDict_GetItemWithError(cls->tp_dict, live_key);
+        if (reg != NULL && Py_IS_TYPE(reg, &Registry_Type)) {
+            if (registry_append((Registry *)reg, obj, cls) < 0) {
+                Py_DECREF(obj);
+                return NULL;
+            }
+            return obj;
+        }
+        if (PyErr_Occurred()) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    }
+    /* First instance of the class, or a class that is not hooked. */
+    if (py_track == NULL) {
+        Py_DECREF(obj);
+        PyErr_SetString(PyExc_RuntimeError, "sandbox_magic.engine._live is not configured");
+        return NULL;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(py_track, (PyObject *)cls, obj, NULL);
+    if (r == NULL) {
+        Py_DECREF(obj);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return obj;
+}
+
+static int
+refuse_arguments(PyTypeObject *cls, Py_ssize_t nargs, int has_kwargs)
+{
+    if ((nargs || has_kwargs) && cls->tp_init == PyBaseObject_Type.tp_init) {
+        PyErr_Format(PyExc_TypeError, "%s() takes no arguments", cls->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* tp_new of hooked classes. */
+static PyObject *
+tracked_new(PyTypeObject *cls, PyObject *args, PyObject *kwds)
+{
+    if (refuse_arguments(cls, args ? PyTuple_GET_SIZE(args) : 0,
+                         kwds != NULL && PyDict_GET_SIZE(kwds) > 0) < 0)
+        return NULL;
+    PyObject *obj = PyBaseObject_Type.tp_new(cls, empty_tuple, NULL);
+    if (obj == NULL)
+        return NULL;
+    return record(cls, obj);
+}
+
+/* Tracked.__new__(cls, *args, **kwargs): used by explicit calls (pickle, copy,
+ * super().__new__) and by classes that are not hooked. */
+static PyObject *
+tracked_dunder_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                   PyObject *kwnames)
+{
+    if (nargs < 1 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "Tracked.__new__(X): X is not a type object");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)args[0];
+    /* As object.__new__ would: the nearest base that is not a plain Python
+     * class must create objects the way object does. */
+    PyTypeObject *base = cls;
+    while (base != NULL && (base->tp_flags & Py_TPFLAGS_HEAPTYPE)
+           && base->tp_dealloc == plain_dealloc)
+        base = base->tp_base;
+    if (base != &PyBaseObject_Type) {
+        PyErr_Format(PyExc_TypeError, "Tracked.__new__(%s) is not safe, use %s.__new__()",
+                     cls->tp_name, base ? base->tp_name : "?");
+        return NULL;
+    }
+    if (refuse_arguments(cls, nargs - 1, kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) < 0)
+        return NULL;
+    PyObject *obj = PyBaseObject_Type.tp_new(cls, empty_tuple, NULL);
+    if (obj == NULL)
+        return NULL;
+    return record(cls, obj);
+}
+
+/* hook(cls, new) -> bool: make cls a hooked class if it qualifies. */
+static PyObject *
+hook(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "hook(cls, new) takes a class and its __new__");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)args[0];
+    if (Py_TYPE(cls) != &PyType_Type || !(cls->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            || !(cls->tp_flags & Py_TPFLAGS_HAVE_GC)
+            || cls->tp_free != PyObject_GC_Del || cls->tp_itemsize != 0)
+        Py_RETURN_FALSE;
+    PyObject *mro = cls->tp_mro;
+    if (mro == NULL || !PyTuple_Check(mro))
+        Py_RETURN_FALSE;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *b = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (b == &PyBaseObject_Type)
+            continue;
+        if (!(b->tp_flags & Py_TPFLAGS_HEAPTYPE) || b->tp_dealloc != plain_dealloc)
+            Py_RETURN_FALSE;
+    }
+    /* The class's __new__ must be the tracked one (not one of its own). */
+    PyObject *found = PyObject_GetAttrString((PyObject *)cls, "__new__");
+    if (found == NULL)
+        return NULL;
+    int same = found == args[1];
+    Py_DECREF(found);
+    if (!same)
+        Py_RETURN_FALSE;
+    cls->tp_free = live_free;
+    cls->tp_new = tracked_new;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+hooked(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "hooked(cls) takes a class");
+        return NULL;
+    }
+    return PyBool_FromLong(is_hooked((PyTypeObject *)cls));
+}
+
+static PyObject *
+configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyCallable_Check(args[0]) || !PyType_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "configure(track, plain_class)");
+        return NULL;
+    }
+    Py_XSETREF(py_track, Py_NewRef(args[0]));
+    plain_dealloc = ((PyTypeObject *)args[1])->tp_dealloc;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+table_size(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromSize_t(table_used);
+}
+
+/* ---- Registry methods ---- */
+
+static PyObject *
+Registry_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "Registry() takes no arguments");
+        return NULL;
+    }
+    Registry *reg = (Registry *)type->tp_alloc(type, 0);
+    if (reg != NULL)
+        reg->limit = 64;
+    return (PyObject *)reg;
+}
+
+static void
+Registry_dealloc(Registry *reg)
+{
+    PyMem_RawFree(reg->entries);
+    Py_TYPE(reg)->tp_free((PyObject *)reg);
+}
+
+/* add(obj): record obj as an instance of its class (after __class__ was set). */
+static PyObject *
+Registry_add(Registry *reg, PyObject *obj)
+{
+    PyTypeObject *cls = Py_TYPE(obj);
+    if (!is_hooked(cls)) {
+        PyErr_Format(PyExc_TypeError, "%s objects are not tracked natively", cls->tp_name);
+        return NULL;
+    }
+    if (registry_append(reg, obj, cls) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* live(cls) -> list: the live instances whose exact class is cls. */
+static PyObject *
+Registry_live(Registry *reg, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "live(cls) takes a class");
+        return NULL;
+    }
+    Py_ssize_t n = registry_compact(reg, (PyTypeObject *)cls);
+    /* Take references first: allocating the list may run the collector, which
+     * may free objects, but not these. */
+    PyObject **held = PyMem_RawMalloc((size_t)(n ? n : 1) * sizeof(PyObject *));
+    if (held == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++)
+        held[i] = Py_NewRef((PyObject *)reg->entries[i].addr);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_DECREF(held[i]);
+        PyMem_RawFree(held);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyList_SET_ITEM(out, i, held[i]);
+    PyMem_RawFree(held);
+    return out;
+}
+
+static Py_ssize_t
+Registry_len(Registry *reg)
+{
+    return reg->size;
+}
+
+static PyMethodDef Registry_methods[] = {
+    {"add", (PyCFunction)Registry_add, METH_O,
+     "add(obj): record obj as a live instance of its class."},
+    {"live", (PyCFunction)Registry_live, METH_O,
+     "live(cls) -> list of the live instances whose class is exactly cls."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods Registry_as_sequence = {
+    .sq_length = (lenfunc)Registry_len,
+};
+
+static PyTypeObject Registry_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sandbox_magic.engine._live.Registry",
+    .tp_doc = "Addresses and serial numbers of the instances of one hooked class.",
+    .tp_basicsize = sizeof(Registry),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Registry_new,
+    .tp_dealloc = (destructor)Registry_dealloc,
+    .tp_methods = Registry_methods,
+    .tp_as_sequence = &Registry_as_sequence,
+};
+
+static PyMethodDef module_methods[] = {
+    {"new", (PyCFunction)(void (*)(void))tracked_dunder_new, METH_FASTCALL | METH_KEYWORDS,
+     "The __new__ of tracked classes."},
+    {"hook", (PyCFunction)(void (*)(void))hook, METH_FASTCALL,
+     "hook(cls, new) -> bool: track cls's instances natively if it qualifies."},
+    {"hooked", hooked, METH_O, "hooked(cls) -> bool."},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
+     "configure(track, plain_class): the slow path and a plain class to learn from."},
+    {"table_size", table_size, METH_NOARGS,
+     "The number of live natively tracked objects in the process."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef live_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "sandbox_magic.engine._live",
+    .m_doc = "Native tracking of the live instances of sandbox classes.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__live(void)
+{
+    if (PyType_Ready(&Registry_Type) < 0)
+        return NULL;
+    live_key = PyUnicode_InternFromString("__sandbox_live__");
+    empty_tuple = PyTuple_New(0);
+    if (live_key == NULL || empty_tuple == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&live_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Registry", (PyObject *)&Registry_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,161 @@
+"""Finding the live instances of sandbox classes: the compiled tracker and its fallback."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sandbox_magic as sm
+from sandbox_magic.engine import tracking
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PARTICLE = "class Particle:\n    def __init__(self, i):\n        self.i = i\n"
+TWO = PARTICLE + "\nclass Other:\n    def __init__(self, i):\n        self.i = i\n"
+V2 = "\n# v2\n"
+
+
+def migrate(sid: str, source: str) -> int:
+    r = sm.hot_reload_source(sid, source + V2, state_handler=lambda s, ov, nv: {**s, "m": nv})
+    return r.migrated
+
+
+def test_native_tracker_is_built_and_used():
+    # The install compiles it (hatch_build.py); a silent fallback would cost 4x per instance.
+    assert tracking.native(), "sandbox_magic/engine/_live.c was not compiled at install"
+
+
+def test_native_tracking_of_sandbox_classes(sid):
+    sm.hot_reload_source(sid, PARTICLE)
+    P = sm.get_sandbox(sid).Particle
+    p = P(1)
+    assert tracking._native.hooked(P)
+    assert tracking.instances_of(P) == [p]
+    with pytest.raises(TypeError, match="takes no arguments"):
+        sm.hot_reload_source(sid, "class Bare:\n    pass\n", "bare")
+        sm.get_sandbox(sid).Bare(1)
+
+
+def test_reused_addresses_never_count_twice_and_dead_objects_never_count(sid):
+    sm.hot_reload_source(sid, PARTICLE)
+    P = sm.get_sandbox(sid).Particle
+    keep = []
+    for round_ in range(50):
+        batch = [P(i) for i in range(100)]    # freed below; their memory is reused next round
+        keep.append(batch[round_])
+        del batch
+    found = tracking.instances_of(P)
+    assert len(found) == 50 and {id(o) for o in found} == {id(o) for o in keep}
+    assert migrate(sid, PARTICLE) == 50 and all(o.m == 2 for o in keep)
+
+
+def test_native_registry_and_table_follow_the_live_count(sid):
+    sm.hot_reload_source(sid, PARTICLE)
+    P = sm.get_sandbox(sid).Particle
+    base = tracking._native.table_size()
+    live = [P(i) for i in range(1000)]
+    assert tracking._native.table_size() == base + 1000
+    for _ in range(100):
+        [P(i) for i in range(1000)]
+    reg = P.__dict__[tracking.LIVE_ATTR]
+    assert len(reg) <= 2 * 1000 + 1000    # compacted when doubled: bounded by the live count
+    del live
+    assert tracking._native.table_size() == base
+    assert tracking.instances_of(P) == [] and len(reg) == 0
+
+
+def test_native_table_drops_objects_freed_by_the_cycle_collector(sid):
+    sm.hot_reload_source(sid, PARTICLE)
+    P = sm.get_sandbox(sid).Particle
+    base = tracking._native.table_size()
+    for i in range(100):
+        a, b = P(i), P(-i)
+        a.other, b.other = b, a
+    del a, b
+    gc.collect()
+    assert tracking._native.table_size() == base
+    assert tracking.instances_of(P) == []
+
+
+def test_native_reassigned_class_moves_the_object_between_registries(sid):
+    sm.hot_reload_source(sid, TWO)
+    sb = sm.get_sandbox(sid)
+    p = sb.Particle(1)
+    p.__class__ = sb.Other
+    assert tracking.instances_of(sb.Particle) == []
+    tracking.track(sb.Other, p)
+    assert tracking.instances_of(sb.Other) == [p]
+
+
+def test_copies_pickles_and_explicit_new_are_tracked(sid):
+    sm.hot_reload_source(sid, PARTICLE)
+    P = sm.get_sandbox(sid).Particle
+    p = P(1)
+    made = [copy.copy(p), copy.deepcopy(p), P.__new__(P)]
+    made += [pickle.loads(pickle.dumps(p, protocol)) for protocol in (2, 3, 4, 5)]
+    assert len(tracking.instances_of(P)) == 1 + len(made)
+
+
+def test_native_classes_refuse_object_new_with_a_clear_message(sid):
+    sm.hot_reload_source(sid, PARTICLE)
+    P = sm.get_sandbox(sid).Particle
+    with pytest.raises(TypeError, match=r"Particle\.__new__"):
+        object.__new__(P)        # as for classes written in C: the message says what to call
+
+
+def test_native_subclasses_made_outside_the_sandbox_share_the_deallocator(sid):
+    sm.hot_reload_source(sid, PARTICLE)
+    P = sm.get_sandbox(sid).Particle
+
+    class Local(P):
+        pass
+
+    assert tracking._native.hooked(Local)
+    p = P(1)
+    p.__class__ = Local          # allowed: the same C-level free
+    tracking.track(Local, p)
+    q = Local(2)
+    assert tracking.instances_of(Local) == [p, q]
+    assert q.i == 2
+
+
+def test_native_skips_classes_with_a_c_base_or_their_own_new(sid):
+    sm.hot_reload_source(sid, "class Bag(dict):\n    pass\n\nclass Own:\n"
+                              "    def __new__(cls, *a):\n        return super().__new__(cls)\n"
+                              "    def __init__(self, i):\n        self.i = i\n")
+    sb = sm.get_sandbox(sid)
+    assert not tracking._native.hooked(sb.Bag)
+    assert not tracking._native.hooked(sb.Own)      # its own __new__: tracked through it
+    o = sb.Own(1)
+    assert tracking.instances_of(sb.Own) == [o]
+
+
+def test_a_class_that_gains_and_loses_its_own_new_stays_tracked(sid):
+    sm.hot_reload_source(sid, PARTICLE)
+    P = sm.get_sandbox(sid).Particle
+    a = P(1)
+    with_new = PARTICLE + "    def __new__(cls, *args):\n        return super().__new__(cls)\n"
+    sm.hot_reload_source(sid, with_new)
+    b = P(2)
+    sm.hot_reload_source(sid, PARTICLE + "# back\n")
+    c = P(3)
+    assert migrate(sid, PARTICLE) == 3 and (a.m, b.m, c.m) == (4, 4, 4)
+
+
+def test_the_pure_python_tracker_passes_the_live_state_suite():
+    env = {**os.environ, "SANDBOX_MAGIC_NATIVE": "0", "PYTHONPATH": str(ROOT)}
+    code = ("from sandbox_magic.engine import tracking; assert not tracking.native(); "
+            "import pytest, sys; sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', "
+            "'tests/test_live_state.py', 'tests/test_tracking.py', '-k', "
+            "'not native and not pure_python']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert " passed" in out.stdout and " failed" not in out.stdout
