@@ -159,3 +159,41 @@ def test_the_pure_python_tracker_passes_the_live_state_suite():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert " passed" in out.stdout and " failed" not in out.stdout
+
+
+class Marked(dict):
+    pass
+
+
+def test_results_that_need_a_closer_look_are_checked_one_by_one(sid):
+    # Results other than plain dicts leave the fast loop for the full check and the loop goes
+    # on after them; a bad one anywhere refuses the whole reload.
+    sm.hot_reload_source(sid, PARTICLE)
+    P = sm.get_sandbox(sid).Particle
+    ps = [P(i) for i in range(300)]
+
+    def some_marked(state, ov, nv):
+        new = {**state, "m": nv}
+        return Marked(new) if state["i"] % 7 == 0 else new
+
+    r = sm.hot_reload_source(sid, PARTICLE + V2, state_handler=some_marked)
+    assert r.migrated == 300 and all(p.m == 2 for p in ps)
+    assert type(ps[7].__dict__) is Marked and type(ps[8].__dict__) is dict
+
+    def loses_a_key_at_250(state, ov, nv):
+        return {"m": nv} if state["i"] == 250 else {**state, "m": nv}
+
+    with pytest.raises(sm.ReloadError) as info:
+        sm.hot_reload_source(sid, PARTICLE + "\n# v3\n", state_handler=loses_a_key_at_250)
+    assert info.value.step == "validate" and "i" in str(info.value)
+    assert all(p.m == 2 and p.i == i for i, p in enumerate(ps))
+
+    def raises_at_299(state, ov, nv):
+        if state["i"] == 299:
+            raise KeyError("boom")
+        return {**state, "m": nv}
+
+    with pytest.raises(sm.ReloadError, match="boom") as info:
+        sm.hot_reload_source(sid, PARTICLE + "\n# v4\n", state_handler=raises_at_299)
+    assert info.value.step == "migrate" and hex(id(ps[299])) in str(info.value)
+    assert all(p.m == 2 for p in ps) and sm.get_module_version(sid, "particle") == 2

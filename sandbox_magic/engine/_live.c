@@ -1,4 +1,5 @@
-/* Native tracking of the live instances of sandbox classes.
+/* Native tracking of the live instances of sandbox classes, and the two hot
+ * loops of migrating them (at the end of this file's helpers).
  *
  * The pure-Python tracker (tracking.py) gives every sandbox class a Python
  * __new__ that appends a weak reference to each new instance: a Python frame,
@@ -170,6 +171,7 @@ typedef struct {
 static PyTypeObject Registry_Type;
 static PyObject *live_key;        /* "__sandbox_live__" */
 static PyObject *empty_tuple;
+static PyObject *dict_key;        /* "__dict__" */
 static PyObject *py_track;        /* tracking.track(cls, obj): the slow path */
 static destructor plain_dealloc;  /* subtype_dealloc, read from a Python class */
 
@@ -382,6 +384,97 @@ table_size(PyObject *module, PyObject *unused)
     return PyLong_FromSize_t(table_used);
 }
 
+/* ---- the hot loops of big migrations (live/migration.py) ---- */
+
+/* Every key of old is a key of new (new.keys() >= old.keys()): 1, 0 or -1. */
+static int
+keys_cover(PyObject *new, PyObject *old)
+{
+    if (PyDict_GET_SIZE(new) < PyDict_GET_SIZE(old))
+        return 0;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(old, &pos, &key, &value)) {
+        Py_INCREF(key);
+        int has = PyDict_Contains(new, key);
+        Py_DECREF(key);
+        if (has <= 0)
+            return has;
+    }
+    return 1;
+}
+
+/* migrate_dicts(fn, olds, start, ov, nv, out) -> int
+ *
+ * For each old state from index start: out.append(fn(dict(old), ov, nv)).
+ * Returns -1 when all are done, or the index of the first result that is not
+ * a dict keeping every old key (appended; the caller validates it and calls
+ * again from the next index).  An exception from fn propagates; len(out) is
+ * then the index of the state that raised. */
+static PyObject *
+migrate_dicts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyList_Check(args[1]) || !PyList_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "migrate_dicts(fn, olds, start, ov, nv, out)");
+        return NULL;
+    }
+    PyObject *fn = args[0], *olds = args[1], *out = args[5];
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]);
+    if (i < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "start must be >= 0");
+        return NULL;
+    }
+    for (; i < PyList_GET_SIZE(olds); i++) {
+        PyObject *old = Py_NewRef(PyList_GET_ITEM(olds, i));
+        PyObject *copy = PyDict_CheckExact(old)
+            ? PyDict_Copy(old) : PyObject_CallOneArg((PyObject *)&PyDict_Type, old);
+        if (copy == NULL) {
+            Py_DECREF(old);
+            return NULL;
+        }
+        PyObject *call[3] = {copy, args[3], args[4]};
+        PyObject *new = PyObject_Vectorcall(fn, call, 3, NULL);
+        Py_DECREF(copy);
+        if (new == NULL) {
+            Py_DECREF(old);
+            return NULL;
+        }
+        int ok = (PyDict_CheckExact(new) && PyDict_Check(old)) ? keys_cover(new, old) : 0;
+        Py_DECREF(old);
+        int appended = PyList_Append(out, new);
+        Py_DECREF(new);
+        if (appended < 0 || ok < 0)
+            return NULL;
+        if (!ok)
+            return PyLong_FromSsize_t(i);
+    }
+    return PyLong_FromLong(-1);
+}
+
+/* set_dicts(objs, dicts): object.__setattr__(obj, "__dict__", d) for each pair,
+ * stopping at the first error (as a loop of object.__setattr__ would). */
+static PyObject *
+set_dicts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyList_Check(args[1])
+            || PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "set_dicts(objs, dicts): two lists of one length");
+        return NULL;
+    }
+    PyObject *objs = args[0], *dicts = args[1];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(objs) && i < PyList_GET_SIZE(dicts); i++) {
+        PyObject *obj = Py_NewRef(PyList_GET_ITEM(objs, i));
+        PyObject *d = Py_NewRef(PyList_GET_ITEM(dicts, i));
+        int r = PyObject_GenericSetAttr(obj, dict_key, d);
+        Py_DECREF(obj);
+        Py_DECREF(d);
+        if (r < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* ---- Registry methods ---- */
 
 static PyObject *
@@ -485,6 +578,10 @@ static PyMethodDef module_methods[] = {
     {"hooked", hooked, METH_O, "hooked(cls) -> bool."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
      "configure(track, plain_class): the slow path and a plain class to learn from."},
+    {"migrate_dicts", (PyCFunction)(void (*)(void))migrate_dicts, METH_FASTCALL,
+     "migrate_dicts(fn, olds, start, ov, nv, out) -> index of a result to check, or -1."},
+    {"set_dicts", (PyCFunction)(void (*)(void))set_dicts, METH_FASTCALL,
+     "set_dicts(objs, dicts): give each object its new attribute dict."},
     {"table_size", table_size, METH_NOARGS,
      "The number of live natively tracked objects in the process."},
     {NULL, NULL, 0, NULL},
@@ -505,7 +602,8 @@ PyInit__live(void)
         return NULL;
     live_key = PyUnicode_InternFromString("__sandbox_live__");
     empty_tuple = PyTuple_New(0);
-    if (live_key == NULL || empty_tuple == NULL)
+    dict_key = PyUnicode_InternFromString("__dict__");
+    if (live_key == NULL || empty_tuple == NULL || dict_key == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&live_module);
     if (m == NULL)

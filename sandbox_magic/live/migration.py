@@ -21,7 +21,7 @@ from itertools import repeat
 from typing import Any
 
 from ..engine.interrupts import user_code
-from ..engine.tracking import instances_of
+from ..engine.tracking import _native, instances_of
 from ..errors import IncompatibleStateError, ReloadError, SandboxTimeout
 from .forward import forward, unforward
 from .server import Server, ServerProcess
@@ -348,8 +348,11 @@ class LiveState:
         for g in self.groups:
             if g.new and g.plain:
                 self.applied_groups.append((g, len(g.objs)))   # rollback puts back all
-                ops.append(partial(deque, map(object.__setattr__, g.objs, repeat("__dict__"),
-                                              g.new), 0))
+                if _native is not None:
+                    ops.append(partial(_native.set_dicts, g.objs, g.new))
+                else:
+                    ops.append(partial(deque, map(object.__setattr__, g.objs,
+                                                  repeat("__dict__"), g.new), 0))
         if self.gate is not None:
             patcher = self.patcher
 
@@ -390,6 +393,23 @@ class LiveState:
             return [self._migrate(fn, f"{g.cls.__qualname__} instance at {id(o):#x}", s, ov, nv)
                     for o, s in zip(g.objs, g.old)]
         out: list[Any] = []
+        if _native is not None:     # the same loop in C (engine/_live.c)
+            start = 0
+            while True:
+                try:
+                    bad = _native.migrate_dicts(fn, g.old, start, ov, nv, out)
+                except (Exception, SystemExit) as exc:
+                    obj = g.objs[len(out)]
+                    raise ReloadError(
+                        f"state migration of {g.cls.__qualname__} instance at {id(obj):#x} "
+                        f"raised {type(exc).__name__}: {exc}; nothing was changed",
+                        step="migrate", obj=obj) from exc
+                if bad < 0:
+                    return out
+                self._migrate(lambda *_, result=out[bad]: result,
+                              f"{g.cls.__qualname__} instance at {id(g.objs[bad]):#x}",
+                              g.old[bad], ov, nv)
+                start = bad + 1
         append = out.append
         for obj, old in zip(g.objs, g.old):   # the hot loop of big migrations
             try:
