@@ -114,6 +114,21 @@ def test_short_sources_and_future_imports_compile_whole():
     assert not isinstance(art.code, tuple)
 
 
+def test_a_cell_sized_module_goes_piece_by_piece_from_its_second_version():
+    cache = chunks.PieceCache()
+    cell = "".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(15))   # 30 lines
+    assert chunks.compile_pieces(cell, "<v1>", "cell", cache) is None      # first: whole
+    v2 = cell.replace("x + 7", "x + 70")
+    pieces = chunks.compile_pieces(v2, "<v2>", "cell", cache)
+    assert pieces is not None and pieces.reused == 0
+    v3 = v2.replace("x + 3", "x + 30")
+    pieces = chunks.compile_pieces(v3, "<v3>", "cell", cache)
+    assert pieces is not None and pieces.reused == 14                     # one recompiled
+    short = "".join(f"def g{i}(x):\n    return x\n" for i in range(9))  # 18 lines
+    for _ in range(3):
+        assert chunks.compile_pieces(short, "<s>", "short", cache) is None   # always whole
+
+
 def test_unchanged_statements_reuse_their_code():
     cache = chunks.PieceCache()
     v1 = "A = 1\n" + PAD

@@ -34,9 +34,13 @@ from dataclasses import dataclass
 
 from .deps import definitions_of_tree, imports_of_tree
 
-#: Sources with at least this many lines are compiled piece by piece; shorter
-#: ones are compiled whole (one compile call is cheapest for a cell).
-MIN_LINES = 200
+#: Sources shorter than this are compiled whole: one compile call is cheapest.
+MIN_LINES = 20
+#: Sources of MIN_LINES up to this many lines are compiled whole the first time
+#: their module is compiled (compiling every piece anew costs up to ~1.8x one
+#: whole compile for short pieces) and piece by piece from then on, when most
+#: pieces are usually unchanged; longer sources always go piece by piece.
+ALWAYS_LINES = 200
 #: Pieces joined while looking for one that parses; past this the source is
 #: compiled whole (a syntax error, or a long run of column-0 text in a string).
 MAX_JOIN = 64
@@ -81,6 +85,11 @@ class PieceCache:
             if found is not None:
                 self._modules.move_to_end(module)
             return found or {}
+
+    def seen(self, module: str) -> bool:
+        """Whether ``module`` was compiled before (its entry may hold no pieces yet)."""
+        with self._lock:
+            return module in self._modules
 
     def keep(self, module: str, pieces: dict[tuple[bool, str], Piece | _Incomplete]) -> None:
         with self._lock:
@@ -152,10 +161,15 @@ def compile_pieces(source: str, filename: str, module: str,
                    cache: PieceCache = CACHE) -> Pieces | None:
     """The source as code objects to run in order, or None to compile it whole.
 
-    None when the source is short, uses ``from __future__``, or a piece does
-    not parse even after joining (the whole compile then reports the error).
+    None when the source is short, is compiled for the first time under this
+    module name and is not long, uses ``from __future__``, or a piece does not
+    parse even after joining (the whole compile then reports the error).
     """
-    if source.count("\n") < MIN_LINES or "__future__" in source or "\r" in source:
+    lines = source.count("\n")
+    if lines < MIN_LINES or "__future__" in source or "\r" in source:
+        return None
+    if lines < ALWAYS_LINES and not cache.seen(module):
+        cache.keep(module, {})      # seen: its next version goes piece by piece
         return None
     known = cache.pieces_of(module)
     used: dict[tuple[bool, str], Piece | _Incomplete] = {}
