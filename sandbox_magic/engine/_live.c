@@ -6,31 +6,36 @@
  * a weakref object and a list append on every creation.  This module does the
  * same job without a frame and without weak references:
  *
- *  - a "hooked" class gets tracked_new as its tp_new and live_free as its
- *    tp_free.  tracked_new creates the object as object.__new__ would, gives it
- *    a fresh serial number, records (address -> serial) in one process-wide
- *    table of live tracked objects and appends (address, serial) to the
- *    registry kept in the class's own __dict__.  live_free, the last step of
- *    every deallocation of an instance of a hooked class, removes the address
- *    from the table before the memory is released.
+ *  - a "hooked" class gets live_alloc as its tp_alloc and live_free as its
+ *    tp_free.  live_alloc allocates as PyType_GenericAlloc does, gives the
+ *    object a fresh serial number, records (address -> serial) in one
+ *    process-wide table of tracked objects and appends (address, serial) to the
+ *    registry kept in the class's own __dict__.  Every way of creating an
+ *    instance allocates through tp_alloc (a call of the class, object.__new__,
+ *    pickle, copy), so all are recorded.  live_free, the last step of every
+ *    deallocation of an instance of a hooked class, removes the address from
+ *    the table before the memory is released.  When the class's __new__ is the
+ *    tracked one, its tp_new is object's, as for a plain class.
  *
- *  - an entry of a registry is an instance of that class exactly when the table
- *    still maps its address to its serial (so the object is alive: a freed and
- *    reused address has a new serial or no entry at all) and the object's type
- *    is the class (its __class__ may have been reassigned).  Only after the
- *    first test passes is the object's memory read.
+ *  - an entry of a registry is a live instance of that class exactly when the
+ *    table still maps its address to its serial (so the memory holds that
+ *    object: a freed and reused address has a new serial or no entry), the
+ *    object's reference count is not zero (it is not being deallocated) and its
+ *    type is the class.  Only after the first test passes is the object read.
+ *    An entry whose object now has another hooked class (its __class__ was
+ *    assigned) moves to that class's registry.
  *
  * Registries are compacted when they have doubled since their last compaction,
- * so their size follows the number of live instances.  Everything runs with the
- * GIL held; nothing here calls back into Python except the slow paths that
- * create a registry (tracking.track) and the error paths.
+ * so their size follows the number of live instances; the table and the
+ * registries give memory back when they are mostly empty.  Everything runs
+ * with the GIL held; nothing here calls back into Python except the slow path
+ * of a class without its registry (tracking.track) and the error paths.
  *
  * A class is hooked only when every deallocation of its instances ends in
  * PyObject_GC_Del through its tp_free: it and all its bases up to object are
- * plain Python classes (subtype_dealloc), its metaclass is type, and its
- * __new__ is the tracked one.  __class__ assignment only moves objects between
- * classes with the same tp_free, so a hooked object is always freed through
- * live_free.
+ * Python classes (subtype_dealloc).  __class__ assignment only moves objects
+ * between classes with the same tp_free, so a hooked object is always freed
+ * through live_free.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -145,6 +150,10 @@ table_del(uintptr_t key)
         if (k == key) {
             table[j].key = DELETED;
             table_used--;
+            /* Mostly empty after a peak: give the memory back (a failed
+             * allocation just keeps the larger table). */
+            if (table_mask + 1 > 1024 && table_used * 16 < table_mask + 1)
+                (void)table_resize(table_used);
             return;
         }
         if (k == EMPTY)
@@ -166,6 +175,7 @@ typedef struct {
     Py_ssize_t size;
     Py_ssize_t capacity;
     Py_ssize_t limit;      /* compact when size exceeds it */
+    PyTypeObject *owner;   /* the class whose __dict__ holds it (compared, never read) */
 } Registry;
 
 static PyTypeObject Registry_Type;
@@ -176,22 +186,72 @@ static PyObject *py_track;        /* tracking.track(cls, obj): the slow path */
 static destructor plain_dealloc;  /* subtype_dealloc, read from a Python class */
 
 static inline int
-alive_as(const Entry *e, PyTypeObject *cls)
+is_hooked(PyTypeObject *cls);
+
+/* The registry cls owns, or NULL (borrowed; no error is set). */
+static Registry *
+registry_of(PyTypeObject *cls)
 {
-    return table_get(e->addr) == e->serial && Py_TYPE((PyObject *)e->addr) == cls;
+    if (cls->tp_dict == NULL)
+        return NULL;
+    PyObject *reg = PyDict_GetItemWithError(cls->tp_dict, live_key);
+    if (reg == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (!Py_IS_TYPE(reg, &Registry_Type) || ((Registry *)reg)->owner != cls)
+        return NULL;
+    return (Registry *)reg;
 }
 
-/* Keep the entries that are live instances of cls (no allocation, no Python). */
+static int
+registry_reserve(Registry *reg)
+{
+    if (reg->size < reg->capacity)
+        return 0;
+    Py_ssize_t cap = reg->capacity ? reg->capacity * 2 : 64;
+    Entry *grown = PyMem_RawRealloc(reg->entries, (size_t)cap * sizeof(Entry));
+    if (grown == NULL)
+        return -1;
+    reg->entries = grown;
+    reg->capacity = cap;
+    return 0;
+}
+
+/* Keep the entries that are live instances of cls; move those whose object now
+ * has another hooked class to that class's registry (no Python runs here). */
 static Py_ssize_t
 registry_compact(Registry *reg, PyTypeObject *cls)
 {
     Py_ssize_t kept = 0;
     for (Py_ssize_t i = 0; i < reg->size; i++) {
-        if (alive_as(&reg->entries[i], cls))
-            reg->entries[kept++] = reg->entries[i];
+        Entry e = reg->entries[i];
+        if (table_get(e.addr) != e.serial)
+            continue;                       /* freed (or freed and reused) */
+        PyObject *obj = (PyObject *)e.addr;
+        if (Py_REFCNT(obj) == 0)
+            continue;                       /* being deallocated */
+        PyTypeObject *now = Py_TYPE(obj);
+        if (now == cls) {
+            reg->entries[kept++] = e;
+            continue;
+        }
+        if (is_hooked(now)) {
+            Registry *other = registry_of(now);
+            if (other != NULL && other != reg && registry_reserve(other) == 0)
+                other->entries[other->size++] = e;
+        }
     }
     reg->size = kept;
     reg->limit = kept * 2 > 64 ? kept * 2 : 64;
+    if (reg->capacity > 1024 && reg->capacity > 8 * kept) {
+        Py_ssize_t cap = kept * 2 > 64 ? kept * 2 : 64;
+        Entry *smaller = PyMem_RawRealloc(reg->entries, (size_t)cap * sizeof(Entry));
+        if (smaller != NULL) {
+            reg->entries = smaller;
+            reg->capacity = cap;
+        }
+    }
     return kept;
 }
 
@@ -200,15 +260,9 @@ registry_append(Registry *reg, PyObject *obj, PyTypeObject *cls)
 {
     if (reg->size >= reg->limit)
         registry_compact(reg, cls);
-    if (reg->size == reg->capacity) {
-        Py_ssize_t cap = reg->capacity ? reg->capacity * 2 : 64;
-        Entry *grown = PyMem_RawRealloc(reg->entries, (size_t)cap * sizeof(Entry));
-        if (grown == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        reg->entries = grown;
-        reg->capacity = cap;
+    if (registry_reserve(reg) < 0) {
+        PyErr_NoMemory();
+        return -1;
     }
     uint64_t serial = next_serial++;
     if (table_put((uintptr_t)obj, serial) < 0) {
@@ -228,31 +282,19 @@ live_free(void *p)
     PyObject_GC_Del(p);
 }
 
-static int
-is_hooked(PyTypeObject *cls)
-{
-    return cls->tp_free == live_free;
-}
-
-/* Record obj (an instance of exactly cls) in cls's registry. */
+/* Record obj in cls's registry; the slow path (no registry yet) goes through
+ * tracking.track.  On failure obj is released and NULL returned. */
 static PyObject *
 record(PyTypeObject *cls, PyObject *obj)
 {
-    if (is_hooked(cls) && cls->tp_dict != NULL) {
-        PyObject *reg = PyDict_GetItemWithError(cls->tp_dict, live_key);
-        if (reg != NULL && Py_IS_TYPE(reg, &Registry_Type)) {
-            if (registry_append((Registry *)reg, obj, cls) < 0) {
-                Py_DECREF(obj);
-                return NULL;
-            }
-            return obj;
-        }
-        if (PyErr_Occurred()) {
+    Registry *reg = is_hooked(cls) ? registry_of(cls) : NULL;
+    if (reg != NULL) {
+        if (registry_append(reg, obj, cls) < 0) {
             Py_DECREF(obj);
             return NULL;
         }
+        return obj;
     }
-    /* First instance of the class, or a class that is not hooked. */
     if (py_track == NULL) {
         Py_DECREF(obj);
         PyErr_SetString(PyExc_RuntimeError, "sandbox_magic.engine._live is not configured");
@@ -267,6 +309,22 @@ record(PyTypeObject *cls, PyObject *obj)
     return obj;
 }
 
+/* tp_alloc of hooked classes. */
+static PyObject *
+live_alloc(PyTypeObject *cls, Py_ssize_t nitems)
+{
+    PyObject *obj = PyType_GenericAlloc(cls, nitems);
+    if (obj == NULL)
+        return NULL;
+    return record(cls, obj);
+}
+
+static inline int
+is_hooked(PyTypeObject *cls)
+{
+    return cls->tp_alloc == live_alloc && cls->tp_free == live_free;
+}
+
 static int
 refuse_arguments(PyTypeObject *cls, Py_ssize_t nargs, int has_kwargs)
 {
@@ -275,19 +333,6 @@ refuse_arguments(PyTypeObject *cls, Py_ssize_t nargs, int has_kwargs)
         return -1;
     }
     return 0;
-}
-
-/* tp_new of hooked classes. */
-static PyObject *
-tracked_new(PyTypeObject *cls, PyObject *args, PyObject *kwds)
-{
-    if (refuse_arguments(cls, args ? PyTuple_GET_SIZE(args) : 0,
-                         kwds != NULL && PyDict_GET_SIZE(kwds) > 0) < 0)
-        return NULL;
-    PyObject *obj = PyBaseObject_Type.tp_new(cls, empty_tuple, NULL);
-    if (obj == NULL)
-        return NULL;
-    return record(cls, obj);
 }
 
 /* Tracked.__new__(cls, *args, **kwargs): used by explicit calls (pickle, copy,
@@ -315,12 +360,13 @@ tracked_dunder_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     if (refuse_arguments(cls, nargs - 1, kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) < 0)
         return NULL;
     PyObject *obj = PyBaseObject_Type.tp_new(cls, empty_tuple, NULL);
-    if (obj == NULL)
-        return NULL;
+    if (obj == NULL || is_hooked(cls))
+        return obj;           /* a hooked class's tp_alloc recorded it */
     return record(cls, obj);
 }
 
-/* hook(cls, new) -> bool: make cls a hooked class if it qualifies. */
+/* hook(cls, new) -> bool: make cls a hooked class if it qualifies; when its
+ * __new__ is new (the tracked one), its tp_new becomes object's. */
 static PyObject *
 hook(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -329,9 +375,11 @@ hook(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyTypeObject *cls = (PyTypeObject *)args[0];
-    if (Py_TYPE(cls) != &PyType_Type || !(cls->tp_flags & Py_TPFLAGS_HEAPTYPE)
-            || !(cls->tp_flags & Py_TPFLAGS_HAVE_GC)
-            || cls->tp_free != PyObject_GC_Del || cls->tp_itemsize != 0)
+    if (is_hooked(cls))
+        Py_RETURN_TRUE;
+    if (!(cls->tp_flags & Py_TPFLAGS_HEAPTYPE) || !(cls->tp_flags & Py_TPFLAGS_HAVE_GC)
+            || cls->tp_free != PyObject_GC_Del || cls->tp_alloc != PyType_GenericAlloc
+            || cls->tp_itemsize != 0 || plain_dealloc == NULL)
         Py_RETURN_FALSE;
     PyObject *mro = cls->tp_mro;
     if (mro == NULL || !PyTuple_Check(mro))
@@ -343,16 +391,25 @@ hook(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (!(b->tp_flags & Py_TPFLAGS_HEAPTYPE) || b->tp_dealloc != plain_dealloc)
             Py_RETURN_FALSE;
     }
-    /* The class's __new__ must be the tracked one (not one of its own). */
     PyObject *found = PyObject_GetAttrString((PyObject *)cls, "__new__");
     if (found == NULL)
         return NULL;
-    int same = found == args[1];
+    int tracked_new = found == args[1];
     Py_DECREF(found);
-    if (!same)
-        Py_RETURN_FALSE;
+    /* Its registry first, so that no instance is ever made without one. */
+    Registry *reg = (Registry *)Registry_Type.tp_alloc(&Registry_Type, 0);
+    if (reg == NULL)
+        return NULL;
+    reg->limit = 64;
+    reg->owner = cls;
+    int set = PyObject_SetAttr((PyObject *)cls, live_key, (PyObject *)reg);
+    Py_DECREF(reg);
+    if (set < 0)
+        return NULL;
+    cls->tp_alloc = live_alloc;
     cls->tp_free = live_free;
-    cls->tp_new = tracked_new;
+    if (tracked_new)
+        cls->tp_new = PyBaseObject_Type.tp_new;
     Py_RETURN_TRUE;
 }
 
@@ -382,6 +439,12 @@ static PyObject *
 table_size(PyObject *module, PyObject *unused)
 {
     return PyLong_FromSize_t(table_used);
+}
+
+static PyObject *
+table_capacity(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromSize_t(table ? table_mask + 1 : 0);
 }
 
 /* ---- the hot loops of big migrations (live/migration.py) ---- */
@@ -480,14 +543,33 @@ set_dicts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Registry_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
-        PyErr_SetString(PyExc_TypeError, "Registry() takes no arguments");
+    PyObject *owner;
+    if ((kwds && PyDict_GET_SIZE(kwds)) || !PyArg_ParseTuple(args, "O!:Registry",
+                                                            &PyType_Type, &owner))
+        return NULL;
+    Registry *reg = (Registry *)type->tp_alloc(type, 0);
+    if (reg != NULL) {
+        reg->limit = 64;
+        reg->owner = (PyTypeObject *)owner;
+    }
+    return (PyObject *)reg;
+}
+
+static PyObject *
+Registry_owns(Registry *reg, PyObject *cls)
+{
+    return PyBool_FromLong((PyObject *)reg->owner == cls);
+}
+
+/* compact(cls) -> int: drop dead entries, move moved ones; the count kept. */
+static PyObject *
+Registry_compact_method(Registry *reg, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "compact(cls) takes a class");
         return NULL;
     }
-    Registry *reg = (Registry *)type->tp_alloc(type, 0);
-    if (reg != NULL)
-        reg->limit = 64;
-    return (PyObject *)reg;
+    return PyLong_FromSsize_t(registry_compact(reg, (PyTypeObject *)cls));
 }
 
 static void
@@ -502,8 +584,9 @@ static PyObject *
 Registry_add(Registry *reg, PyObject *obj)
 {
     PyTypeObject *cls = Py_TYPE(obj);
-    if (!is_hooked(cls)) {
-        PyErr_Format(PyExc_TypeError, "%s objects are not tracked natively", cls->tp_name);
+    if (!is_hooked(cls) || reg->owner != cls) {
+        PyErr_Format(PyExc_TypeError, "%s objects are not tracked natively by this registry",
+                     cls->tp_name);
         return NULL;
     }
     if (registry_append(reg, obj, cls) < 0)
@@ -546,9 +629,19 @@ Registry_len(Registry *reg)
     return reg->size;
 }
 
+static PyObject *
+Registry_capacity(Registry *reg, PyObject *unused)
+{
+    return PyLong_FromSsize_t(reg->capacity);
+}
+
 static PyMethodDef Registry_methods[] = {
     {"add", (PyCFunction)Registry_add, METH_O,
      "add(obj): record obj as a live instance of its class."},
+    {"owns", (PyCFunction)Registry_owns, METH_O, "owns(cls) -> bool."},
+    {"capacity", (PyCFunction)Registry_capacity, METH_NOARGS, "Entries allocated."},
+    {"compact", (PyCFunction)Registry_compact_method, METH_O,
+     "compact(cls) -> int: drop dead entries, move reassigned ones to their class."},
     {"live", (PyCFunction)Registry_live, METH_O,
      "live(cls) -> list of the live instances whose class is exactly cls."},
     {NULL, NULL, 0, NULL},
@@ -582,6 +675,8 @@ static PyMethodDef module_methods[] = {
      "migrate_dicts(fn, olds, start, ov, nv, out) -> index of a result to check, or -1."},
     {"set_dicts", (PyCFunction)(void (*)(void))set_dicts, METH_FASTCALL,
      "set_dicts(objs, dicts): give each object its new attribute dict."},
+    {"table_capacity", table_capacity, METH_NOARGS,
+     "The number of slots of that table (it shrinks when mostly empty)."},
     {"table_size", table_size, METH_NOARGS,
      "The number of live natively tracked objects in the process."},
     {NULL, NULL, 0, NULL},

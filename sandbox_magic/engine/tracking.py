@@ -9,12 +9,15 @@ by pickle or ``copy`` go through ``__new__`` too.
 Two trackers do this job:
 
 * the compiled one (``_live.c``, built when the package is installed): the
-  class's C-level constructor records each new instance by address and serial
-  number in a registry in the class's ``__dict__``, and its C-level free
-  removes the address from a process-wide table of live objects; a registry
-  entry is an instance while the table still holds its serial and its type is
-  the class.  No Python frame and no weak reference per instance.  It is
-  used for classes whose every base is a plain Python class (or object).
+  class's C-level allocator records each new instance by address and serial
+  number in a registry in the class's ``__dict__`` (whatever made the
+  instance: a call, ``object.__new__``, pickle, ``copy``), and its C-level
+  free removes the address from a process-wide table of tracked objects; a
+  registry entry is an instance while the table still holds its serial, it is
+  not being deallocated and its type is the class (an object whose
+  ``__class__`` was assigned moves to its new class's registry).  No Python
+  frame and no weak reference per instance.  It is used for classes whose
+  every base is a Python class (or object).
 * the pure-Python one: ``__new__`` appends a weak reference to a list in the
   class.  It serves every other class (a base from C, such as ``dict``) and
   every class when the compiled tracker is missing or disabled with the
@@ -24,8 +27,6 @@ Either way, dead entries are dropped whenever a registry has doubled since it
 was last compacted.  ``__slots__`` classes get a ``__weakref__`` slot so that
 the pure-Python tracker can track them.
 
-A class tracked natively has a C-level constructor, so, as for classes
-written in C, ``object.__new__(C)`` refuses it: call ``C.__new__(C)``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ class _Registry:
         if len(self.refs) > self.limit:
             self.prune()
 
+    def owns(self, cls: type) -> bool:
+        return self.owner() is cls
+
+    def compact(self, cls: type) -> int:
+        return len(self.refs)
+
     def live(self, cls: type) -> list[Any]:
         return self.prune()
 
@@ -75,8 +82,12 @@ class _Registry:
             refs = self.refs
             fresh: list[weakref.ref[Any]] = []
             self.refs = fresh
-            alive = [r() for r in refs]
-            fresh[:0] = [r for r, o in zip(refs, alive) if o is not None]
+            try:
+                alive = [r() for r in refs]
+                fresh[:0] = [r for r, o in zip(refs, alive) if o is not None]
+            except BaseException:   # MemoryError, say: keep every reference
+                fresh[:0] = refs
+                raise
             objs = [o for o in alive if o is not None]
             self.limit = max(64, 2 * len(objs))
         return objs
@@ -132,13 +143,15 @@ def native() -> bool:
 
 def track(cls: type, obj: Any) -> None:
     """Record ``obj`` as a live instance of ``cls`` (after its class was reassigned)."""
-    reg = cls.__dict__.get(LIVE_ATTR)
+    reg = _registry(cls)
     if reg is None:
         with _create_lock:   # two threads making the first instances share one registry
-            reg = cls.__dict__.get(LIVE_ATTR)
+            reg = _registry(cls)
             if reg is None:
+                # (a registry found in the dict but owned by another class was
+                # copied with the class's namespace: this class gets its own)
                 hooked = _native is not None and _native.hooked(cls)
-                reg = _native.Registry() if hooked else _Registry(cls)
+                reg = _native.Registry(cls) if hooked else _Registry(cls)
                 type.__setattr__(cls, LIVE_ATTR, reg)
     if type(obj) is not cls and not isinstance(reg, _Registry):
         return      # a compiled registry only holds objects whose class is its own
@@ -148,16 +161,30 @@ def track(cls: type, obj: Any) -> None:
         pass
 
 
+def _registry(cls: type) -> Any:
+    reg = cls.__dict__.get(LIVE_ATTR)
+    return reg if reg is not None and reg.owns(cls) else None
+
+
 def instances_of(cls: type) -> list[Any]:
     """Live instances whose exact class is ``cls``."""
-    reg = cls.__dict__.get(LIVE_ATTR)
+    reg = _registry(cls)
     return reg.live(cls) if reg is not None else []
+
+
+def settle(classes: list[type]) -> None:
+    """Before asking for the instances of several classes: objects whose
+    ``__class__`` was assigned from one to another move to their class's registry."""
+    for cls in classes:
+        reg = _registry(cls)
+        if reg is not None:
+            reg.compact(cls)
 
 
 def hook_class(cls: type) -> type:
     """Let the compiled tracker track ``cls`` if it qualifies (see ``_live.c``)."""
     if _native is not None:
-        _native.hook(cls, Tracked.__new__)
+        _native.hook(cls, Tracked.__new__)   # it gets its registry there
     return cls
 
 

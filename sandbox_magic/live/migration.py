@@ -21,7 +21,7 @@ from itertools import repeat
 from typing import Any
 
 from ..engine.interrupts import user_code
-from ..engine.tracking import _native, instances_of
+from ..engine.tracking import _native, instances_of, settle
 from ..errors import IncompatibleStateError, ReloadError, SandboxTimeout
 from .forward import forward, unforward
 from .server import Server, ServerProcess
@@ -272,16 +272,14 @@ class LiveState:
         skip = {id(o) for o, _ in self.replaced}
         self.groups: list[_ClassGroup] = []
         if options.use_state_preservation:
-            for m in changed.values():
-                mod = state.modules.get(m)
-                if mod is None:
-                    continue
-                for cls in _module_classes(mod):
-                    if issubclass(cls, Server) or id(cls) in skip:
-                        continue
-                    objs = instances_of(cls)
-                    if objs:
-                        self.groups.append(_ClassGroup(cls, objs))
+            classes = [cls for m in changed.values() if state.modules.get(m) is not None
+                       for cls in _module_classes(state.modules[m])
+                       if not issubclass(cls, Server) and id(cls) not in skip]
+            settle(classes + [o for o, _ in self.replaced])
+            for cls in classes:
+                objs = instances_of(cls)
+                if objs:
+                    self.groups.append(_ClassGroup(cls, objs))
         self.forwarded = 0
         self.suspended: list[ServerProcess] = []
         self.server_old: list[Any] = []
