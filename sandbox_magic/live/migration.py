@@ -238,6 +238,12 @@ def _module_classes(mod: Any) -> Iterator[type]:
         todo.extend(v for v in vars(cls).values() if isinstance(v, type))
 
 
+def _handler_failed(g: _ClassGroup, obj: Any, exc: BaseException) -> ReloadError:
+    return ReloadError(f"state migration of {g.cls.__qualname__} instance at {id(obj):#x} "
+                       f"raised {type(exc).__name__}: {exc}; nothing was changed",
+                       step="migrate", obj=obj)
+
+
 class _ClassGroup:
     """Live instances of one class, with how to read and write their state."""
 
@@ -397,11 +403,7 @@ class LiveState:
                 try:
                     bad = _native.migrate_dicts(fn, g.old, start, ov, nv, out)
                 except (Exception, SystemExit) as exc:
-                    obj = g.objs[len(out)]
-                    raise ReloadError(
-                        f"state migration of {g.cls.__qualname__} instance at {id(obj):#x} "
-                        f"raised {type(exc).__name__}: {exc}; nothing was changed",
-                        step="migrate", obj=obj) from exc
+                    raise _handler_failed(g, g.objs[len(out)], exc) from exc
                 if bad < 0:
                     return out
                 self._migrate(lambda *_, result=out[bad]: result,
@@ -413,10 +415,7 @@ class LiveState:
             try:
                 new = fn(dict(old), ov, nv)
             except (Exception, SystemExit) as exc:
-                raise ReloadError(
-                    f"state migration of {g.cls.__qualname__} instance at {id(obj):#x} raised "
-                    f"{type(exc).__name__}: {exc}; nothing was changed", step="migrate",
-                    obj=obj) from exc
+                raise _handler_failed(g, obj, exc) from exc
             if type(new) is not dict or not new.keys() >= old.keys():
                 self._migrate(lambda *_, result=new: result,
                               f"{g.cls.__qualname__} instance at {id(obj):#x}", old, ov, nv)
