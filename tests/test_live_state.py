@@ -241,6 +241,7 @@ def test_eight_threads_lose_no_call_and_never_see_half_migrated_state(sid):
     assert pairs[0].read() == (100, 100)
 
 
+@pytest.mark.needs_native
 def test_slots_instances_are_migrated(sid):
     sm.hot_reload_source(sid, "class V:\n    __slots__ = ('x', 'y')\n"
                               "    def __init__(self):\n        self.x = 1\n")
@@ -504,6 +505,7 @@ def test_preserve_and_restore(sid):
     assert e.value.step == "validate"
 
 
+@pytest.mark.needs_native
 def test_instances_of_a_class_whose_slots_change_move_into_new_objects(sid):
     sm.hot_reload_source(sid, src("""
         class P:
@@ -538,6 +540,7 @@ def test_instances_of_a_class_whose_slots_change_move_into_new_objects(sid):
     assert NewP(1).total() == 1
 
 
+@pytest.mark.needs_native
 def test_a_state_that_does_not_fit_the_new_slots_refuses_the_reload(sid):
     sm.hot_reload_source(sid, "class Q:\n    __slots__ = ('a',)\n    def __init__(self):\n"
                               "        self.a = 1\n", "q")
@@ -545,7 +548,7 @@ def test_a_state_that_does_not_fit_the_new_slots_refuses_the_reload(sid):
     with pytest.raises(sm.ReloadError) as info:
         sm.hot_reload_source(sid, "class Q:\n    __slots__ = ('b',)\n", "q")
     assert info.value.step == "migrate" and "state_handler" in str(info.value)
-    assert type(q).__slots__ == ("a", "__weakref__") and q.a == 1
+    assert type(q).__slots__ == ("a",) and q.a == 1
     assert sm.get_module_version(sid, "q") == 1
 
 

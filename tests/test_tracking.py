@@ -171,6 +171,7 @@ def test_native_registry_is_per_class_even_when_a_namespace_is_copied(sid):
     assert tracking.instances_of(A) == keep_a
 
 
+@pytest.mark.needs_native
 def test_reloads_that_add_or_remove_new_then_change_slots_migrate(sid):
     new = "    def __new__(cls, *a, **k):\n        return super().__new__(cls)\n"
     body = "    def __init__(self):\n        self.a = 1\n"
@@ -214,12 +215,14 @@ def test_native_subclasses_made_outside_the_sandbox_share_the_deallocator(sid):
     assert q.i == 2
 
 
-def test_native_skips_classes_with_a_c_base(sid):
+def test_native_tracks_classes_with_a_builtin_base_and_their_own_new(sid):
     sm.hot_reload_source(sid, "class Bag(dict):\n    pass\n\nclass Own:\n"
                               "    def __new__(cls, *a):\n        return super().__new__(cls)\n"
                               "    def __init__(self, i):\n        self.i = i\n")
     sb = sm.get_sandbox(sid)
-    assert not tracking._native.hooked(sb.Bag)
+    assert tracking._native.hooked(sb.Bag)
+    bag = sb.Bag(a=1)
+    assert tracking.instances_of(sb.Bag) == [bag]
     assert tracking._native.hooked(sb.Own)          # its own __new__ allocates through it
     o = sb.Own(1)
     assert tracking.instances_of(sb.Own) == [o]
@@ -242,7 +245,7 @@ def test_the_pure_python_tracker_passes_the_live_state_suite():
     code = ("from sandbox_magic.engine import tracking; assert not tracking.native(); "
             "import pytest, sys; sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', "
             "'tests/test_live_state.py', 'tests/test_tracking.py', '-k', "
-            "'not native and not pure_python']))")
+            "'not native and not pure_python', '-m', 'not needs_native']))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

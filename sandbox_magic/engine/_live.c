@@ -182,7 +182,9 @@ static PyTypeObject Registry_Type;
 static PyObject *live_key;        /* "__sandbox_live__" */
 static PyObject *empty_tuple;
 static PyObject *dict_key;        /* "__dict__" */
+static PyObject *new_key;         /* "__new__" */
 static PyObject *py_track;        /* tracking.track(cls, obj): the slow path */
+static PyObject *py_adopt;        /* tracking.adopt(cls): a class copied from a tracked one */
 static destructor plain_dealloc;  /* subtype_dealloc, read from a Python class */
 
 static inline int
@@ -282,6 +284,15 @@ live_free(void *p)
     PyObject_GC_Del(p);
 }
 
+/* tp_free of hooked classes without GC support (an int or str subclass
+ * with empty __slots__, say). */
+static void
+live_free_plain(void *p)
+{
+    table_del((uintptr_t)p);
+    PyObject_Free(p);
+}
+
 /* Record obj in cls's registry; the slow path (no registry yet) goes through
  * tracking.track.  On failure obj is released and NULL returned. */
 static PyObject *
@@ -322,7 +333,8 @@ live_alloc(PyTypeObject *cls, Py_ssize_t nitems)
 static inline int
 is_hooked(PyTypeObject *cls)
 {
-    return cls->tp_alloc == live_alloc && cls->tp_free == live_free;
+    return cls->tp_alloc == live_alloc
+        && (cls->tp_free == live_free || cls->tp_free == live_free_plain);
 }
 
 static int
@@ -365,6 +377,23 @@ tracked_dunder_new(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     return record(cls, obj);
 }
 
+/* A built-in base whose deallocator ends, for instances of subclasses, in
+ * Py_TYPE(self)->tp_free, and whose constructor allocates through
+ * type->tp_alloc: object, the built-in containers and scalars, exceptions. */
+static int
+solid_base_ok(PyTypeObject *b)
+{
+    static PyTypeObject *const known[] = {
+        &PyBaseObject_Type, &PyDict_Type, &PyList_Type, &PySet_Type, &PyFrozenSet_Type,
+        &PyTuple_Type, &PyLong_Type, &PyFloat_Type, &PyComplex_Type, &PyUnicode_Type,
+        &PyBytes_Type, &PyByteArray_Type,
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (b == known[i])
+            return 1;
+    return PyType_IsSubtype(b, (PyTypeObject *)PyExc_BaseException);
+}
+
 /* hook(cls, new) -> bool: make cls a hooked class if it qualifies; when its
  * __new__ is new (the tracked one), its tp_new becomes object's. */
 static PyObject *
@@ -377,18 +406,21 @@ hook(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyTypeObject *cls = (PyTypeObject *)args[0];
     if (is_hooked(cls))
         Py_RETURN_TRUE;
-    if (!(cls->tp_flags & Py_TPFLAGS_HEAPTYPE) || !(cls->tp_flags & Py_TPFLAGS_HAVE_GC)
-            || cls->tp_free != PyObject_GC_Del || cls->tp_alloc != PyType_GenericAlloc
-            || cls->tp_itemsize != 0 || plain_dealloc == NULL)
+    int gc = (cls->tp_flags & Py_TPFLAGS_HAVE_GC) != 0;
+    if (!(cls->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            || cls->tp_free != (gc ? PyObject_GC_Del : PyObject_Free)
+            || cls->tp_alloc != PyType_GenericAlloc || plain_dealloc == NULL)
         Py_RETURN_FALSE;
     PyObject *mro = cls->tp_mro;
     if (mro == NULL || !PyTuple_Check(mro))
         Py_RETURN_FALSE;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
         PyTypeObject *b = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-        if (b == &PyBaseObject_Type)
-            continue;
-        if (!(b->tp_flags & Py_TPFLAGS_HEAPTYPE) || b->tp_dealloc != plain_dealloc)
+        if (b->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+            if (b->tp_dealloc != plain_dealloc)
+                Py_RETURN_FALSE;      /* a heap type from an extension module */
+        }
+        else if (!solid_base_ok(b))
             Py_RETURN_FALSE;
     }
     PyObject *found = PyObject_GetAttrString((PyObject *)cls, "__new__");
@@ -402,15 +434,61 @@ hook(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     reg->limit = 64;
     reg->owner = cls;
-    int set = PyObject_SetAttr((PyObject *)cls, live_key, (PyObject *)reg);
+    /* type's own setattr: a metaclass's __setattr__ (an enum's, say) is not asked */
+    int set = PyType_Type.tp_setattro((PyObject *)cls, live_key, (PyObject *)reg);
     Py_DECREF(reg);
     if (set < 0)
         return NULL;
     cls->tp_alloc = live_alloc;
-    cls->tp_free = live_free;
+    cls->tp_free = gc ? live_free : live_free_plain;
     if (tracked_new)
         cls->tp_new = PyBaseObject_Type.tp_new;
     Py_RETURN_TRUE;
+}
+
+/* reset_new(cls): after __new__ was deleted from cls, give it (and its
+ * subclasses that define none) the tp_new a class statement would: CPython
+ * keeps the slot that calls a Python __new__, and object.__new__ then refuses
+ * the constructor's arguments. */
+static void
+reset_new_one(PyTypeObject *cls)
+{
+    PyObject *mro = cls->tp_mro;
+    if (mro == NULL || !PyTuple_Check(mro))
+        return;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *b = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (b->tp_dict == NULL || PyDict_GetItemWithError(b->tp_dict, new_key) == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        if (!(b->tp_flags & Py_TPFLAGS_HEAPTYPE))
+            cls->tp_new = b->tp_new;   /* a built-in's __new__: call it directly */
+        return;                        /* a Python __new__: the slot is right */
+    }
+}
+
+static PyObject *
+reset_new(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "reset_new(cls) takes a class");
+        return NULL;
+    }
+    PyObject *subs = PyObject_CallMethod(cls, "__subclasses__", NULL);
+    if (subs == NULL)
+        return NULL;
+    reset_new_one((PyTypeObject *)cls);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subs); i++) {
+        PyObject *r = reset_new(module, PyList_GET_ITEM(subs, i));
+        if (r == NULL) {
+            Py_DECREF(subs);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(subs);
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -426,11 +504,13 @@ hooked(PyObject *module, PyObject *cls)
 static PyObject *
 configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyCallable_Check(args[0]) || !PyType_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "configure(track, plain_class)");
+    if (nargs != 3 || !PyCallable_Check(args[0]) || !PyType_Check(args[1])
+            || !PyCallable_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "configure(track, plain_class, adopt)");
         return NULL;
     }
     Py_XSETREF(py_track, Py_NewRef(args[0]));
+    Py_XSETREF(py_adopt, Py_NewRef(args[2]));
     plain_dealloc = ((PyTypeObject *)args[1])->tp_dealloc;
     Py_RETURN_NONE;
 }
@@ -623,6 +703,21 @@ Registry_live(Registry *reg, PyObject *cls)
     return out;
 }
 
+/* __set_name__(owner, name): a class was made from a namespace holding this
+ * registry (a decorator that rebuilds the class: dataclass(slots=True),
+ * attrs): the copy is tracked too, with a registry of its own. */
+static PyObject *
+Registry_set_name(Registry *reg, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "__set_name__(owner, name)");
+        return NULL;
+    }
+    if ((PyTypeObject *)args[0] == reg->owner || py_adopt == NULL)
+        Py_RETURN_NONE;
+    return PyObject_CallOneArg(py_adopt, args[0]);
+}
+
 static Py_ssize_t
 Registry_len(Registry *reg)
 {
@@ -639,6 +734,8 @@ static PyMethodDef Registry_methods[] = {
     {"add", (PyCFunction)Registry_add, METH_O,
      "add(obj): record obj as a live instance of its class."},
     {"owns", (PyCFunction)Registry_owns, METH_O, "owns(cls) -> bool."},
+    {"__set_name__", (PyCFunction)(void (*)(void))Registry_set_name, METH_FASTCALL,
+     "Track a class made from a copy of the owner's namespace."},
     {"capacity", (PyCFunction)Registry_capacity, METH_NOARGS, "Entries allocated."},
     {"compact", (PyCFunction)Registry_compact_method, METH_O,
      "compact(cls) -> int: drop dead entries, move reassigned ones to their class."},
@@ -669,8 +766,11 @@ static PyMethodDef module_methods[] = {
     {"hook", (PyCFunction)(void (*)(void))hook, METH_FASTCALL,
      "hook(cls, new) -> bool: track cls's instances natively if it qualifies."},
     {"hooked", hooked, METH_O, "hooked(cls) -> bool."},
+    {"reset_new", reset_new, METH_O,
+     "reset_new(cls): the constructor slot a class without __new__ gets (after a delete)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
-     "configure(track, plain_class): the slow path and a plain class to learn from."},
+     "configure(track, plain_class, adopt): the slow path, a plain class to learn from, "
+     "and what tracks a class copied from a tracked one."},
     {"migrate_dicts", (PyCFunction)(void (*)(void))migrate_dicts, METH_FASTCALL,
      "migrate_dicts(fn, olds, start, ov, nv, out) -> index of a result to check, or -1."},
     {"set_dicts", (PyCFunction)(void (*)(void))set_dicts, METH_FASTCALL,
@@ -698,7 +798,8 @@ PyInit__live(void)
     live_key = PyUnicode_InternFromString("__sandbox_live__");
     empty_tuple = PyTuple_New(0);
     dict_key = PyUnicode_InternFromString("__dict__");
-    if (live_key == NULL || empty_tuple == NULL || dict_key == NULL)
+    new_key = PyUnicode_InternFromString("__new__");
+    if (live_key == NULL || empty_tuple == NULL || dict_key == NULL || new_key == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&live_module);
     if (m == NULL)

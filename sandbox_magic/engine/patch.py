@@ -48,7 +48,8 @@ from functools import partial
 from typing import Any
 
 from .repoint import PINS, Repoint
-from .tracking import track
+from .tracking import _native as native_module
+from .tracking import adopt, instances_of, track, trackable
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,32 @@ def _cell_set(cell: types.CellType, value: Any) -> None:
             pass
     else:
         cell.cell_contents = value
+
+
+def _clone_as(value: Any, target: type) -> Any:
+    """A new ``target`` object with ``value``'s attributes and slots, or None."""
+    if not _plain_new(target):
+        return None
+    try:
+        clone: Any = object.__new__(target)
+        d = getattr(value, "__dict__", None)
+        if isinstance(d, dict):
+            object.__setattr__(clone, "__dict__", d)
+        for k in type(value).__mro__:
+            for name in _slots_of(k) or ():
+                if name in ("__dict__", "__weakref__"):
+                    continue
+                try:
+                    object.__setattr__(clone, name, object.__getattribute__(value, name))
+                except AttributeError:
+                    pass
+    except (TypeError, AttributeError):
+        return None
+    return clone
+
+
+def _plain_new(cls: type) -> bool:
+    return all(b is object or "__new__" not in b.__dict__ for b in cls.__mro__)
 
 
 def _slots_of(cls: type) -> tuple[str, ...] | None:
@@ -427,6 +454,8 @@ class Patcher:
         if hit is not _Empty:
             return hit
         handler = _TRANSLATE_EXACT.get(type(value))
+        if handler is None and self._is_new_class(type(value)):
+            return self._tr_instance(value)   # also a dict, list or tuple subclass
         if handler is None:
             for kind, h in TRANSLATE:
                 if isinstance(value, kind):
@@ -468,7 +497,7 @@ class Patcher:
         return value
 
     def _tr_tuple(self, value: tuple[Any, ...]) -> Any:
-        if type(value) is not tuple:      # named tuples and the like stay as they are
+        if type(value) is not tuple:      # a tuple subclass of another library
             return value
         items = [self.tr(v) for v in value]
         if any(a is not b for a, b in zip(items, value)):
@@ -544,21 +573,49 @@ class Patcher:
         return value
 
     def _tr_instance(self, value: Any) -> Any:
+        """An object of a new class joins the old class it is paired with.
+
+        ``object.__setattr__`` goes around the class's own ``__setattr__`` (a
+        frozen dataclass or attrs class refuses every assignment).
+        """
         cls = type(value)
         if self._is_new_class(cls) and id(value) not in self._walked:
             self._walked.add(id(value))
             target = self.memo.get(id(cls))
-            if target is not None:
+            if target is not None and target is not cls:
                 try:
-                    value.__class__ = target
+                    object.__setattr__(value, "__class__", target)
                     track(target, value)
                 except TypeError as exc:
-                    self.notes.append(f"a {cls.__qualname__} object made by the module body "
-                                      f"keeps the new class ({exc})")
+                    # CPython refuses some identical layouts (__slots__ naming
+                    # __weakref__ after other slots): the body's object is
+                    # replaced by a copy made as the old class.
+                    clone = _clone_as(value, target)
+                    if clone is None:
+                        self.notes.append(f"a {cls.__qualname__} object made by the module "
+                                          f"body keeps the new class ({exc})")
+                    else:
+                        self._remember(value, clone)
+                        value = clone
             d = getattr(value, "__dict__", None)
             if isinstance(d, dict):
                 self.tr(d)
+            if isinstance(value, list):
+                self._tr_list(value)
+            elif isinstance(value, dict):
+                self._tr_dict(value)
         return value
+
+    def adopt_instances(self) -> None:
+        """Every tracked object of a new class made by the bodies (module-level
+        objects, and those the body handed to registries anywhere) joins the old
+        class, so that ``isinstance``, pickle and ``copy`` keep working."""
+        for old, new, _ in self._class_pairs:
+            if trackable(new) != trackable(old):   # so that objects can move between them
+                adopt(old)
+                adopt(new)
+            for obj in instances_of(new):
+                self.tr(obj)
 
     def _partial_state(self, p: partial[Any]) -> tuple[Any, ...]:
         state: Any = p.__reduce__()[2]
@@ -619,6 +676,7 @@ class Patcher:
         """
         ops: list[Callable[[], Any]] = []
         try:
+            self.adopt_instances()
             plain = [(old, new) for old, new, mode in self._func_pairs if mode == "plain"]
             if plain:
                 self._patch_plain(ops, plain)
@@ -853,6 +911,8 @@ class Patcher:
             if isinstance(ov, (types.MemberDescriptorType, types.GetSetDescriptorType)):
                 continue
             ops.append(partial(type.__delattr__, old, name))
+            if name == "__new__" and native_module is not None:
+                ops.append(partial(native_module.reset_new, old))
         for name, nv in list(new_dict.items()):
             if name in keep:
                 continue

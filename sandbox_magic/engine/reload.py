@@ -26,6 +26,7 @@ from .deps import dependents_of, graph_of, topological_order
 from .interrupts import InterruptGuard, user_code
 from .patch import Patcher
 from .sandbox import SandboxState, register_source
+from .tracking import adopt_namespace
 from .versions import ModuleHistory
 
 StateHandler = Callable[[Any, int, int], Any]
@@ -141,6 +142,7 @@ def _run_body(state: SandboxState, m: str, art: Artifact, smod: types.ModuleType
             art.run(smod.__dict__)
     except (Exception, SystemExit) as exc:
         raise _body_error(exc, m, art) from exc
+    adopt_namespace(smod.__dict__)
 
 
 def _run_level(state: SandboxState, mods: list[str], code_for: dict[str, Artifact],

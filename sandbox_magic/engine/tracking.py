@@ -1,10 +1,9 @@
 """Live instances of sandbox classes, tracked as they are created (no heap scan).
 
 Every class statement executed by sandbox code goes through the sandbox's
-``__build_class__``, which gives root classes the :class:`Tracked` mixin, so
-a reload finds exactly the live objects of the reloaded classes at a cost
-that grows with their number, not with the size of the heap.  Instances made
-by pickle or ``copy`` go through ``__new__`` too.
+``__build_class__`` (:func:`build_class`), so a reload finds exactly the
+live objects of the reloaded classes at a cost that grows with their number,
+not with the size of the heap.
 
 Two trackers do this job:
 
@@ -16,16 +15,28 @@ Two trackers do this job:
   registry entry is an instance while the table still holds its serial, it is
   not being deallocated and its type is the class (an object whose
   ``__class__`` was assigned moves to its new class's registry).  No Python
-  frame and no weak reference per instance.  It is used for classes whose
-  every base is a Python class (or object).
-* the pure-Python one: ``__new__`` appends a weak reference to a list in the
-  class.  It serves every other class (a base from C, such as ``dict``) and
-  every class when the compiled tracker is missing or disabled with the
-  environment variable ``SANDBOX_MAGIC_NATIVE=0``.
+  frame and no weak reference per instance.  The class itself is left as it
+  was written: same bases, same metaclass, same ``__slots__``.  Any class
+  qualifies whose bases are Python classes or built-ins that free their
+  instances through the class (``object``, ``dict``, ``list``, ``tuple``,
+  ``int``, ``str``, exceptions...), whatever its metaclass (``ABCMeta``,
+  ``Generic``, an enum's, pydantic's).  Subclasses are tracked wherever they
+  are defined (a notebook subclass of a sandbox class): root classes get an
+  ``__init_subclass__`` that tracks them, unless they define their own.  A
+  class rebuilt from a copy of a tracked class's namespace
+  (``dataclass(slots=True)``, attrs) is tracked by the registry's
+  ``__set_name__``.
+* the pure-Python one, used only when the compiled tracker is missing or
+  disabled with the environment variable ``SANDBOX_MAGIC_NATIVE=0``: root
+  classes get the :class:`Tracked` mixin, whose ``__new__`` appends a weak
+  reference to a list in the class.  It cannot track classes with a
+  metaclass, classes whose ``__slots__`` leave out ``__weakref__``, or
+  classes with a built-in base of variable size (``tuple``, ``int``).
 
-Either way, dead entries are dropped whenever a registry has doubled since it
-was last compacted.  ``__slots__`` classes get a ``__weakref__`` slot so that
-the pure-Python tracker can track them.
+Either way :func:`trackable` tells whether a class's instances are tracked;
+a reload that would need to migrate a class that is not says so in its notes.
+Dead entries are dropped whenever a registry has doubled since it was last
+compacted.
 
 """
 
@@ -181,16 +192,62 @@ def settle(classes: list[type]) -> None:
             reg.compact(cls)
 
 
-def hook_class(cls: type) -> type:
+def hook_class(cls: type) -> bool:
     """Let the compiled tracker track ``cls`` if it qualifies (see ``_live.c``)."""
+    if _native is None:
+        return False
+    return bool(_native.hook(cls, Tracked.__new__))   # it gets its registry there
+
+
+def trackable(cls: type) -> bool:
+    """Whether the instances of ``cls`` are found by :func:`instances_of`."""
     if _native is not None:
-        _native.hook(cls, Tracked.__new__)   # it gets its registry there
-    return cls
+        return bool(_native.hooked(cls))
+    return issubclass(cls, Tracked) and cls.__weakrefoffset__ != 0
+
+
+def _init_subclass(cls: type, /, **kwargs: Any) -> None:
+    """``__init_subclass__`` given to tracked root classes: track the subclass too."""
+    adopt(cls)
+    for base in cls.__mro__[1:]:
+        if base.__dict__.get("__init_subclass__") is _SUBCLASS_HOOK:
+            super(base, cls).__init_subclass__(**kwargs)  # type: ignore[arg-type]
+            return
+
+
+_SUBCLASS_HOOK: classmethod[Any, Any, None] = classmethod(_init_subclass)
+
+
+def adopt(cls: type) -> bool:
+    """Track the instances of ``cls`` (compiled tracker), and of its future subclasses.
+
+    Protocol classes are left alone (every name in their namespace would
+    become a member of the protocol).
+    """
+    if _native is None or cls.__dict__.get("_is_protocol"):
+        return False
+    if not _native.hook(cls, None):
+        return False
+    if "__init_subclass__" not in cls.__dict__ and not any(
+            b.__dict__.get("__init_subclass__") is _SUBCLASS_HOOK for b in cls.__mro__[1:]):
+        type.__setattr__(cls, "__init_subclass__", _SUBCLASS_HOOK)
+    return True
+
+
+def adopt_namespace(ns: dict[str, Any]) -> None:
+    """After a module body: track the classes it made without a class statement
+    (``namedtuple``, ``type(...)``, ``enum.Enum("E", ...)``) from now on."""
+    if _native is None:
+        return
+    name = ns.get("__name__")
+    for v in list(ns.values()):
+        if isinstance(v, type) and v.__module__ == name and not _native.hooked(v):
+            adopt(v)
 
 
 if _native is not None:
     Tracked.__new__ = staticmethod(_native.new)  # type: ignore[method-assign]
-    _native.configure(track, _Registry)
+    _native.configure(track, _Registry, adopt)
 
 
 def _has_weakref(bases: tuple[type, ...]) -> bool:
@@ -198,7 +255,17 @@ def _has_weakref(bases: tuple[type, ...]) -> bool:
 
 
 def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
-    """``__build_class__`` of sandbox code: adds tracking to root classes."""
+    """``__build_class__`` of sandbox code: the class as written, then tracked."""
+    if _native is None:
+        return _build_with_mixin(func, name, *bases, **kwargs)
+    cls = builtins.__build_class__(func, name, *bases, **kwargs)
+    if isinstance(cls, type):
+        adopt(cls)
+    return cls
+
+
+def _build_with_mixin(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
+    """The pure-Python tracker: root classes get :class:`Tracked` as their last base."""
     real_bases = tuple(b for b in bases if isinstance(b, type))
     trackable = (
         len(real_bases) == len(bases)
@@ -209,20 +276,6 @@ def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
         and all(b.__itemsize__ == 0 for b in real_bases)
     )
     if not trackable:
-        cls = builtins.__build_class__(func, name, *bases, **kwargs)
-        if isinstance(cls, type) and issubclass(cls, Tracked):
-            hook_class(cls)   # a subclass of a sandbox class
-        return cls
+        return builtins.__build_class__(func, name, *bases, **kwargs)
     new_bases = tuple(b for b in bases if b is not object) + (Tracked,)
-    weak = _has_weakref(real_bases)
-
-    def make(cls_name: str, cls_bases: tuple[type, ...], ns: dict[str, Any],
-             **kw: Any) -> type:
-        slots = ns.get("__slots__")
-        if slots is not None and not weak:
-            slots = (slots,) if isinstance(slots, str) else tuple(slots)
-            if "__weakref__" not in slots:
-                ns["__slots__"] = slots + ("__weakref__",)
-        return hook_class(type(cls_name, cls_bases, ns, **kw))
-
-    return builtins.__build_class__(func, name, *new_bases, metaclass=make, **kwargs)
+    return builtins.__build_class__(func, name, *new_bases, **kwargs)

@@ -12,11 +12,10 @@ state lives in one place.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
-from ..engine.tracking import Tracked
 from ..engine.tracking import hook_class as hook
+from ..engine.tracking import native, trackable
 
 _targets: dict[int, Any] = {}
 _forwarders: dict[type, type] = {}
@@ -59,24 +58,33 @@ def forwarder_class(old_cls: type) -> type:
     def __hash__(self: Any) -> int:
         return hash(_targets[id(self)])
 
+    def __del__(self: Any) -> None:
+        # The state lives in the target: the old class's own __del__ must not run
+        # on this shell.  (A finalizer needs no weak reference: __slots__ classes
+        # without __weakref__ forward too.)
+        _targets.pop(id(self), None)
+
     ns: dict[str, Any] = {"__slots__": (), "__getattribute__": __getattribute__,
                           "__setattr__": __setattr__, "__delattr__": __delattr__,
-                          "__eq__": __eq__, "__hash__": __hash__,
+                          "__eq__": __eq__, "__hash__": __hash__, "__del__": __del__,
                           "__module__": old_cls.__module__, "__qualname__": old_cls.__qualname__}
     for name in _SPECIAL:
         ns[name] = _special(name)
     cls = type(old_cls.__name__, (old_cls,), ns)
-    if isinstance(old_cls, type) and issubclass(old_cls, Tracked):
+    if native() and trackable(old_cls):
         hook(cls)   # the same deallocator as old_cls, so that the switch is allowed
     _forwarders[old_cls] = cls
     return cls
 
 
+def is_forwarder(cls: type) -> bool:
+    """Whether ``cls`` was made by :func:`forwarder_class`."""
+    return _forwarders.get(cls.__base__) is cls if cls.__base__ is not None else False
+
+
 def forward(old: Any, new: Any) -> None:
     """Make ``old`` a forwarder to ``new`` (reversible with :func:`unforward`)."""
-    key = id(old)
-    _targets[key] = new
-    weakref.finalize(old, _targets.pop, key, None)
+    _targets[id(old)] = new
     object.__setattr__(old, "__class__", forwarder_class(type(old)))
 
 

@@ -21,9 +21,9 @@ from itertools import repeat
 from typing import Any
 
 from ..engine.interrupts import user_code
-from ..engine.tracking import _native, instances_of, settle
+from ..engine.tracking import _native, adopt, instances_of, settle, trackable
 from ..errors import IncompatibleStateError, ReloadError, SandboxTimeout
-from .forward import forward, unforward
+from .forward import forward, is_forwarder, unforward
 from .server import Server, ServerProcess
 
 _GATED = frozenset({"__getattribute__", "__setattr__", "__delattr__"})
@@ -238,6 +238,44 @@ def _module_classes(mod: Any) -> Iterator[type]:
         todo.extend(v for v in vars(cls).values() if isinstance(v, type))
 
 
+def _with_subclasses(owned: dict[type, str]) -> dict[type, str]:
+    """The classes of the reloaded modules and their subclasses defined elsewhere
+    (a notebook subclass of a sandbox class), each with its reloaded module.
+
+    Only the subclass links of these classes are walked, never the heap.
+    """
+    out = dict(owned)
+    todo = list(owned.items())
+    while todo:
+        cls, m = todo.pop()
+        sub: type
+        for sub in type.__subclasses__(cls):
+            if sub in out or is_forwarder(sub) or issubclass(sub, Server):
+                continue
+            adopt(sub)     # tracked from now on, if its base could not see it made
+            out[sub] = m
+            todo.append((sub, m))
+    return out
+
+
+def _stateless(cls: type) -> bool:
+    """Instances hold nothing a handler could migrate (a named tuple, say)."""
+    return (cls.__dictoffset__ == 0 and not _slot_names(cls)
+            and "__setstate__" not in _mro_names(cls))
+
+
+def _untracked_note(cls: type) -> str:
+    return (f"{cls.__module__}.{cls.__qualname__}: its instances are not tracked "
+            f"({_why_untracked(cls)}), so the state handler did not migrate them")
+
+
+def _why_untracked(cls: type) -> str:
+    solid = [b for b in cls.__mro__ if not b.__flags__ & (1 << 9) and b is not object]
+    if solid:
+        return f"built-in base {solid[0].__qualname__}"
+    return "a base or metaclass the tracker cannot follow"
+
+
 def _handler_failed(g: _ClassGroup, obj: Any, exc: BaseException) -> ReloadError:
     return ReloadError(f"state migration of {g.cls.__qualname__} instance at {id(obj):#x} "
                        f"raised {type(exc).__name__}: {exc}; nothing was changed",
@@ -247,10 +285,11 @@ def _handler_failed(g: _ClassGroup, obj: Any, exc: BaseException) -> ReloadError
 class _ClassGroup:
     """Live instances of one class, with how to read and write their state."""
 
-    __slots__ = ("cls", "new", "objs", "old", "plain")
+    __slots__ = ("cls", "module", "new", "objs", "old", "plain")
 
-    def __init__(self, cls: type, objs: list[Any]) -> None:
+    def __init__(self, cls: type, objs: list[Any], module: str) -> None:
         self.cls = cls
+        self.module = module      # the reloaded module (of the class, or of its base)
         self.objs = objs
         # plain: state is the attribute dict, replaced by one assignment
         self.plain = ("__setstate__" not in _mro_names(cls) and not _slot_names(cls)
@@ -278,14 +317,21 @@ class LiveState:
         skip = {id(o) for o, _ in self.replaced}
         self.groups: list[_ClassGroup] = []
         if options.use_state_preservation:
-            classes = [cls for m in changed.values() if state.modules.get(m) is not None
-                       for cls in _module_classes(state.modules[m])
-                       if not issubclass(cls, Server) and id(cls) not in skip]
-            settle(classes + [o for o, _ in self.replaced])
-            for cls in classes:
+            owned = {cls: m for m in changed.values() if state.modules.get(m) is not None
+                     for cls in _module_classes(state.modules[m])
+                     if not issubclass(cls, Server) and id(cls) not in skip}
+            classes = _with_subclasses(owned)
+            settle(list(classes) + [o for o, _ in self.replaced])
+            for cls, m in classes.items():
+                if issubclass(cls, type) or _stateless(cls):
+                    continue      # a metaclass; a class whose instances hold no state
+                if not trackable(cls):
+                    if options.state_handler is not None or cls.__module__ not in changed:
+                        patcher.notes.append(_untracked_note(cls))
+                    continue
                 objs = instances_of(cls)
                 if objs:
-                    self.groups.append(_ClassGroup(cls, objs))
+                    self.groups.append(_ClassGroup(cls, objs, m))
         self.forwarded = 0
         self.suspended: list[ServerProcess] = []
         self.server_old: list[Any] = []
@@ -340,7 +386,7 @@ class LiveState:
         try:
             with user_code():
                 for g in self.groups:
-                    ov, nv = self.versions[self.module_of[g.cls.__module__]]
+                    ov, nv = self.versions[g.module]
                     g.new = self._migrate_many(handler, g, ov, nv)
         finally:
             if paused:
