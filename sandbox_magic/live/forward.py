@@ -58,11 +58,11 @@ def forwarder_class(old_cls: type) -> type:
     def __hash__(self: Any) -> int:
         return hash(_targets[id(self)])
 
-    def __del__(self: Any) -> None:
+    def __del__(self: Any, _pop: Any = _targets.pop) -> None:
         # The state lives in the target: the old class's own __del__ must not run
         # on this shell.  (A finalizer needs no weak reference: __slots__ classes
         # without __weakref__ forward too.)
-        _targets.pop(id(self), None)
+        _pop(id(self), None)     # (bound early: module globals are gone at exit)
 
     ns: dict[str, Any] = {"__slots__": (), "__getattribute__": __getattribute__,
                           "__setattr__": __setattr__, "__delattr__": __delattr__,

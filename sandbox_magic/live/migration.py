@@ -23,6 +23,7 @@ from typing import Any
 from ..engine.interrupts import user_code
 from ..engine.tracking import _native, adopt, instances_of, settle, trackable
 from ..errors import IncompatibleStateError, ReloadError, SandboxTimeout
+from .fields import added_fields, missing_required, refuse_missing, with_defaults
 from .forward import forward, is_forwarder, unforward
 from .server import Server, ServerProcess
 
@@ -285,7 +286,7 @@ def _handler_failed(g: _ClassGroup, obj: Any, exc: BaseException) -> ReloadError
 class _ClassGroup:
     """Live instances of one class, with how to read and write their state."""
 
-    __slots__ = ("cls", "module", "new", "objs", "old", "plain")
+    __slots__ = ("cls", "handler", "module", "new", "objs", "old", "plain")
 
     def __init__(self, cls: type, objs: list[Any], module: str) -> None:
         self.cls = cls
@@ -296,6 +297,7 @@ class _ClassGroup:
                       and hasattr(cls, "__dict__"))
         self.old: list[Any] = []
         self.new: list[Any] = []
+        self.handler: Any = None     # the migration of this class's instances, if any
 
 
 class LiveState:
@@ -323,8 +325,8 @@ class LiveState:
             classes = _with_subclasses(owned)
             settle(list(classes) + [o for o, _ in self.replaced])
             for cls, m in classes.items():
-                if issubclass(cls, type) or _stateless(cls):
-                    continue      # a metaclass; a class whose instances hold no state
+                if issubclass(cls, type) or _stateless(cls) or vars(cls).get("_is_protocol"):
+                    continue      # a metaclass; instances without state; a protocol
                 if not trackable(cls):
                     if options.state_handler is not None or cls.__module__ not in changed:
                         patcher.notes.append(_untracked_note(cls))
@@ -355,12 +357,15 @@ class LiveState:
                                   step="suspend", obj=p.label) from exc
         self.server_old = [p.state for p in self.servers]
         handler = self.opts.state_handler
-        if handler is not None and self.groups:
+        for g in self.groups:
+            g.handler = self._handler_for(handler, g.cls, g.objs)
+        active = [g for g in self.groups if g.handler is not None]
+        if active:
             self.gate = _Gate()
-            for g in self.groups:
+            for g in active:
                 self.gate.install(g.cls)
                 self.patcher.protect(g.cls, _GATED)
-        for g in self.groups if handler is not None else ():
+        for g in active:
             try:
                 if g.plain:
                     g.old = list(map(object.__getattribute__, g.objs, repeat("__dict__")))
@@ -369,28 +374,48 @@ class LiveState:
             except Exception as exc:
                 raise ReloadError(f"capturing the state of {g.cls.__qualname__} instances "
                                   f"failed: {exc}", step="capture") from exc
+            if g.handler is not handler:
+                fields: list[Any] = getattr(g.handler, "fields", [])
+                missing = sorted({n for st in g.old for n in missing_required(fields, st)})
+                if missing and handler is None:
+                    raise refuse_missing(g.cls, missing, len(g.objs))
         for old_cls, new_cls in self.replaced:
             ov, nv = self.versions[self.module_of[old_cls.__module__]]
-            for obj in instances_of(old_cls):
-                self.moved.append((obj, old_cls, self._move(obj, new_cls, handler, ov, nv)))
-        if handler is None:
+            objs = instances_of(old_cls)
+            moving = self._handler_for(handler, old_cls, objs, new_cls)
+            for obj in objs:
+                self.moved.append((obj, old_cls, self._move(obj, new_cls, moving, ov, nv)))
+        if handler is not None:
+            self.server_new = [
+                self._migrate(handler, f"server {p.label}", old,
+                              *self.versions[self.module_of[p.cls.__module__]])
+                for p, old in zip(self.servers, self.server_old)]
+        if not active:
             return
-        self.server_new = [
-            self._migrate(handler, f"server {p.label}", old,
-                          *self.versions[self.module_of[p.cls.__module__]])
-            for p, old in zip(self.servers, self.server_old)]
         # Migrations allocate two dicts per object and no cycles: pausing the cyclic
         # collector keeps it from rescanning the whole heap many times meanwhile.
         paused = gc.isenabled()
         gc.disable()
         try:
             with user_code():
-                for g in self.groups:
+                for g in active:
                     ov, nv = self.versions[g.module]
-                    g.new = self._migrate_many(handler, g, ov, nv)
+                    g.new = self._migrate_many(g.handler, g, ov, nv)
         finally:
             if paused:
                 gc.enable()
+
+    def _handler_for(self, handler: Any, cls: type, objs: list[Any],
+                     new_cls: type | None = None) -> Any:
+        """The user's handler, followed by the defaults of fields the class gained."""
+        if not objs:
+            return handler
+        new_cls = new_cls or self.patcher.new_class_of(cls)
+        fields = added_fields(cls, new_cls) if new_cls is not None else []
+        fn = with_defaults(handler, fields, cls)
+        if fn is not handler:
+            fn.fields = fields
+        return fn
 
     def commit_ops(self) -> list[Any]:
         """New states of plain instances and the gates' removal, in the code switch's loop."""
