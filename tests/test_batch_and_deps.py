@@ -238,3 +238,18 @@ def test_ab_promote_the_winner_with_exported_modules(fleet):
         for name, versions in exported["modules"].items():
             sm.hot_reload(sid, versions[0]["artifact"])
     assert [sm.get_sandbox(t).score(3) for t in targets] == [30, 30, 30]
+
+
+def test_an_import_inside_a_function_closes_no_cycle(sid):
+    r = sm.hot_reload_source(sid, {
+        "ca": "def fa():\n    import cb\n    return cb.fb() + 1\n",
+        "cb": "import ca\ndef fb():\n    return 1\n",
+    })
+    assert r.status == "hot_reloaded" and sm.get_sandbox(sid).fa() == 2
+    # editing cb re-runs ca (it imports cb, inside a function), in the same transaction
+    r = sm.hot_reload_source(sid, "import ca\ndef fb():\n    return 10\n", "cb")
+    assert sm.get_sandbox(sid).fa() == 11
+    assert MVM.get_module_dependencies(sandbox_id=sid) == {"ca": {"cb"}, "cb": {"ca"}}
+    assert MVM.calculate_reload_order(["cb", "ca"], sandbox_id=sid) == ["ca", "cb"]
+    with pytest.raises(sm.CircularDependencyError):   # a cycle Python cannot run either
+        sm.hot_reload_source(sid, {"xa": "import xb\nA = xb.B\n", "xb": "import xa\nB = xa.A\n"})

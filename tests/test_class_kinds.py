@@ -256,3 +256,26 @@ def test_removing_a_new_method_keeps_the_constructor_working(sid):
                          "k")
     sm.hot_reload_source(sid, base + "# again without __new__\n", "k")
     assert sm.get_sandbox(sid).K(3).v == 3
+
+
+@pytest.mark.needs_native
+def test_a_class_with_a_name_property_reloads_and_rolls_back(sid):
+    src = ("class Compose:\n    def __init__(self, f):\n        self.f = f\n"
+           "    @property\n    def __name__(self):\n        return 'compose'\n")
+    sm.hot_reload_source(sid, src, "comp")
+    c = sm.get_sandbox(sid).Compose(len)
+    sm.hot_reload_source(sid, src.replace("'compose'", "'composed'"), "comp")
+    assert c.__name__ == "composed" and type(c).__name__ == "Compose"
+    sm.rollback_module(sid, "comp", 1)
+    assert c.__name__ == "compose"
+
+
+def test_importlib_reload_of_a_sandbox_module_says_what_to_call(sid):
+    import importlib
+
+    sm.hot_reload_source(sid, "def f():\n    return 1\n", "m")
+    mod = sm.get_sandbox(sid).modules["m"]
+    before = dict(vars(mod))
+    with pytest.raises(sm.SandboxError, match="hot_reload_source"):
+        importlib.reload(mod)
+    assert vars(mod) == before and sm.get_module_version(sid, "m") == 1

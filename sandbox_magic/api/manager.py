@@ -56,14 +56,18 @@ class ModuleVersionManager:
         return {"sandbox_id": sandbox_id, "exported_at": utcnow(), "modules": modules}
 
     @staticmethod
-    def get_module_dependencies(modules: list[str] | None = None, *,
-                                sandbox_id: str) -> dict[str, set[str]]:
-        """``{module: sibling modules it imports}`` for the given (default: all) modules."""
+    def get_module_dependencies(modules: list[str] | None = None, *, sandbox_id: str,
+                                deferred: bool = True) -> dict[str, set[str]]:
+        """``{module: sibling modules it imports}`` for the given (default: all) modules.
+
+        ``deferred=False`` leaves out imports made only inside functions (those
+        run when the function is called, so they do not order module bodies).
+        """
         st = get_state(sandbox_id)
         with st.lock:
             sources = {m: st.histories[m].current_record().source
                        for m in st.modules}
-        graph = dependency_graph(sources)
+        graph = dependency_graph(sources, deferred=deferred)
         if modules is None:
             return graph
         for m in modules:
@@ -73,7 +77,8 @@ class ModuleVersionManager:
     @staticmethod
     def calculate_reload_order(modules: list[str], *, sandbox_id: str) -> list[str]:
         """``modules`` ordered so that each comes after the sandbox modules it imports."""
-        graph = ModuleVersionManager.get_module_dependencies(sandbox_id=sandbox_id)
+        graph = ModuleVersionManager.get_module_dependencies(sandbox_id=sandbox_id,
+                                                             deferred=False)
         wanted = set(modules)
         for m in modules:
             get_state(sandbox_id).get_module(m)

@@ -491,6 +491,31 @@ reset_new(PyObject *module, PyObject *cls)
     Py_RETURN_NONE;
 }
 
+/* class_dict_set(cls, name, value): put value in the class's own namespace,
+ * value NULL-like (a missing third argument) deletes it.  For names that the
+ * metaclass handles as data descriptors (__name__, __qualname__): a class may
+ * define a property of that name, and setattr would try to rename the class. */
+static PyObject *
+class_dict_set(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || nargs > 3 || !PyType_Check(args[0]) || !PyUnicode_Check(args[1])
+            || !(((PyTypeObject *)args[0])->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        PyErr_SetString(PyExc_TypeError, "class_dict_set(heap class, name[, value])");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)args[0];
+    PyObject *dict = cls->tp_dict;
+    if (dict == NULL) {
+        PyErr_SetString(PyExc_TypeError, "class without a namespace");
+        return NULL;
+    }
+    int r = nargs == 3 ? PyDict_SetItem(dict, args[1], args[2]) : PyDict_DelItem(dict, args[1]);
+    PyType_Modified(cls);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 hooked(PyObject *module, PyObject *cls)
 {
@@ -766,6 +791,8 @@ static PyMethodDef module_methods[] = {
     {"hook", (PyCFunction)(void (*)(void))hook, METH_FASTCALL,
      "hook(cls, new) -> bool: track cls's instances natively if it qualifies."},
     {"hooked", hooked, METH_O, "hooked(cls) -> bool."},
+    {"class_dict_set", (PyCFunction)(void (*)(void))class_dict_set, METH_FASTCALL,
+     "class_dict_set(cls, name[, value]): set (or delete) a name in a class's own namespace."},
     {"reset_new", reset_new, METH_O,
      "reset_new(cls): the constructor slot a class without __new__ gets (after a delete)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,

@@ -26,7 +26,13 @@ from typing import Any
 
 from ..errors import ArtifactError, CompileError
 from .chunks import compile_pieces
-from .deps import defined_names, definitions_of_tree, imported_names, imports_of_tree
+from .deps import (
+    defined_names,
+    definitions_of_tree,
+    imported_names,
+    imports_of_tree,
+    module_names,
+)
 
 _PREFIX = b"SBXMAGIC"
 _FORMAT = 1
@@ -241,6 +247,7 @@ def _importable(name: str) -> bool:
 
 
 def _name_conflict(name: str, imports: frozenset[str]) -> str | None:
+    imports = module_names(imports)
     """Why ``name`` cannot be an inferred module name, or None when it can."""
     if keyword.iskeyword(name):
         return "is a Python keyword"

@@ -50,25 +50,24 @@ def imported_names(source: str) -> frozenset[str]:
         return frozenset()
 
 
-def _statements(stmts: list[ast.stmt]):  # type: ignore[no-untyped-def]
-    """Every statement, nested ones included, without visiting expressions (fast)."""
-    todo = list(reversed(stmts))
-    while todo:
-        st = todo.pop()
-        yield st
-        for field in ("body", "orelse", "finalbody"):
-            sub = getattr(st, field, None)
-            if sub:
-                todo.extend(reversed(sub))
-        for h in getattr(st, "handlers", ()) or ():
-            todo.extend(reversed(h.body))
-        for case in getattr(st, "cases", ()) or ():
-            todo.extend(reversed(case.body))
+#: Marks a module imported only inside functions (run at call time, not at import).
+DEFERRED = "~"
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 def imports_of_tree(tree: ast.Module) -> frozenset[str]:
-    found: set[str] = set()
-    for node in _statements(tree.body):
+    """Top-level names of the modules ``tree`` imports.
+
+    A module imported only inside functions is listed as ``~name``
+    (:data:`DEFERRED`): Python runs that import when the function is called, so
+    it neither orders module bodies nor closes an import cycle.
+    """
+    eager: set[str] = set()
+    deferred: set[str] = set()
+    todo: list[tuple[ast.stmt, bool]] = [(st, False) for st in reversed(tree.body)]
+    while todo:
+        node, inside = todo.pop()
+        found = deferred if inside else eager
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found.add(alias.name.split(".")[0])
@@ -79,17 +78,39 @@ def imports_of_tree(tree: ast.Module) -> frozenset[str]:
                 found.update(a.name for a in node.names)
             elif node.level == 1 and node.module:
                 found.add(node.module.split(".")[0])
-    return frozenset(found)
+        nested = inside or isinstance(node, _FUNCTIONS)
+        for field in ("body", "orelse", "finalbody"):
+            sub = getattr(node, field, None)
+            if sub:
+                todo.extend((st, nested) for st in reversed(sub))
+        for h in getattr(node, "handlers", ()) or ():
+            todo.extend((st, nested) for st in reversed(h.body))
+        for case in getattr(node, "cases", ()) or ():
+            todo.extend((st, nested) for st in reversed(case.body))
+    return frozenset(eager | {DEFERRED + n for n in deferred - eager})
 
 
-def dependency_graph(sources: Mapping[str, str]) -> dict[str, set[str]]:
-    """``{module: {sibling modules it imports}}`` for the given sources."""
-    return graph_of({m: imported_names(src) for m, src in sources.items()})
+def module_names(imports: frozenset[str]) -> frozenset[str]:
+    """The imported module names, deferred or not."""
+    return frozenset(n.lstrip(DEFERRED) for n in imports)
 
 
-def graph_of(imports: Mapping[str, frozenset[str]]) -> dict[str, set[str]]:
-    """``{module: {sibling modules it imports}}`` from each module's imported names."""
+def dependency_graph(sources: Mapping[str, str], *,
+                     deferred: bool = False) -> dict[str, set[str]]:
+    """``{module: {sibling modules it imports}}`` for the given sources (see graph_of)."""
+    return graph_of({m: imported_names(src) for m, src in sources.items()}, deferred=deferred)
+
+
+def graph_of(imports: Mapping[str, frozenset[str]], *,
+             deferred: bool = False) -> dict[str, set[str]]:
+    """``{module: {sibling modules it imports}}`` from each module's imported names.
+
+    Only imports that run with the module body count, unless ``deferred``
+    (then imports inside functions count too).
+    """
     names = set(imports)
+    if deferred:
+        return {m: set(module_names(imp) & names) - {m} for m, imp in imports.items()}
     return {m: set(imp & names) - {m} for m, imp in imports.items()}
 
 

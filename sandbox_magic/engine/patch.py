@@ -164,6 +164,25 @@ def _cell_set(cell: types.CellType, value: Any) -> None:
         cell.cell_contents = value
 
 
+# The metaclass owns these as data descriptors: a class's own attribute of that
+# name (a property) is reached only through its namespace.
+_TYPE_NAMES = frozenset({"__name__", "__qualname__"})
+
+
+def _class_set(cls: type, name: str, value: Any) -> None:
+    if name in _TYPE_NAMES and not isinstance(value, str) and native_module is not None:
+        native_module.class_dict_set(cls, name, value)
+    else:
+        type.__setattr__(cls, name, value)
+
+
+def _class_del(cls: type, name: str) -> None:
+    if name in _TYPE_NAMES and native_module is not None:
+        native_module.class_dict_set(cls, name)
+    else:
+        type.__delattr__(cls, name)
+
+
 def _clone_as(value: Any, target: type) -> Any:
     """A new ``target`` object with ``value``'s attributes and slots, or None."""
     if not _plain_new(target):
@@ -896,10 +915,10 @@ class Patcher:
                 old.__bases__ = saved_bases
             for name in list(old.__dict__):
                 if name not in saved and name not in keep:
-                    type.__delattr__(old, name)
+                    _class_del(old, name)
             for name, v in saved.items():
                 if old.__dict__.get(name, _Empty) is not v:
-                    type.__setattr__(old, name, v)
+                    _class_set(old, name, v)
         self._undo.append(undo)
         bases = tuple(self.tr(b) for b in new.__bases__)
         if bases != old.__bases__:
@@ -910,7 +929,7 @@ class Patcher:
                 continue
             if isinstance(ov, (types.MemberDescriptorType, types.GetSetDescriptorType)):
                 continue
-            ops.append(partial(type.__delattr__, old, name))
+            ops.append(partial(_class_del, old, name))
             if name == "__new__" and native_module is not None:
                 ops.append(partial(native_module.reset_new, old))
         for name, nv in list(new_dict.items()):
@@ -921,7 +940,7 @@ class Patcher:
                 continue  # slot descriptors belong to the class that made them
             t = self.tr(nv)
             if saved.get(name, _Empty) is not t:
-                ops.append(partial(type.__setattr__, old, name, t))
+                ops.append(partial(_class_set, old, name, t))
         ops.append(partial(type.__setattr__, old, "__qualname__", new.__qualname__))
         ops.append(partial(type.__setattr__, old, "__name__", new.__name__))
 

@@ -211,7 +211,8 @@ class Transaction:
         if self.fresh:
             run = set(self.code_for)
         else:
-            cascade = (dependents_of(self.graph, self.changed) & set(state.modules)
+            every = graph_of({m: a.imports for m, a in self.code_for.items()}, deferred=True)
+            cascade = (dependents_of(every, self.changed) & set(state.modules)
                        if self.options.coordinate_dependencies else set())
             run = self.changed | cascade | self.rerun
         self.run_order = [m for m in order if m in run]

@@ -24,13 +24,46 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import AmbiguousNameError, InvalidSandboxIdError, ModuleNotFoundInSandboxError
+from ..errors import (
+    AmbiguousNameError,
+    InvalidSandboxIdError,
+    ModuleNotFoundInSandboxError,
+    SandboxError,
+)
 from .artifact import Artifact, artifact_filename
 from .tracking import build_class
 from .versions import ModuleHistory, VersionRecord, VersionStore, utcnow
 
 PACKAGE_ROOT = "sandbox_magic.sandboxes"
 _ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+class _ReloadRefuser:
+    """A meta-path finder that answers ``importlib.reload`` of a sandbox module.
+
+    Reloading goes through the sandbox, so that it is a recorded, transactional
+    version; ``importlib.reload`` would re-run nothing (the module has no file to
+    load from), so it gets a :class:`SandboxError` saying what to call, before
+    anything about the module changes.
+    """
+
+    @staticmethod
+    def find_spec(fullname: str, path: Any = None, target: Any = None) -> None:
+        if target is None or not fullname.startswith(PACKAGE_ROOT + "."):
+            return None
+        sandbox_id, _, module = fullname[len(PACKAGE_ROOT) + 1:].partition(".")
+        if module:
+            how = (f"sm.hot_reload_source({sandbox_id!r}, source, module={module!r}) or a "
+                   f"'%%sandbox_reload {sandbox_id} {module}' cell; sm.restart_sandbox"
+                   f"({sandbox_id!r}) re-runs every module at its current version")
+        else:
+            how = f"sm.restart_sandbox({sandbox_id!r})"
+        raise SandboxError(f"importlib.reload cannot reload sandbox code ({fullname}): use "
+                           f"{how}, which records a version")
+
+
+if not any(isinstance(f, type) and f.__name__ == "_ReloadRefuser" for f in sys.meta_path):
+    sys.meta_path.insert(0, _ReloadRefuser)
 
 
 def is_sandbox_id(value: object) -> bool:
