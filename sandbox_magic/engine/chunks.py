@@ -113,8 +113,9 @@ CACHE = PieceCache()
 
 def _fragments(source: str) -> list[str]:
     starts = [m.start() for m in _CUT.finditer(source)]
-    if not starts or starts[0] != 0:
-        starts.insert(0, 0)
+    if not starts:
+        starts = [0]
+    starts[0] = 0     # leading comments and blank lines go with the first statement
     ends = starts[1:] + [len(source)]
     return [source[a:b] for a, b in zip(starts, ends) if b > a]
 
@@ -125,6 +126,8 @@ def _compile_piece(text: str, first: bool) -> Piece | None:
     except (SyntaxError, ValueError):
         return None
     body = tree.body
+    if "global" in text and any(isinstance(n, ast.Global) for n in _module_level(body)):
+        return None   # Python checks a module-level global against the whole module
     if not first and body and isinstance(body[0], ast.Expr) \
             and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
         # Only a module's first statement is its docstring.
@@ -136,6 +139,24 @@ def _compile_piece(text: str, first: bool) -> Piece | None:
     except (SyntaxError, ValueError):
         return None
     return Piece(code, text.count("\n"), imports_of_tree(tree), definitions_of_tree(tree))
+
+
+def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Statements that run in the module's scope (not inside defs or classes)."""
+    out: list[ast.stmt] = []
+    todo = list(body)
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        for field in ("body", "orelse", "finalbody"):
+            todo.extend(getattr(node, field, None) or ())
+        for h in getattr(node, "handlers", ()) or ():
+            todo.extend(h.body)
+        for case in getattr(node, "cases", ()) or ():
+            todo.extend(case.body)
+    return out
 
 
 def _moved(code: types.CodeType, filename: str, delta: int) -> types.CodeType:

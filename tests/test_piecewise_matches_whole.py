@@ -1,0 +1,125 @@
+"""Compiling a module piece by piece gives the module compiling it whole gives.
+
+A property test over generated modules (comment headers before the
+docstring, strings at column 0, decorators, classes, top-level control
+flow, ``global`` statements in every position) and over real modules of the
+standard library: the same ``__doc__``, the same names and values, the same
+line number for every code object, and the same verdict on code Python
+refuses.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sandbox_magic.engine import chunks
+
+STATEMENTS = [
+    "# a comment\n",
+    "\n",
+    '"""a string statement"""\n',
+    "X = 1\n",
+    "Y = [\n1,\n2,\n]\n",
+    "def f(a):\n    return a + X\n",
+    "@staticmethod\ndef g():\n    return 2\n",
+    "class K:\n    '''doc of K'''\n    z = 3\n    def m(self):\n        return self.z\n",
+    "global X\n",
+    "def h():\n    global X\n    X = 5\n",
+    "if X:\n    W = 1\nelse:\n    W = 2\n",
+    "try:\n    V = 1\nexcept Exception:\n    V = 2\n",
+    'T = """\ntext at column 0\n"""\n',
+    "for _i in range(2):\n    U = _i\n",
+]
+HEADERS = ["", "# licence\n# header\n", "\n\n", "#!/usr/bin/env python\n# -*- coding: utf-8 -*-\n"]
+DOCS = ["", '"""The module\'s doc."""\n', "'single-quoted doc'\n"]
+
+
+def _whole(source: str, filename: str) -> tuple[types.CodeType, ...] | None:
+    try:
+        return (compile(source, filename, "exec", dont_inherit=True),)
+    except SyntaxError:
+        return None
+
+
+def _lines(codes: tuple[types.CodeType, ...]) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    todo = list(codes)
+    while todo:
+        code = todo.pop(0)
+        if code.co_name != "<module>":
+            out.append((code.co_qualname, code.co_firstlineno))
+        todo.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return sorted(out)
+
+
+def _run(codes: tuple[types.CodeType, ...]) -> object:
+    """The plain values the module defines, or the error its body raised."""
+    ns: dict[str, object] = {"__name__": "m"}
+    try:
+        for code in codes:
+            exec(code, ns)
+    except Exception as exc:
+        return (type(exc).__name__, str(exc), exc.__traceback__.tb_next.tb_lineno
+                if exc.__traceback__ and exc.__traceback__.tb_next else None)
+    return {k: v for k, v in ns.items() if k != "__builtins__"
+            and not callable(v) and not isinstance(v, type)}
+
+
+def _check(source: str, name: str) -> None:
+    filename = f"<{name}>"
+    cache = chunks.PieceCache()
+    cache.keep(name, {})            # seen: compiled piece by piece whatever its length
+    pieces = chunks.compile_pieces(source, filename, name, cache)
+    whole = _whole(source, filename)
+    if pieces is None:
+        return                      # compiled whole: nothing to compare
+    assert whole is not None, "a module Python refuses was compiled piece by piece"
+    assert _run(pieces.codes) == _run(whole)
+    assert _lines(pieces.codes) == _lines(whole)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(HEADERS), st.sampled_from(DOCS),
+       st.lists(st.sampled_from(STATEMENTS), min_size=0, max_size=14))
+def test_generated_modules_compile_the_same_piece_by_piece(header, doc, body):
+    pad = "".join(f"def pad{i}():\n    return {i}\n" for i in range(12))
+    _check(header + doc + "".join(body) + pad, "gen")
+
+
+def test_a_docstring_after_a_licence_header_is_the_module_doc():
+    source = "# licence\n# header\n'''The doc.'''\n" + "".join(
+        f"def f{i}():\n    return {i}\n" for i in range(15))
+    cache = chunks.PieceCache()
+    cache.keep("m", {})
+    pieces = chunks.compile_pieces(source, "<m>", "m", cache)
+    assert pieces is not None
+    ns: dict[str, object] = {}
+    for code in pieces.codes:
+        exec(code, ns)
+    assert ns["__doc__"] == "The doc."
+
+
+def test_real_standard_library_modules_compile_the_same_piece_by_piece():
+    import argparse
+    import dataclasses
+    import json.decoder
+    import textwrap
+
+    for mod in (argparse, dataclasses, json.decoder, textwrap):
+        source = Path(inspect.getfile(mod)).read_text()
+        filename = f"<{mod.__name__}>"
+        cache = chunks.PieceCache()
+        cache.keep(mod.__name__, {})
+        pieces = chunks.compile_pieces(source, filename, mod.__name__, cache)
+        if "__future__" in source:
+            assert pieces is None
+            continue
+        assert pieces is not None, mod.__name__
+        whole = _whole(source, filename)
+        assert whole is not None
+        assert _lines(pieces.codes) == _lines(whole), mod.__name__
