@@ -162,7 +162,7 @@ def test_explicit_keyword_module_names_are_refused(sid, name):
     assert sm.get_sandbox_info(sid).modules == {}
 
 
-@pytest.mark.parametrize("name", ["my-module", "2fast", "", "__init__", "a.b"])
+@pytest.mark.parametrize("name", ["my-module", "2fast", "", "__init__", "a..b", ".a", "a."])
 def test_explicit_non_identifier_module_names_are_refused(name):
     with pytest.raises(sm.CompileError, match="not a valid module name"):
         sm.compile_source(COUNTER, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..engine.layout import folder_modules
 from ..engine.reload import (
     Change,
     ReloadOptions,
@@ -58,8 +59,11 @@ def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
     if path is not None:
         if not path.is_dir():
             raise SandboxError(f"sandbox_path {str(path)!r} is not a directory")
-        sources = {p.stem: p.read_text(encoding="utf-8") for p in sorted(path.glob("*.py"))
-                   if p.stem != "__init__"}
+        sources = {name: p.read_text(encoding="utf-8")
+                   for name, p in folder_modules(path).items()}
+        if not sources:
+            raise SandboxError(f"sandbox_path {str(path)!r} holds no Python module (a .py "
+                               "file, or a package folder with an __init__.py)")
     st = SandboxState(sandbox_id, max_versions=max_versions, sandbox_path=path,
                       store=store or default_store(), scope=scope)
     if find_host(sandbox_id) is not None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ..engine.artifact import Artifact, CompileInfo, compile_artifact
+from ..engine.layout import path_to_module
 from ..engine.reload import (
     Change,
     ReloadOptions,
@@ -163,8 +164,19 @@ def _reload_many(sandbox_id: str, sources: Mapping[str, str], state_handler: Any
         raise SandboxError("the source dict is empty; give {module_name: source}")
     opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
                     suspend_timeout, check)
-    arts = [compile_artifact(src, name) for name, src in sources.items()]
+    arts = [compile_artifact(src, _dict_key_module(name)) for name, src in sources.items()]
     return _load_many(sandbox_id, arts, opts, started)
+
+
+def _dict_key_module(key: str) -> str:
+    """A source dict's key: a dotted module name, or a path (``pkg/__init__.py``)."""
+    if isinstance(key, str) and key.endswith(".py"):
+        name = path_to_module(key)
+        if name is None:
+            raise SandboxError(f"{key!r} is not a module's path; use names like "
+                               "'pkg/__init__.py', 'pkg/util.py' or dotted names like 'pkg.util'")
+        return name
+    return key
 
 
 def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,

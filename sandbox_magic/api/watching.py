@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.layout import folder_modules, module_of_file
 from ..engine.reload import StateHandler
 from ..errors import SandboxError
 from .registry import get_state
@@ -79,11 +80,7 @@ class Watcher:
                 del _watchers[self.sandbox_id]
 
     def _module_of(self, p: Path) -> str | None:
-        if p.suffix != ".py" or p.stem == "__init__":
-            return None
-        if self.path.is_file():
-            return p.stem if p.resolve() == self.path.resolve() else None
-        return p.stem if p.parent.resolve() == self.path.resolve() else None
+        return module_of_file(self.path, p)
 
     def _run(self) -> None:
         watch_path = self.path if self.path.is_dir() else self.path.parent
@@ -94,7 +91,7 @@ class Watcher:
                     # a batch ends after step ms without new events: short, so a save
                     # is picked up soon; debounce caps how long one batch may grow
                     step=max(10, int(self.debounce * 1000) // 5), rust_timeout=200,
-                    yield_on_timeout=False, recursive=False):
+                    yield_on_timeout=False, recursive=True):
                 self.apply(changes)
         except Exception:   # the watch ends; say why instead of dying silently
             log.exception("watching %s for sandbox %s stopped", self.path, self.sandbox_id)
@@ -167,9 +164,9 @@ def watch(sandbox_id: str, path: str | Path, *, debounce: float = 0.2,
         raise SandboxError(f"cannot watch {str(p)!r}: no such file or folder")
     if p.is_file() and p.suffix != ".py":
         raise SandboxError(f"cannot watch {str(p)!r}: watch a .py file or a folder of them")
-    files = [p] if p.is_file() else sorted(f for f in p.glob("*.py") if f.stem != "__init__")
+    files = {p.stem: p} if p.is_file() else folder_modules(p)
     if files:
-        hot_reload_source(sandbox_id, {f.stem: f.read_text(encoding="utf-8") for f in files},
+        hot_reload_source(sandbox_id, {m: f.read_text(encoding="utf-8") for m, f in files.items()},
                           state_handler=state_handler, check=check)
     try:
         import watchfiles  # noqa: F401

@@ -33,6 +33,7 @@ from .deps import (
     imports_of_tree,
     module_names,
 )
+from .layout import folder_modules
 
 _PREFIX = b"SBXMAGIC"
 _FORMAT = 1
@@ -219,9 +220,11 @@ INFERRED_SUFFIX = "_module"
 
 
 def is_module_name(name: object) -> bool:
-    """A name a module may have: an identifier, not a keyword, not ``__dunder``."""
-    return (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
-            and not name.startswith("__"))
+    """A name a module may have: identifiers joined by dots (a package's submodule,
+    ``pkg.util``), none a keyword, the first not a ``__dunder``."""
+    if not isinstance(name, str) or name.startswith("__"):
+        return False
+    return all(p.isidentifier() and not keyword.iskeyword(p) for p in name.split("."))
 
 
 def _module_name_error(module: object) -> CompileError:
@@ -399,16 +402,14 @@ def compile_file(path: str | os.PathLike[str], *, module: str | None = None,
 
 def compile_sandbox(directory: str | os.PathLike[str], *,
                     output_dir: str | os.PathLike[str] | None = None) -> CompileInfo:
-    """Compile every ``.py`` file of a directory (sorted by name); all or nothing."""
+    """Compile every module of a directory, packages included (see ``engine.layout``);
+    all or nothing."""
     started = time.perf_counter()
     d = Path(directory)
     if not d.is_dir():
         raise CompileError(f"{d} is not a directory", module=None, line=None, column=None)
-    arts = []
-    for p in sorted(d.glob("*.py")):
-        if p.stem == "__init__":
-            continue
-        arts.append(compile_artifact(p.read_text(encoding="utf-8"), p.stem))
+    arts = [compile_artifact(p.read_text(encoding="utf-8"), name)
+            for name, p in folder_modules(d).items()]
     files, out = _write_artifacts(arts, output_dir)
     return CompileInfo(arts, files, out, time.perf_counter() - started)
 

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
 from ..errors import CircularDependencyError
+from .layout import packages_of
 
 
 def _cached_per_source(fn: Callable[[str], frozenset[str]]) -> Callable[[str], frozenset[str]]:
@@ -56,11 +57,14 @@ _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 def imports_of_tree(tree: ast.Module) -> frozenset[str]:
-    """Top-level names of the modules ``tree`` imports.
+    """What ``tree`` imports, as module names to resolve against the sandbox.
 
-    A module imported only inside functions is listed as ``~name``
-    (:data:`DEFERRED`): Python runs that import when the function is called, so
-    it neither orders module bodies nor closes an import cycle.
+    ``import a.b`` gives ``a.b``; ``from a import x`` gives ``a`` and ``a.x``
+    (``x`` may be a submodule); relative imports keep their dots (``from . import
+    x`` gives ``.x``, ``from ..m import y`` gives ``..m`` and ``..m.y``).  A name
+    imported only inside functions is marked ``~name`` (:data:`DEFERRED`):
+    Python runs that import when the function is called, so it neither orders
+    module bodies nor closes an import cycle.  :func:`graph_of` resolves them.
     """
     eager: set[str] = set()
     deferred: set[str] = set()
@@ -70,14 +74,13 @@ def imports_of_tree(tree: ast.Module) -> frozenset[str]:
         found = deferred if inside else eager
         if isinstance(node, ast.Import):
             for alias in node.names:
-                found.add(alias.name.split(".")[0])
+                found.add(alias.name)
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1 and node.module is None:
-                found.update(a.name for a in node.names)
-            elif node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
+            base = "." * node.level + (node.module or "")
+            if node.module:
+                found.add(base)
+            sep = "." if node.module else ""
+            found.update(base + sep + a.name for a in node.names if a.name != "*")
         nested = inside or isinstance(node, _FUNCTIONS)
         for field in ("body", "orelse", "finalbody"):
             sub = getattr(node, field, None)
@@ -91,8 +94,29 @@ def imports_of_tree(tree: ast.Module) -> frozenset[str]:
 
 
 def module_names(imports: frozenset[str]) -> frozenset[str]:
-    """The imported module names, deferred or not."""
-    return frozenset(n.lstrip(DEFERRED) for n in imports)
+    """First components of the imported names (relative ones without their dots),
+    deferred or not: names this code may expect to import."""
+    return frozenset(n.lstrip(DEFERRED).lstrip(".").split(".")[0] for n in imports) - {""}
+
+
+def resolve_import(spec: str, module: str, packages: frozenset[str]) -> str | None:
+    """The absolute name an import spec of ``module`` refers to (None: above the root)."""
+    spec = spec.lstrip(DEFERRED)
+    if not spec.startswith("."):
+        return spec
+    rest = spec.lstrip(".")
+    level = len(spec) - len(rest)
+    base = module if module in packages else module.rpartition(".")[0]
+    for _ in range(level - 1):
+        if not base:
+            return None
+        base = base.rpartition(".")[0]
+    return f"{base}.{rest}" if base and rest else (base or rest)
+
+
+def _prefixes(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
 def dependency_graph(sources: Mapping[str, str], *,
@@ -103,15 +127,29 @@ def dependency_graph(sources: Mapping[str, str], *,
 
 def graph_of(imports: Mapping[str, frozenset[str]], *,
              deferred: bool = False) -> dict[str, set[str]]:
-    """``{module: {sibling modules it imports}}`` from each module's imported names.
+    """``{module: {sandbox modules it imports}}`` from each module's imports.
 
     Only imports that run with the module body count, unless ``deferred``
-    (then imports inside functions count too).
+    (then imports inside functions count too).  Importing ``a.b`` imports the
+    package ``a`` too, except for a module's own packages (Python has started
+    them before the module runs).
     """
     names = set(imports)
-    if deferred:
-        return {m: set(module_names(imp) & names) - {m} for m, imp in imports.items()}
-    return {m: set(imp & names) - {m} for m, imp in imports.items()}
+    packages = packages_of(names)
+    graph: dict[str, set[str]] = {}
+    for m, specs in imports.items():
+        deps: set[str] = set()
+        for spec in specs:
+            if spec.startswith(DEFERRED) and not deferred:
+                continue
+            target = resolve_import(spec, m, packages)
+            if target is None:
+                continue
+            for name in _prefixes(target):
+                if name in names and name != m and not m.startswith(name + "."):
+                    deps.add(name)
+        graph[m] = deps
+    return graph
 
 
 def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
@@ -147,6 +185,26 @@ def topological_order(graph: Mapping[str, Iterable[str]]) -> list[str]:
     cycles = find_cycles(graph)
     if cycles:
         raise CircularDependencyError(cycles[0])
+    order: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> None:
+        if node in done:
+            return
+        done.add(node)
+        for dep in sorted(graph.get(node, ())):
+            visit(dep)
+        order.append(node)
+
+    for n in sorted(graph):
+        visit(n)
+    return order
+
+
+def load_order(graph: Mapping[str, Iterable[str]]) -> list[str]:
+    """Dependencies first, like :func:`topological_order`, but a cycle is no error:
+    its modules are ordered as Python would meet them from the first one by name
+    (the body that imports a module still running sees it partly initialised)."""
     order: list[str] = []
     done: set[str] = set()
 

@@ -962,8 +962,12 @@ class Patcher:
             real.update(saved)
         self._undo.append(undo)
         values = {k: self.tr(v) for k, v in staging.items() if k not in _MODULE_KEEP}
+        prefix = f"{real.get('__name__')}."
         ops.extend(partial(real.__delitem__, name) for name in saved
-                   if name not in values and name not in _MODULE_KEEP)
+                   if name not in values and name not in _MODULE_KEEP
+                   # a package keeps its submodules bound (they are not in its body)
+                   and not (isinstance(saved[name], types.ModuleType)
+                            and saved[name].__name__ == prefix + name))
         ops.append(partial(real.update, values))
 
 

@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import ReloadError, SandboxError
+from ..errors import CircularDependencyError, ReloadError, SandboxError
 from .artifact import Artifact
-from .deps import dependents_of, graph_of, topological_order
+from .deps import dependents_of, find_cycles, graph_of, load_order
 from .interrupts import InterruptGuard, user_code
+from .layout import packages_of
 from .patch import Patcher
 from .sandbox import SandboxState, register_source
 from .tracking import adopt_namespace
@@ -136,13 +137,35 @@ def _levels(order: list[str], graph: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
-def _run_body(state: SandboxState, m: str, art: Artifact, smod: types.ModuleType) -> None:
+def _run_body(state: SandboxState, m: str, art: Artifact, smod: types.ModuleType,
+              running: dict[str, types.ModuleType] | None = None) -> None:
     try:
         with user_code():
             art.run(smod.__dict__)
+    except CircularDependencyError:
+        raise
     except (Exception, SystemExit) as exc:
+        cycle = _partial_use(exc, running or {})
+        if cycle is not None:
+            raise CircularDependencyError(cycle, (
+                f"circular import between sandbox modules: {' -> '.join(cycle)}; module "
+                f"{m!r} used {getattr(exc, 'name', '?')!r} of {cycle[0]!r} while "
+                f"{cycle[0]!r} was still running (Python cannot run this either); move "
+                "the shared code into a module that both import")) from exc
         raise _body_error(exc, m, art) from exc
     adopt_namespace(smod.__dict__)
+
+
+def _partial_use(exc: BaseException, running: dict[str, types.ModuleType]) -> list[str] | None:
+    """The import cycle behind an AttributeError on a module whose body is still running."""
+    obj = getattr(exc, "obj", None) if isinstance(exc, AttributeError) else None
+    if obj is None or not isinstance(obj, types.ModuleType):
+        return None
+    names = list(running)
+    for i, name in enumerate(names):
+        if running[name] is obj:
+            return names[i:] + [name]
+    return None
 
 
 def _run_level(state: SandboxState, mods: list[str], code_for: dict[str, Artifact],
@@ -197,6 +220,7 @@ class Transaction:
         self.notes: list[str] = []       # what a host that ran the bodies elsewhere reported
         self.saved_store: list[ModuleHistory] = []
         self.migrated = 0
+        self.packages: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------- steps
     def plan(self) -> None:
@@ -207,7 +231,7 @@ class Transaction:
         for c in self.changes:
             self.code_for[c.module] = c.artifact
         self.graph = graph_of({m: a.imports for m, a in self.code_for.items()})
-        order = topological_order(self.graph)
+        order = load_order(self.graph)
         if self.fresh:
             run = set(self.code_for)
         else:
@@ -216,35 +240,69 @@ class Transaction:
                        if self.options.coordinate_dependencies else set())
             run = self.changed | cascade | self.rerun
         self.run_order = [m for m in order if m in run]
+        self.packages = packages_of(list(self.code_for))
 
     def stage(self, parallel: bool, timeout: float | None) -> None:
-        """Run the new bodies into staging modules; the old version keeps running."""
+        """Run the new bodies into staging modules; the old version keeps running.
+
+        Bodies run in dependency order; a body that imports a module of this
+        reload whose body has not run yet runs that body first, as Python's
+        import does (so packages, whose ``__init__`` runs before their
+        submodules, and import cycles that Python can run, load here too).
+        """
         state = self.state
-        state.install_overlay(self.staged)
-        for group in (_levels(self.run_order, self.graph) if parallel
-                      else [[m] for m in self.run_order]):
-            for m in group:
-                art = self.code_for[m]
-                register_source(art)
-                smod = state.new_module(m, art)
-                self.staged[m] = smod
-                if sys.modules.get(smod.__name__) is None:
-                    # A module's first load: importers by full name find it while it runs.
-                    # An existing module stays in sys.modules as it is, so other threads
-                    # (pickle, importers) never see a half-built one.
-                    self.saved_sys.setdefault(smod.__name__, None)
-                    sys.modules[smod.__name__] = smod
-            if len(group) == 1:
-                _run_body(state, group[0], self.code_for[group[0]], self.staged[group[0]])
-            else:
-                _run_level(state, group, self.code_for, self.staged, timeout)
+        self.pending = dict.fromkeys(self.run_order)
+        self.running: dict[str, types.ModuleType] = {}
+        state.install_overlay(self.staged, self.pending, self._pull, self.running)
+        if parallel and not find_cycles(self.graph):
+            for group in _levels(self.run_order, self.graph):
+                for m in group:
+                    self._prepare(m)
+                if len(group) == 1:
+                    _run_body(state, group[0], self.code_for[group[0]], self.staged[group[0]])
+                else:
+                    _run_level(state, group, self.code_for, self.staged, timeout)
+            return
+        for m in self.run_order:
+            if m in self.pending:
+                self._pull(m)
+
+    def _prepare(self, m: str) -> types.ModuleType:
+        """The staging module of ``m`` (its body not run yet)."""
+        self.pending.pop(m, None)
+        art = self.code_for[m]
+        register_source(art)
+        smod = self.state.new_module(m, art, self.packages)
+        self.staged[m] = smod
+        if sys.modules.get(smod.__name__) is None:
+            # A module's first load: importers by full name find it while it runs.
+            # An existing module stays in sys.modules as it is, so other threads
+            # (pickle, importers) never see a half-built one.
+            self.saved_sys.setdefault(smod.__name__, None)
+            sys.modules[smod.__name__] = smod
+        return smod
+
+    def _pull(self, m: str) -> types.ModuleType:
+        """Run ``m``'s body now (its package's first), unless it ran or is running."""
+        parent = m.rpartition(".")[0]
+        if parent in self.pending:
+            self._pull(parent)
+        if m in self.staged:
+            return self.staged[m]
+        smod = self._prepare(m)
+        self.running[m] = smod
+        try:
+            _run_body(self.state, m, self.code_for[m], smod, self.running)
+        finally:
+            self.running.pop(m, None)
+        return smod
 
     def pair(self) -> None:
         state, run_order = self.state, self.run_order
         for m in run_order:
             existing = None if self.fresh else state.modules.get(m)
             self.reals[m] = (existing if existing is not None
-                             else state.new_module(m, self.code_for[m]))
+                             else state.new_module(m, self.code_for[m], self.packages))
         staged, reals = self.staged, self.reals
         self.patcher = Patcher({id(staged[m].__dict__): reals[m].__dict__ for m in run_order},
                                {id(staged[m]): reals[m] for m in run_order},
@@ -287,7 +345,7 @@ class Transaction:
             real = self.reals[m]
             self.registered[m] = (state.modules.get(m), state.defined.get(m))
             real.__file__ = self.code_for[m].filename
-            real.__spec__ = state.spec(m, self.code_for[m])
+            real.__spec__ = state.spec(m, self.code_for[m], m in self.packages)
             state.register_module(m, real, self.code_for[m])
         if self.options.check is not None:
             self.run_check()

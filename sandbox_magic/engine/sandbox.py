@@ -26,11 +26,13 @@ from typing import Any
 
 from ..errors import (
     AmbiguousNameError,
+    CircularDependencyError,
     InvalidSandboxIdError,
     ModuleNotFoundInSandboxError,
     SandboxError,
 )
 from .artifact import Artifact, artifact_filename
+from .layout import package_of, packages_of
 from .tracking import build_class
 from .versions import ModuleHistory, VersionRecord, VersionStore, utcnow
 
@@ -208,6 +210,9 @@ class SandboxState:
         self._scratch_names: set[str] = set()
         self._overlay: dict[str, types.ModuleType] = {}
         self._overlay_threads: set[int] = set()
+        self._pending: Any = set()
+        self._pull: Any = None
+        self._running: dict[str, types.ModuleType] = {}
         self.supervisor: Any = None
         self.supervisor_spec: Any = None
         self.servers: list[Any] = []
@@ -224,46 +229,125 @@ class SandboxState:
             mod = self._overlay.get(name)
             if mod is not None:
                 return mod
+            if name in self._pending:
+                pulled: types.ModuleType = self._pull(name)   # not run yet: run it now
+                return pulled
         return self.modules.get(name)
+
+    def is_module(self, name: str) -> bool:
+        """Whether ``name`` is (or is about to be) a module of this sandbox."""
+        return name in self.modules or name in self._overlay or name in self._pending
+
+    def _absolute(self, name: str, globals: dict[str, Any] | None, level: int) -> str | None:
+        """The sandbox module name an import means ('' for the sandbox root), or None."""
+        if level == 0:
+            return name if self.is_module(name.partition(".")[0]) else None
+        pkg = (globals or {}).get("__package__") or ""
+        if pkg != self.package_name and not pkg.startswith(self.package_name + "."):
+            return None
+        base = pkg[len(self.package_name) + 1:]
+        for _ in range(level - 1):
+            if not base:
+                return None
+            base = base.rpartition(".")[0]
+        return f"{base}.{name}" if base and name else (base or name)
 
     def _import(self, name: str, globals: dict[str, Any] | None = None,
                 locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
-        if level == 0:
-            if name in self.modules or (self._overlay and name in self._overlay):
-                mod = self.lookup(name)
-                if mod is not None:
-                    return mod
-        elif level == 1 and globals is not None and globals.get("__package__") == self.package_name:
-            if name:
-                mod = self.lookup(name)
-                if mod is not None:
-                    return mod
-            else:
-                found = {n: self.lookup(n) for n in (fromlist or ())}
-                if found and all(m is not None for m in found.values()):
-                    return types.SimpleNamespace(**found)
-        return builtins.__import__(name, globals, locals, fromlist, level)
+        target = self._absolute(name, globals, level)
+        if target is None:
+            return builtins.__import__(name, globals, locals, fromlist, level)
+        if target == "":        # from . import x, at the sandbox's top level
+            found = {n: self.lookup(n) for n in (fromlist or ())}
+            if found and all(m is not None for m in found.values()):
+                return types.SimpleNamespace(**found)
+            return builtins.__import__(name, globals, locals, fromlist, level)
+        parts = target.split(".")
+        chain: list[types.ModuleType] = []
+        for i in range(len(parts)):
+            mod = self.lookup(".".join(parts[:i + 1]))
+            if mod is None:
+                if level == 0 and i == 0:
+                    return builtins.__import__(name, globals, locals, fromlist, level)
+                raise ModuleNotFoundError(
+                    f"sandbox {self.id!r} has no module {'.'.join(parts[:i + 1])!r}",
+                    name=".".join(parts[:i + 1]))
+            if chain and getattr(chain[-1], parts[i], None) is not mod \
+                    and self._binds_here(chain[-1]):
+                setattr(chain[-1], parts[i], mod)   # as the import system binds submodules
+            chain.append(mod)
+        leaf = chain[-1]
+        if not fromlist:
+            return chain[0] if level == 0 else leaf
+        for item in fromlist:
+            if item == "*" or hasattr(leaf, item):
+                continue
+            sub = self.lookup(f"{target}.{item}")
+            if sub is not None:
+                if self._binds_here(leaf):
+                    setattr(leaf, item, sub)
+                continue
+            if target in self._running:
+                raise _CircularImport(self._running_chain(target),
+                                      f"cannot import name {item!r} from {target!r}: "
+                                      "circular import between sandbox modules: "
+                                      + " -> ".join(self._running_chain(target))
+                                      + f" (while {target} was still running); move the "
+                                      "shared code into a module that both import")
+        return leaf
 
-    def spec(self, module: str, artifact: Artifact) -> importlib.machinery.ModuleSpec:
-        return importlib.machinery.ModuleSpec(self.fullname(module), None,
-                                              origin=artifact.filename)
+    def _binds_here(self, mod: types.ModuleType) -> bool:
+        """Submodules are bound on a module only while it is being staged (live
+        modules change only in a reload's commit)."""
+        return any(mod is m for m in self._overlay.values())
 
-    def new_module(self, module: str, artifact: Artifact) -> types.ModuleType:
+    def _running_chain(self, target: str) -> list[str]:
+        run = list(self._running)
+        return run[run.index(target):] + [target] if target in run else [target]
+
+    def spec(self, module: str, artifact: Artifact,
+             package: bool = False) -> importlib.machinery.ModuleSpec:
+        spec = importlib.machinery.ModuleSpec(self.fullname(module), None,
+                                              origin=artifact.filename, is_package=package)
+        if package:
+            spec.submodule_search_locations = []
+        return spec
+
+    def packages(self) -> frozenset[str]:
+        return packages_of(list(self.modules) + list(self._overlay) + list(self._pending))
+
+    def new_module(self, module: str, artifact: Artifact,
+                   packages: frozenset[str] | None = None) -> types.ModuleType:
+        if packages is None:
+            packages = self.packages() | packages_of([module])
         mod = types.ModuleType(self.fullname(module))
+        pkg = package_of(module, packages)
+        if module in packages:
+            mod.__path__ = []
         mod.__dict__.update({
             "__builtins__": self.builtins,
-            "__package__": self.package_name,
+            "__package__": f"{self.package_name}.{pkg}" if pkg else self.package_name,
             "__file__": artifact.filename,
-            "__spec__": self.spec(module, artifact),
+            "__spec__": self.spec(module, artifact, module in packages),
             "__loader__": None,
         })
         return mod
 
     # ------------------------------------------------------------ activation
-    def install_overlay(self, staged: dict[str, types.ModuleType]) -> None:
-        """Let the reloading thread import staged modules by their plain names."""
+    def install_overlay(self, staged: dict[str, types.ModuleType],
+                        pending: Any = None, pull: Any = None,
+                        running: dict[str, types.ModuleType] | None = None) -> None:
+        """Let the reloading thread import staged modules by their plain names.
+
+        ``pending`` names modules of the reload whose bodies have not run yet;
+        importing one runs it then (``pull``), as Python's import would.
+        ``running`` lists the bodies running, outermost first.
+        """
         self._overlay = staged
         self._overlay_threads = {threading.get_ident()}
+        self._pending = pending if pending is not None else set()
+        self._pull = pull
+        self._running = running if running is not None else {}
 
     def join_overlay(self) -> None:
         """Let the current (worker) thread see the staged modules too."""
@@ -272,12 +356,24 @@ class SandboxState:
     def clear_overlay(self) -> None:
         self._overlay = {}
         self._overlay_threads = set()
+        self._pending = set()
+        self._pull = None
+        self._running = {}
+
+    def _parent(self, name: str) -> types.ModuleType | None:
+        parent = name.rpartition(".")[0]
+        return self.modules.get(parent) if parent else self.package
 
     def register_module(self, name: str, mod: types.ModuleType, artifact: Artifact) -> None:
         self.modules[name] = mod
         self.defined[name] = artifact.defines
         sys.modules[mod.__name__] = mod
-        setattr(self.package, name, mod)
+        parent = self._parent(name)
+        if parent is not None:
+            setattr(parent, name.rpartition(".")[2], mod)
+        for child, cmod in self.modules.items():     # children registered before it
+            if child.rpartition(".")[0] == name:
+                setattr(mod, child.rpartition(".")[2], cmod)
 
     def unregister_module(self, name: str, previous: types.ModuleType | None,
                           defined: frozenset[str] | None) -> None:
@@ -288,14 +384,18 @@ class SandboxState:
             self.defined.pop(name, None)
             if current is not None and sys.modules.get(current.__name__) is current:
                 del sys.modules[current.__name__]
-            if getattr(self.package, name, None) is current:
-                delattr(self.package, name)
+            parent = self._parent(name)
+            leaf = name.rpartition(".")[2]
+            if parent is not None and getattr(parent, leaf, None) is current:
+                delattr(parent, leaf)
             return
         self.modules[name] = previous
         if defined is not None:
             self.defined[name] = defined
         sys.modules[previous.__name__] = previous
-        setattr(self.package, name, previous)
+        parent = self._parent(name)
+        if parent is not None:
+            setattr(parent, name.rpartition(".")[2], previous)
 
     def unregister_all(self) -> None:
         for mod in self.modules.values():
@@ -336,7 +436,7 @@ class SandboxState:
 
     def resolve(self, name: str) -> Any:
         """Top-level definition named ``name`` (definitions beat module names)."""
-        owners = [m for m, names in self.defined.items() if name in names
+        owners = [m for m, names in self.defined.items() if name in names and "." not in m
                   and m in self.modules and name in self.modules[m].__dict__]
         if len(owners) > 1:
             a, b = sorted(owners)[:2]
@@ -352,12 +452,15 @@ class SandboxState:
             f"(modules: {', '.join(sorted(self.modules)) or 'none'})")
 
     def visible_names(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.modules)
+        """Top-level modules and what they define (a package's submodules are
+        reached through the package, as in Python)."""
+        out: dict[str, Any] = {m: mod for m, mod in self.modules.items() if "." not in m}
+        top = {m: names for m, names in self.defined.items() if "." not in m}
         counts: dict[str, int] = {}
-        for names in self.defined.values():
+        for names in top.values():
             for n in names:
                 counts[n] = counts.get(n, 0) + 1
-        for m, names in self.defined.items():
+        for m, names in top.items():
             mod = self.modules.get(m)
             for n in names:
                 if counts[n] == 1 and mod is not None and n in mod.__dict__:
@@ -387,6 +490,15 @@ class SandboxState:
                 f"sandbox {self.id!r} has no module {module!r} "
                 f"(modules: {', '.join(sorted(self.histories)) or 'none'})")
         return h
+
+
+class _CircularImport(CircularDependencyError, ImportError):
+    """An import of a sandbox module whose body is still running, for a name it
+    has not defined yet: Python itself cannot run this cycle (``except
+    ImportError`` in the importing body catches it, as it would Python's)."""
+
+    def __init__(self, cycle: list[str], message: str) -> None:
+        CircularDependencyError.__init__(self, cycle, message)
 
 
 class Sandbox:
