@@ -157,7 +157,7 @@ def test_a_src_folder_of_packages_and_a_folder_with_only_an_init(tmp_path):
 
 def test_a_missing_submodule_is_a_clear_error_and_changes_nothing(sid):
     sm.hot_reload_source(sid, {"pkg/__init__.py": "X = 1\n", "pkg/a.py": "Y = 2\n"})
-    with pytest.raises(sm.ReloadError, match="no module 'pkg.nothere'"):
+    with pytest.raises(sm.ReloadError, match=r"no module 'pkg\.nothere'"):
         sm.hot_reload_source(sid, "from pkg.nothere import z\n", "pkg.a")
     assert sm.get_sandbox(sid).pkg.a.Y == 2 and sm.get_module_version(sid, "pkg.a") == 1
 
