@@ -427,3 +427,17 @@ def test_a_sandbox_the_sidebar_restores_gets_its_handle(ip, sb_id, restart_store
     assert reply["ok"] and reply["result"]["restored"] == {"counter": 2}
     assert isinstance(ip.user_ns[sb_id], sm.Sandbox)
     assert cell(ip, f"{sb_id}.Counter().inc()").result == 1
+
+
+def test_a_package_submodule_reloads_from_a_cell_and_shows_in_history(ip, sb_id, capsys):
+    cell(ip, f"%%sandbox_reload {sb_id} shop.prices\ndef price():\n    return 2\n")
+    cell(ip, f"%%sandbox_reload {sb_id} shop\nfrom .prices import price\n"
+             "def total(n):\n    return n * price()\n")
+    capsys.readouterr()
+    assert ip.user_ns[sb_id].shop.total(3) == 6
+    cell(ip, f"%%sandbox_reload {sb_id} shop.prices\ndef price():\n    return 5\n")
+    out = capsys.readouterr().out
+    assert f"{sb_id}.shop.prices: new version v2 (was v1)" in out
+    assert ip.user_ns[sb_id].shop.total(3) == 15
+    cell(ip, f"%sandbox_rollback {sb_id} shop.prices 1")
+    assert ip.user_ns[sb_id].shop.total(3) == 6
