@@ -108,10 +108,17 @@ def test_a_string_statement_after_the_first_does_not_become_the_docstring():
     assert _run(art).get("__doc__") is None
 
 
-def test_short_sources_and_future_imports_compile_whole():
+def test_short_sources_compile_whole_and_future_imports_reach_every_piece():
     assert not isinstance(compile_artifact("X = 1\n", "m").code, tuple)
-    art = compile_artifact("from __future__ import annotations\n" + PAD, "m")
-    assert not isinstance(art.code, tuple)
+    source = ('"""doc"""\nfrom __future__ import annotations\n' + PAD
+              + "def late(x: Undefined) -> int:\n    return x\n")
+    art = compile_artifact(source, "m")
+    assert isinstance(art.code, tuple)
+    ns = _run(art)
+    assert ns["late"].__annotations__ == {"x": "Undefined", "return": "int"}
+    assert ns["__doc__"] == "doc"
+    with pytest.raises(CompileError, match="beginning of the file"):
+        compile_artifact("X = 1\n" + PAD + "from __future__ import annotations\n", "m2")
 
 
 def test_a_cell_sized_module_goes_piece_by_piece_from_its_second_version():

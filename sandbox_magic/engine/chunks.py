@@ -20,11 +20,15 @@ state is the same as at the start of a file, so running the pieces one after
 another in one namespace is running the module.  Two differences are handled:
 a piece that is not first and starts with a string would set ``__doc__``
 (compiled with a leading ``pass`` instead), and ``from __future__`` imports
-apply to the whole file (such sources are compiled whole).
+apply to the whole file: the features they name are read from the module's
+leading pieces (a docstring and the future imports) and every piece is
+compiled with them; a future import anywhere else makes the source compile
+whole, so that Python reports it.
 """
 
 from __future__ import annotations
 
+import __future__
 import ast
 import re
 import threading
@@ -56,6 +60,8 @@ class Piece:
     lines: int                    # newlines in the text
     imports: frozenset[str]
     defines: frozenset[str]
+    futures: bool = False         # holds a from __future__ import
+    opening: bool = False         # holds nothing but a docstring and future imports
 
 
 class _Incomplete:
@@ -120,7 +126,35 @@ def _fragments(source: str) -> list[str]:
     return [source[a:b] for a, b in zip(starts, ends) if b > a]
 
 
-def _compile_piece(text: str, first: bool) -> Piece | None:
+def _is_future(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ImportFrom) and node.module == "__future__"
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
+        and isinstance(node.value.value, str)
+
+
+def future_flags(fragments: list[str]) -> int:
+    """Compiler flags of the ``from __future__`` imports that open a module."""
+    flags = 0
+    for i, frag in enumerate(fragments):
+        try:
+            body = ast.parse(frag).body
+        except (SyntaxError, ValueError):
+            return flags
+        for j, node in enumerate(body):
+            if i == 0 and j == 0 and _is_docstring(node):
+                continue        # the docstring may come first
+            if not isinstance(node, ast.ImportFrom) or node.module != "__future__":
+                return flags
+            for alias in node.names:
+                feature = getattr(__future__, alias.name, None)
+                flags |= getattr(feature, "compiler_flag", 0)
+    return flags
+
+
+def _compile_piece(text: str, first: bool, flags: int = 0) -> Piece | None:
     try:
         tree = ast.parse(text, _BASE_NAME)
     except (SyntaxError, ValueError):
@@ -128,6 +162,9 @@ def _compile_piece(text: str, first: bool) -> Piece | None:
     body = tree.body
     if "global" in text and any(isinstance(n, ast.Global) for n in _module_level(body)):
         return None   # Python checks a module-level global against the whole module
+    futures = "__future__" in text and any(_is_future(n) for n in body)
+    opening = all(_is_future(n) or (first and i == 0 and _is_docstring(n))
+                  for i, n in enumerate(body))
     if not first and body and isinstance(body[0], ast.Expr) \
             and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
         # Only a module's first statement is its docstring.
@@ -135,10 +172,11 @@ def _compile_piece(text: str, first: bool) -> Piece | None:
         ast.copy_location(stub, body[0])
         body.insert(0, stub)
     try:
-        code = compile(tree, _BASE_NAME, "exec", dont_inherit=True)
+        code = compile(tree, _BASE_NAME, "exec", flags=flags, dont_inherit=True)
     except (SyntaxError, ValueError):
         return None
-    return Piece(code, text.count("\n"), imports_of_tree(tree), definitions_of_tree(tree))
+    return Piece(code, text.count("\n"), imports_of_tree(tree), definitions_of_tree(tree),
+                 futures, opening)
 
 
 def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
@@ -187,12 +225,14 @@ def compile_pieces(source: str, filename: str, module: str,
     parse even after joining (the whole compile then reports the error).
     """
     lines = source.count("\n")
-    if lines < MIN_LINES or "__future__" in source or "\r" in source:
+    if lines < MIN_LINES or "\r" in source:
         return None
     if lines < ALWAYS_LINES and not cache.seen(module):
         cache.keep(module, {})      # seen: its next version goes piece by piece
         return None
     known = cache.pieces_of(module)
+    fragments = _fragments(source)
+    flags = future_flags(fragments[:8]) if "__future__" in source else 0
     used: dict[tuple[bool, str], Piece | _Incomplete] = {}
     codes: list[types.CodeType] = []
     imports: set[str] = set()
@@ -201,12 +241,13 @@ def compile_pieces(source: str, filename: str, module: str,
     pending = ""
     joined = 0
     reused = 0
-    for frag in _fragments(source):
+    opening = True      # every piece so far held only a docstring and future imports
+    for frag in fragments:
         text = pending + frag if pending else frag
-        key = (not codes, text)
+        key = (not codes, f"{flags:x}\0{text}" if flags else text)
         piece = known.get(key)
         if piece is None:
-            piece = _compile_piece(text, key[0]) or INCOMPLETE
+            piece = _compile_piece(text, key[0], flags) or INCOMPLETE
         else:
             reused += isinstance(piece, Piece)
         used[key] = piece
@@ -217,6 +258,9 @@ def compile_pieces(source: str, filename: str, module: str,
                 return None
             continue
         pending, joined = "", 0
+        if piece.futures and not opening:
+            return None     # a future import after other code: the whole compile refuses it
+        opening = opening and piece.opening
         codes.append(_moved(piece.code, filename, line))
         line += piece.lines
         imports |= piece.imports
