@@ -279,3 +279,38 @@ def test_importlib_reload_of_a_sandbox_module_says_what_to_call(sid):
     with pytest.raises(sm.SandboxError, match="hot_reload_source"):
         importlib.reload(mod)
     assert vars(mod) == before and sm.get_module_version(sid, "m") == 1
+
+
+def test_functions_held_in_a_named_tuple_keep_their_live_identity(sid):
+    src = ("from collections import namedtuple\nFmt = namedtuple('Fmt', 'begin end')\n"
+           "def _begin(x):\n    return '<' + x\nFORMATS = {'html': Fmt(_begin, None)}\n"
+           "def render(x):\n    fmt = FORMATS['html']\n    return fmt.begin(x), fmt.begin is _begin\n")
+    sm.hot_reload_source(sid, src, "tab")
+    sb = sm.get_sandbox(sid)
+    sm.hot_reload_source(sid, "\n\n" + src.replace("'<'", "'['"), "tab")
+    assert sb.render("a") == ("[a", True)
+    assert type(sb.FORMATS["html"]) is sb.Fmt
+
+
+def test_a_module_object_kept_by_generated_code_is_the_live_module(sid):
+    # A library that generates methods with exec() keeps the sibling modules its body
+    # imported in the namespace it hands to exec; after the load they are the live ones.
+    sm.hot_reload_source(sid, {
+        "config": "FLAG = 'on'\n",
+        "maker": "from . import config\nimport config as cfg\n"
+                 "NS = {'config': config}\n"
+                 "exec('def flag():\\n    return config.FLAG', NS)\nflag = NS['flag']\n"
+                 "HELD = [cfg]\n",
+    })
+    sb = sm.get_sandbox(sid)
+    assert sb.flag() == "on" and sb.maker.HELD[0].FLAG == "on"
+    sm.hot_reload_source(sid, "FLAG = 'off'\n", "config")
+    assert sb.flag() == "off"
+
+
+def test_a_module_getattr_held_from_before_runs_the_new_code(sid):
+    sm.hot_reload_source(sid, "def __getattr__(name):\n    return 1\n", "lazy")
+    mod = sm.get_sandbox(sid).modules["lazy"]
+    held = mod.__getattr__
+    sm.hot_reload_source(sid, "def __getattr__(name):\n    return 2\n", "lazy")
+    assert mod.answer == 2 and held("answer") == 2 and mod.__getattr__ is held

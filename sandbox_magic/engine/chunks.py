@@ -27,8 +27,8 @@ whole, so that Python reports it.
 """
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import re
 import threading

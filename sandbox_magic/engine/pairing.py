@@ -35,6 +35,8 @@ _CLASS_KEEP = frozenset({"__dict__", "__weakref__", "_abc_impl", "__sandbox_live
 _MODULE_KEEP = frozenset({"__name__", "__builtins__", "__spec__", "__loader__",
                           "__package__", "__path__"})
 _Empty = object()
+# Dunder names a module defines as functions (PEP 562): paired like any function.
+_MODULE_HOOKS = frozenset({"__getattr__", "__dir__"})
 _LRU = type(functools.lru_cache(maxsize=None)(lambda: None))
 _GENERATORS = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 
@@ -217,7 +219,7 @@ class Pairing:
 
     def pair_module(self, old_ns: dict[str, Any], new_ns: dict[str, Any], modname: str) -> None:
         for name, new in new_ns.items():
-            if name.startswith("__") and name.endswith("__"):
+            if name.startswith("__") and name.endswith("__") and name not in _MODULE_HOOKS:
                 continue
             old = old_ns.get(name, _Empty)
             if old is _Empty or old is new:
@@ -546,7 +548,25 @@ class Pairing:
                 self._tr_list(value)
             elif isinstance(value, dict):
                 self._tr_dict(value)
+            elif isinstance(value, tuple):
+                value = self._tr_tuple_items(value)
         return value
+
+    def _tr_tuple_items(self, value: tuple[Any, ...]) -> Any:
+        """A named tuple (or other tuple subclass) the body made, holding new objects
+        (functions, say): a copy holding their old, live identities instead."""
+        items = [self.tr(v) for v in value]
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        try:
+            copy: Any = tuple.__new__(type(value), items)
+            d = getattr(value, "__dict__", None)
+            if d:
+                copy.__dict__.update(d)
+        except (TypeError, AttributeError):
+            return value
+        self._remember(value, copy)
+        return copy
 
     def adopt_instances(self) -> None:
         """Every tracked object of a new class made by the bodies (module-level

@@ -26,7 +26,7 @@ from .deps import dependents_of, find_cycles, graph_of, load_order
 from .interrupts import InterruptGuard, user_code
 from .layout import packages_of
 from .patch import Patcher
-from .sandbox import SandboxState, register_source
+from .sandbox import SandboxState, register_source, retire
 from .tracking import adopt_namespace
 from .versions import ModuleHistory
 
@@ -454,6 +454,8 @@ class Transaction:
         self.state.clear_overlay()
         if ok and self.patcher is not None:
             self.patcher.finish()
+            for m in self.run_order:
+                retire(self.staged.get(m), self.reals.get(m))
 
 
 def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, *,

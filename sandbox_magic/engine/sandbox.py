@@ -492,6 +492,29 @@ class SandboxState:
         return h
 
 
+class RetiredModule(types.ModuleType):
+    """A staging module after its reload committed: its names are the live module's.
+
+    Code that kept the module object a body imported (a namespace handed to
+    ``exec`` by a library that generates methods, a module stored in an object)
+    reaches the live module through it, instead of an emptied namespace.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        live = self.__dict__.get("__sandbox_live_module__")
+        if live is None or name == "__sandbox_live_module__":
+            raise AttributeError(name)
+        return getattr(live, name)
+
+
+def retire(staging: types.ModuleType | None, live: types.ModuleType | None) -> None:
+    """Make an emptied staging module forward to the live one (see RetiredModule)."""
+    if staging is None or live is None or staging is live or staging.__dict__:
+        return
+    staging.__dict__["__sandbox_live_module__"] = live
+    staging.__class__ = RetiredModule
+
+
 class _CircularImport(CircularDependencyError, ImportError):
     """An import of a sandbox module whose body is still running, for a name it
     has not defined yet: Python itself cannot run this cycle (``except

@@ -103,8 +103,13 @@ def writer_alive(w: dict[str, Any]) -> bool:
 
 def _close_at_exit(ref: weakref.ref[Any]) -> None:
     store = ref()
-    if store is not None:
+    if store is None:
+        return
+    try:
         store.close()
+    except Exception as exc:   # a damaged file must not turn the exit into a traceback
+        log.warning("closing the history store %s at exit failed: %s",
+                    getattr(store, "path", "?"), exc)
 
 
 class StoreWarning(UserWarning):
