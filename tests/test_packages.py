@@ -178,3 +178,21 @@ def test_watching_a_package_reloads_the_saved_submodule(sid, package):
         assert e.versions == {"toolkit.geo.deep.far": 2} and far.describe(1) == 0
     finally:
         w.stop()
+
+
+def test_a_module_loaded_from_a_file_finds_the_files_beside_it(sid, tmp_path):
+    write(tmp_path / "app", {"app/__init__.py": "",
+                             "app/data.py": "import os\nHERE = os.path.dirname(__file__)\n"
+                                            "def template():\n"
+                                            "    with open(os.path.join(HERE, 'page.txt')) as f:\n"
+                                            "        return f.read()\n"})
+    (tmp_path / "app" / "app" / "page.txt").write_text("hello")
+    sm.create_sandbox("pk6", sandbox_path=tmp_path / "app" / "app")
+    try:
+        sb = sm.get_sandbox("pk6")
+        assert sb.app.data.template() == "hello"
+        assert sb.app.data.__file__ == str((tmp_path / "app" / "app" / "data.py").resolve())
+        sm.hot_reload_source("pk6", "import os\nHERE = os.path.dirname(__file__)\n", "app.data")
+        assert sb.app.data.HERE == str((tmp_path / "app" / "app").resolve())
+    finally:
+        sm.destroy_sandbox("pk6")

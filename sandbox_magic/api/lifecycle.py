@@ -56,16 +56,18 @@ def create_sandbox(sandbox_id: str, supervisor: Any = None, *,
         raise SandboxError(f"max_versions must be a positive int or None, got {max_versions!r}")
     path = Path(sandbox_path) if sandbox_path is not None else None
     sources: dict[str, str] = {}
+    files: dict[str, Path] = {}
     if path is not None:
         if not path.is_dir():
             raise SandboxError(f"sandbox_path {str(path)!r} is not a directory")
-        sources = {name: p.read_text(encoding="utf-8")
-                   for name, p in folder_modules(path).items()}
+        files = folder_modules(path)
+        sources = {name: p.read_text(encoding="utf-8") for name, p in files.items()}
         if not sources:
             raise SandboxError(f"sandbox_path {str(path)!r} holds no Python module (a .py "
                                "file, or a package folder with an __init__.py)")
     st = SandboxState(sandbox_id, max_versions=max_versions, sandbox_path=path,
                       store=store or default_store(), scope=scope)
+    st.origins.update({name: str(p.resolve()) for name, p in files.items()})
     if find_host(sandbox_id) is not None:
         raise SandboxExistsError(f"sandbox {sandbox_id!r} already exists; use "
                                  "get_sandbox() or destroy_sandbox() first")

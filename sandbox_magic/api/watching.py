@@ -128,6 +128,8 @@ class Watcher:
         except (OSError, UnicodeDecodeError) as exc:
             return WatchEvent("failed", names, f"could not read {exc}")
         try:
+            get_state(self.sandbox_id).origins.update(
+                {m: str(p.resolve()) for m, p in changed.items()})
             r = hot_reload_source(self.sandbox_id, sources, state_handler=self.state_handler,
                                   check=self.check)
         except SandboxError as exc:   # announced by hot_reload_source (reload_failed)
@@ -165,6 +167,7 @@ def watch(sandbox_id: str, path: str | Path, *, debounce: float = 0.2,
     if p.is_file() and p.suffix != ".py":
         raise SandboxError(f"cannot watch {str(p)!r}: watch a .py file or a folder of them")
     files = {p.stem: p} if p.is_file() else folder_modules(p)
+    get_state(sandbox_id).origins.update({m: str(f.resolve()) for m, f in files.items()})
     if files:
         hot_reload_source(sandbox_id, {m: f.read_text(encoding="utf-8") for m, f in files.items()},
                           state_handler=state_handler, check=check)

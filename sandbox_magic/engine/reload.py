@@ -344,7 +344,7 @@ class Transaction:
         for m in self.run_order:
             real = self.reals[m]
             self.registered[m] = (state.modules.get(m), state.defined.get(m))
-            real.__file__ = self.code_for[m].filename
+            real.__file__ = state.file_of(m, self.code_for[m])
             real.__spec__ = state.spec(m, self.code_for[m], m in self.packages)
             state.register_module(m, real, self.code_for[m])
         if self.options.check is not None:

@@ -200,6 +200,7 @@ class SandboxState:
         self.package.__package__ = self.package_name
         self.modules: dict[str, types.ModuleType] = {}
         self.defined: dict[str, frozenset[str]] = {}
+        self.origins: dict[str, str] = {}     # module -> the file it is loaded from
         self.histories: dict[str, ModuleHistory] = store.load(sandbox_id, scope=scope)
         self.builtins = dict(builtins.__dict__)
         self.builtins["__import__"] = self._import
@@ -313,6 +314,11 @@ class SandboxState:
             spec.submodule_search_locations = []
         return spec
 
+    def file_of(self, module: str, artifact: Artifact) -> str:
+        """A module's ``__file__``: the file it was loaded from (so that code finds the
+        files beside it), else the pseudo file name its code and tracebacks use."""
+        return self.origins.get(module) or artifact.filename
+
     def packages(self) -> frozenset[str]:
         return packages_of(list(self.modules) + list(self._overlay) + list(self._pending))
 
@@ -327,7 +333,7 @@ class SandboxState:
         mod.__dict__.update({
             "__builtins__": self.builtins,
             "__package__": f"{self.package_name}.{pkg}" if pkg else self.package_name,
-            "__file__": artifact.filename,
+            "__file__": self.file_of(module, artifact),
             "__spec__": self.spec(module, artifact, module in packages),
             "__loader__": None,
         })

@@ -158,10 +158,6 @@ _add(Library(
               what="is_uuid inverts its version check"),
     subset="tests/ and the docstring examples of every module (its tox runs "
            "--doctest-modules on the package)",
-    known=(Known(("tests/test_fileutils.py::test_iter_find_files",
-                  "doctest::boltons.fileutils.iter_find_files"), ALL_STEPS,
-                 "a sandbox module's __file__ is '<sandbox fileutils CHECKSUM>', not its "
-                 "path, so files next to it are not found"),),
 ))
 
 _add(Library(

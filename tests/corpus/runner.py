@@ -160,8 +160,9 @@ def _forget_test_modules(root: Path) -> None:
     places = (str(root), str(HERE))
     for name, mod in list(sys.modules.items()):
         f = getattr(mod, "__file__", None) or ""
-        if f.startswith(places) and name not in ("libraries", "runner", "__main__"):
-            del sys.modules[name]
+        live = getattr(mod, "__name__", "").startswith("sandbox_magic.sandboxes.")
+        if f.startswith(places) and not live and name not in ("libraries", "runner", "__main__"):
+            del sys.modules[name]   # (a sandbox module's __file__ is its file too: kept)
 
 
 # ---------------------------------------------------------------- sys.modules
@@ -352,12 +353,11 @@ def _unbound(name: str, unbound: tuple[str, ...]) -> bool:
 
 
 class LineProbe:
-    """The functions each module defines at v1 (their code from that module's file), held
-    across the steps: after each step their code must come from the module's current file,
-    starting ``shift`` lines below where it started at v1 (tracebacks, inspect).
-
-    Dunder names (a module's ``__getattr__``) are left out: the engine rebinds them to the
-    new function instead of patching the old one (reported, not checked here)."""
+    """The functions each module defines at v1 (their code from that module's code file),
+    held across the steps: after each step their code must come from the module's current
+    code file (``__spec__.origin``: the version's source, as tracebacks and inspect read
+    it; ``__file__`` is the file on disk), starting ``shift`` lines below where it started
+    at v1."""
 
     def __init__(self, loaded: list[Loaded]) -> None:
         import sandbox_magic as sm
@@ -366,8 +366,7 @@ class LineProbe:
             for m, mod in sm.get_sandbox(ld.sid).modules.items():
                 for name, obj in vars(mod).items():
                     if isinstance(obj, types.FunctionType) and \
-                            obj.__code__.co_filename == mod.__file__ and \
-                            not (name.startswith("__") and name.endswith("__")):
+                            obj.__code__.co_filename == mod.__spec__.origin:
                         self.funcs.append((ld.sid, m, name, obj, obj.__code__.co_firstlineno))
 
     def check(self, shift: int) -> dict:
@@ -376,9 +375,10 @@ class LineProbe:
         for sid, m, name, func, line in self.funcs:
             mod = sm.get_sandbox(sid).modules[m]
             code = func.__code__
-            if code.co_filename != mod.__file__ or code.co_firstlineno != line + shift:
+            origin = mod.__spec__.origin
+            if code.co_filename != origin or code.co_firstlineno != line + shift:
                 wrong.append(f"{m}.{name}: {code.co_filename}:{code.co_firstlineno}, expected "
-                             f"{mod.__file__}:{line + shift}")
+                             f"{origin}:{line + shift}")
         return {"checked": len(self.funcs), "wrong": len(wrong), "examples": wrong[:8]}
 
 
