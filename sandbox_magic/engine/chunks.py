@@ -34,6 +34,7 @@ import re
 import threading
 import types
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .deps import definitions_of_tree, imports_of_tree
@@ -52,6 +53,8 @@ MAX_JOIN = 64
 CACHE_MODULES = 256
 _CUT = re.compile(r"^(?![\s#)\]}]|(?:else|elif|except|finally)\b)", re.M)
 _BASE_NAME = "<sandbox piece>"
+#: Called with (text, tree) of each piece parsed here (set by ``engine.impact``).
+ANALYSED: Callable[[str, ast.Module], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,8 @@ def _compile_piece(text: str, first: bool, flags: int = 0) -> Piece | None:
         code = compile(tree, _BASE_NAME, "exec", flags=flags, dont_inherit=True)
     except (SyntaxError, ValueError):
         return None
+    if ANALYSED is not None:
+        ANALYSED(text, tree)      # what it binds and reads (engine.impact keeps it)
     return Piece(code, text.count("\n"), imports_of_tree(tree), definitions_of_tree(tree),
                  futures, opening)
 

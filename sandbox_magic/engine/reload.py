@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 from ..errors import CircularDependencyError, ReloadError, SandboxError
 from .artifact import Artifact
-from .deps import dependents_of, find_cycles, graph_of, load_order
+from .deps import find_cycles, graph_of, load_order
+from .impact import cascade
 from .interrupts import InterruptGuard, user_code
 from .layout import packages_of
 from .patch import Patcher
@@ -235,12 +236,21 @@ class Transaction:
         if self.fresh:
             run = set(self.code_for)
         else:
-            every = graph_of({m: a.imports for m, a in self.code_for.items()}, deferred=True)
-            cascade = (dependents_of(every, self.changed) & set(state.modules)
+            cascade = (self._cascade() & set(state.modules)
                        if self.options.coordinate_dependencies else set())
             run = self.changed | cascade | self.rerun
         self.run_order = [m for m in order if m in run]
         self.packages = packages_of(list(self.code_for))
+
+    def _cascade(self) -> set[str]:
+        """Importers that must run again: those whose import-time code can see the
+        change (``engine.impact``); the others keep working with the patched objects."""
+        state = self.state
+        old = {m: state.histories[m].current_record().source for m in self.changed
+               if m in state.modules and state.histories.get(m) is not None
+               and state.histories[m].current is not None}
+        return cascade(self.graph, {m: a.source for m, a in self.code_for.items()}, old,
+                       self.changed, packages_of(list(self.code_for)))
 
     def stage(self, parallel: bool, timeout: float | None) -> None:
         """Run the new bodies into staging modules; the old version keeps running.
