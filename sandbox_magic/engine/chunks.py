@@ -30,6 +30,7 @@ from __future__ import annotations
 import __future__
 
 import ast
+import functools
 import re
 import threading
 import types
@@ -120,13 +121,16 @@ class PieceCache:
 CACHE = PieceCache()
 
 
-def _fragments(source: str) -> list[str]:
+@functools.lru_cache(maxsize=64)
+def _fragments(source: str) -> tuple[str, ...]:
+    """The source cut before each line that may start a top-level statement (cached:
+    a reload cuts the same source for compiling and for ``engine.impact``)."""
     starts = [m.start() for m in _CUT.finditer(source)]
     if not starts:
         starts = [0]
     starts[0] = 0     # leading comments and blank lines go with the first statement
     ends = starts[1:] + [len(source)]
-    return [source[a:b] for a, b in zip(starts, ends) if b > a]
+    return tuple(source[a:b] for a, b in zip(starts, ends) if b > a)
 
 
 def _is_future(node: ast.stmt) -> bool:
@@ -237,7 +241,7 @@ def compile_pieces(source: str, filename: str, module: str,
         return None
     known = cache.pieces_of(module)
     fragments = _fragments(source)
-    flags = future_flags(fragments[:8]) if "__future__" in source else 0
+    flags = future_flags(list(fragments[:8])) if "__future__" in source else 0
     used: dict[tuple[bool, str], Piece | _Incomplete] = {}
     codes: list[types.CodeType] = []
     imports: set[str] = set()

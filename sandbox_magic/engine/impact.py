@@ -327,6 +327,8 @@ def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
             importers.setdefault(d, set()).add(mod)
     todo: list[tuple[str, frozenset[str] | None, frozenset[str]]] = []
     for m in changed_modules:
+        if not importers.get(m):
+            continue            # nothing imports it: nothing to decide
         old = old_sources.get(m)
         if old is None:
             names = None
