@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ALL = ["reload", "size", "live", "batch", "store", "memory", "files", "hosts", "cluster"]
+ALL = ["reload", "size", "live", "batch", "store", "memory", "files", "hosts", "cluster",
+       "corpus"]
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ class Stmt:
     uses: frozenset[str]          # names read at import time, and "alias.attr" reads
     # (absolute or relative module spec, imported name or None, the name it binds)
     imports: tuple[tuple[str, str | None, str], ...]
+    alias: tuple[str, str] | None = None    # ``A = B``: A is the object B is
 
 
 class _Reads(ast.NodeVisitor):
@@ -140,6 +141,10 @@ def _analyze_tree(tree: ast.Module) -> Stmt | None:
             continue
         if isinstance(node, (ast.Global, ast.Nonlocal)):
             return None
+        if isinstance(node, ast.Assign) and len(tree.body) == 1 and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Name):
+            return Stmt(frozenset({node.targets[0].id}), frozenset(),
+                        frozenset({node.value.id}), (), (node.targets[0].id, node.value.id))
         for field in ("targets", "target"):
             value = getattr(node, field, None)
             for t in value if isinstance(value, list) else [value] if value else []:
@@ -252,10 +257,20 @@ def _reads(uses: frozenset[str], names: Iterable[str]) -> bool:
 
 
 def in_place_names(source: str) -> frozenset[str]:
-    """Names the source binds only by def or class (patched in place by a reload)."""
+    """Names the source binds only by def or class (patched in place by a reload), or
+    by ``A = B`` of such a name (the same object)."""
     st = statements(source) or []
     in_place = set().union(*(s.in_place for _, s in st)) if st else set()
-    other = set().union(*(s.defines - s.in_place for _, s in st)) if st else set()
+    other = set().union(*(s.defines - s.in_place for _, s in st if s.alias is None)) \
+        if st else set()
+    in_place -= other
+    for _, s in st:
+        if s.alias is not None:
+            if s.alias[1] in in_place:
+                in_place.add(s.alias[0])
+            else:
+                in_place.discard(s.alias[0])
+                other.add(s.alias[0])
     return frozenset(in_place - other)
 
 
@@ -289,7 +304,10 @@ def needs_rerun(dependent: str, source: str, changed_module: str,
                     return True                   # import pkg.mod: reached through pkg
                 continue
             if name == "*":
-                if target == changed_module:
+                # binds every public name: only a name that is not patched in place
+                # (a value, or one added or removed) changes what it bound
+                if target == changed_module and (any(n not in in_place for n in changed)
+                                                 or _reads(frozenset(uses), changed)):
                     return True
                 continue
             if target == changed_module:
@@ -309,7 +327,7 @@ def _values(source: str) -> frozenset[str] | None:
     st = statements(source)
     if st is None:
         return None
-    return frozenset().union(*(s.defines - s.in_place for _, s in st))
+    return frozenset().union(*(s.defines for _, s in st)) - in_place_names(source)
 
 
 def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
