@@ -126,3 +126,47 @@ def test_real_standard_library_modules_compile_the_same_piece_by_piece():
         whole = _whole(source, filename)
         assert whole is not None
         assert _lines(pieces.codes) == _lines(whole), mod.__name__
+
+
+BIG = "class Big:\n    '''A class long enough to be compiled without a syntax tree.'''\n" + "".join(
+    f"    def m{i}(self, x={i}):\n        y = x + {i}\n        return y\n\n" for i in range(120))
+
+
+def test_an_edit_inside_a_method_of_a_large_class_compiles_the_same(monkeypatch):
+    cache = chunks.PieceCache()
+    cache.keep("big", {})
+    tail = "".join(f"def pad{i}():\n    return {i}\n" for i in range(12))
+    assert chunks.compile_pieces(BIG + tail, "<v1>", "big", cache) is not None
+    parsed: list[int] = []
+    full = chunks._compile_piece
+    monkeypatch.setattr(chunks, "_compile_piece",
+                        lambda text, *a: parsed.append(len(text)) or full(text, *a))
+    big = BIG
+    for i, (old, new) in enumerate([("x + 7\n", "x * 70\n"), ("x + 8\n", "x + 8\n        y += 1\n"),
+                                    ("return y\n\n    def m9", "return -y\n\n    def m9")]):
+        big = big.replace(old, new, 1)          # one edit after another, as a user makes them
+        source = big + tail
+        pieces = chunks.compile_pieces(source, f"<v{i + 2}>", "big", cache)
+        whole = _whole(source, f"<v{i + 2}>")
+        assert pieces is not None and whole is not None
+        assert _lines(pieces.codes) == _lines(whole)
+        ns_p: dict = {}
+        ns_w: dict = {}
+        for code in pieces.codes:
+            exec(code, ns_p)
+        exec(whole[0], ns_w)
+        assert [getattr(ns_p["Big"](), f"m{k}")() for k in range(12)] == \
+            [getattr(ns_w["Big"](), f"m{k}")() for k in range(12)]
+    assert not [n for n in parsed if n > 4096]    # the class was never parsed to a tree
+
+
+def test_only_edits_inside_a_function_body_carry_a_statements_analysis():
+    base = ("class K:\n    X = 1\n    def f(self):\n        a = 1\n        return a\n\n"
+            "    def g(self): return 2\n    Y = [\n        1,\n    ]\n")
+    inside = base.replace("a = 1", "a = 2")
+    assert chunks.body_edit(base, inside)
+    assert not chunks.body_edit(base, base.replace("X = 1", "X = 2"))        # class level
+    assert not chunks.body_edit(base, base.replace("a = 1", "import os"))     # an import
+    assert not chunks.body_edit(base, base.replace("        1,", "        call(),"))   # after
+    assert not chunks.body_edit(base, base.replace("def f(self)", "def f(self, z)"))  # header
+    assert not chunks.body_edit(base, base.replace("a = 1", "a = '''x'''"))   # a string

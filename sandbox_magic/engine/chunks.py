@@ -56,6 +56,10 @@ _CUT = re.compile(r"^(?![\s#)\]}]|(?:else|elif|except|finally)\b)", re.M)
 _BASE_NAME = "<sandbox piece>"
 #: Called with (text, tree) of each piece parsed here (set by ``engine.impact``).
 ANALYSED: Callable[[str, ast.Module], None] | None = None
+#: Called with (old text, new text) when a piece's analysis is carried over.
+CARRIED: Callable[[str, str], None] | None = None
+_DEF_LINE = re.compile(r"^([ \t]*)(?:async[ \t]+)?def[ \t]", re.M)
+_HEADER = re.compile(r"(?:@|class[ \t]|def[ \t]|async[ \t])")
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,71 @@ def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
     return out
 
 
+def _common(a: str, b: str, suffix: bool) -> int:
+    """Length of the common prefix (or suffix) of two strings (binary search on slices)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        same = a[len(a) - mid:] == b[len(b) - mid:] if suffix else a[:mid] == b[:mid]
+        lo, hi = (mid, hi) if same else (lo, mid - 1)
+    return lo
+
+
+def body_edit(old: str, new: str) -> bool:
+    """Whether ``new`` differs from ``old`` only inside one function's body, in lines
+    that neither import, define, decorate nor open or close a string: what the
+    statement binds, imports and reads at import time is then that of ``old``."""
+    p = _common(old, new, False)
+    q = _common(old[p:], new[p:], True)
+    start = new.rfind("\n", 0, p) + 1
+    defs = list(_DEF_LINE.finditer(new, 0, start))
+    if not defs:
+        return False
+    above = defs[-1]
+    depth = len(above.group(1).expandtabs())
+    # still inside that function: no line between its header and the edit is back at
+    # its own depth (a one-line def followed by a class-level statement is not)
+    for ln in new[new.find("\n", above.end()) + 1:start].split("\n"):
+        body = ln.lstrip()
+        if body and not body.startswith("#") and len(ln) - len(body) <= depth:
+            return False
+    for text, end in ((old, len(old) - q), (new, len(new) - q)):
+        stop = text.find("\n", end)
+        region = text[start:len(text) if stop < 0 else stop]
+        if '"""' in region or "'''" in region or "import" in region:
+            return False
+        for ln in region.split("\n"):
+            body = ln.lstrip()
+            if not body or body.startswith("#"):
+                continue
+            if len(ln) - len(body) <= depth or _HEADER.match(body):
+                return False
+    return True
+
+
+def _carried(text: str, first: bool, flags: int, known: dict[tuple[bool, str],
+             Piece | _Incomplete]) -> Piece | None:
+    """A piece for ``text`` from the cached piece it edits inside a function body: its
+    analysis carried over, its text compiled without building a syntax tree."""
+    if len(text) < 4096 or not _HEADER.match(text):
+        return None
+    head = text[:text.find("\n") + 1]
+    for (was_first, key), old in known.items():
+        if was_first != first or not isinstance(old, Piece):
+            continue
+        old_text = key.partition("\0")[2] if flags else key
+        if old_text.startswith(head) and old_text != text and body_edit(old_text, text):
+            try:
+                code = compile(text, _BASE_NAME, "exec", flags=flags, dont_inherit=True)
+            except (SyntaxError, ValueError):
+                return None
+            if CARRIED is not None:
+                CARRIED(old_text, text)
+            return Piece(code, text.count("\n"), old.imports, old.defines, old.futures,
+                         old.opening)
+    return None
+
+
 def _moved(code: types.CodeType, filename: str, delta: int) -> types.CodeType:
     consts = code.co_consts
     for c in consts:
@@ -256,7 +325,8 @@ def compile_pieces(source: str, filename: str, module: str,
         key = (not codes, f"{flags:x}\0{text}" if flags else text)
         piece = known.get(key)
         if piece is None:
-            piece = _compile_piece(text, key[0], flags) or INCOMPLETE
+            piece = (_carried(text, key[0], flags, known) or _compile_piece(text, key[0], flags)
+                     or INCOMPLETE)
         else:
             reused += isinstance(piece, Piece)
         used[key] = piece

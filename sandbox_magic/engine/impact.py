@@ -369,4 +369,14 @@ def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
     return out
 
 
+def carry(old_text: str, new_text: str) -> None:
+    """``new_text`` edits ``old_text`` inside a function body: same analysis."""
+    with _lock:
+        if old_text in _cache:
+            _cache[new_text] = _cache[old_text]
+            while len(_cache) > _CACHE_MAX:
+                _cache.popitem(last=False)
+
+
 chunks.ANALYSED = remember
+chunks.CARRIED = carry
