@@ -185,6 +185,7 @@ static PyObject *dict_key;        /* "__dict__" */
 static PyObject *new_key;         /* "__new__" */
 static PyObject *py_track;        /* tracking.track(cls, obj): the slow path */
 static PyObject *py_adopt;        /* tracking.adopt(cls): a class copied from a tracked one */
+static PyObject *safe_bases;      /* extension heap types known to free through tp_free */
 static destructor plain_dealloc;  /* subtype_dealloc, read from a Python class */
 
 static inline int
@@ -417,8 +418,14 @@ hook(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
         PyTypeObject *b = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
         if (b->tp_flags & Py_TPFLAGS_HEAPTYPE) {
-            if (b->tp_dealloc != plain_dealloc)
-                Py_RETURN_FALSE;      /* a heap type from an extension module */
+            /* a heap type from an extension module qualifies only if it adds nothing
+             * to object (typing.Generic is one on 3.12+) */
+            int bare = b->tp_dealloc == PyBaseObject_Type.tp_dealloc
+                && b->tp_basicsize == PyBaseObject_Type.tp_basicsize && b->tp_itemsize == 0;
+            int known = safe_bases != NULL
+                && PySequence_Contains(safe_bases, (PyObject *)b) == 1;
+            if (b->tp_dealloc != plain_dealloc && !bare && !known)
+                Py_RETURN_FALSE;
         }
         else if (!solid_base_ok(b))
             Py_RETURN_FALSE;
@@ -458,7 +465,11 @@ reset_new_one(PyTypeObject *cls)
         return;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(mro); i++) {
         PyTypeObject *b = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-        if (b->tp_dict == NULL || PyDict_GetItemWithError(b->tp_dict, new_key) == NULL) {
+        /* (a built-in type's namespace is not in tp_dict on 3.12+: ask for __dict__) */
+        PyObject *ns = PyObject_GetAttrString((PyObject *)b, "__dict__");
+        int has = ns == NULL ? -1 : PySequence_Contains(ns, new_key);
+        Py_XDECREF(ns);
+        if (has <= 0) {
             PyErr_Clear();
             continue;
         }
@@ -529,11 +540,12 @@ hooked(PyObject *module, PyObject *cls)
 static PyObject *
 configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || !PyCallable_Check(args[0]) || !PyType_Check(args[1])
-            || !PyCallable_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "configure(track, plain_class, adopt)");
+    if (nargs != 4 || !PyCallable_Check(args[0]) || !PyType_Check(args[1])
+            || !PyCallable_Check(args[2]) || !PyTuple_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "configure(track, plain_class, adopt, safe_bases)");
         return NULL;
     }
+    Py_XSETREF(safe_bases, Py_NewRef(args[3]));
     Py_XSETREF(py_track, Py_NewRef(args[0]));
     Py_XSETREF(py_adopt, Py_NewRef(args[2]));
     plain_dealloc = ((PyTypeObject *)args[1])->tp_dealloc;
@@ -796,8 +808,9 @@ static PyMethodDef module_methods[] = {
     {"reset_new", reset_new, METH_O,
      "reset_new(cls): the constructor slot a class without __new__ gets (after a delete)."},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
-     "configure(track, plain_class, adopt): the slow path, a plain class to learn from, "
-     "and what tracks a class copied from a tracked one."},
+     "configure(track, plain_class, adopt, safe_bases): the slow path, a plain class to "
+     "learn from, what tracks a class copied from a tracked one, and extension bases "
+     "whose instances are freed through their class."},
     {"migrate_dicts", (PyCFunction)(void (*)(void))migrate_dicts, METH_FASTCALL,
      "migrate_dicts(fn, olds, start, ov, nv, out) -> index of a result to check, or -1."},
     {"set_dicts", (PyCFunction)(void (*)(void))set_dicts, METH_FASTCALL,

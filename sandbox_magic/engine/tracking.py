@@ -45,6 +45,7 @@ from __future__ import annotations
 import builtins
 import os
 import threading
+import typing
 import weakref
 from typing import Any
 
@@ -247,7 +248,9 @@ def adopt_namespace(ns: dict[str, Any]) -> None:
 
 if _native is not None:
     Tracked.__new__ = staticmethod(_native.new)  # type: ignore[method-assign]
-    _native.configure(track, _Registry, adopt)
+    # typing.Generic is written in C from 3.12 on: it holds no state and frees its
+    # instances through their class's tp_free
+    _native.configure(track, _Registry, adopt, (typing.Generic,))
 
 
 def _has_weakref(bases: tuple[type, ...]) -> bool:
