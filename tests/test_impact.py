@@ -77,3 +77,17 @@ def test_a_name_added_or_an_alias_of_a_value_reaches_star_importers(sid, loaded)
     r = reload_lib(sid, LIB.replace("'base'", "'changed'") + "def g():\n    return 2\n"
                    "Alias = Base\n")
     assert "star" not in r.dependents and loaded.modules["star"].Alias().who() == "changed"
+
+
+def test_a_changed_value_read_by_a_function_reaches_importers_that_call_it(sid):
+    sm.hot_reload_source(sid, {
+        "tax": "RATE = 0.20\ndef add_tax(x):\n    return round(x * (1 + RATE), 2)\n",
+        "pricing": "from tax import add_tax\nFEATURED = add_tax(10.0)\n"
+                   "def price(x):\n    return add_tax(x)\n",
+        "label": "from tax import add_tax\ndef show(x):\n    return str(add_tax(x))\n",
+    })
+    r = sm.hot_reload_source(
+        sid, "RATE = 0.05\ndef add_tax(x):\n    return round(x * (1 + RATE), 2)\n", "tax")
+    assert r.dependents == ("pricing",)          # label only calls add_tax when called
+    sb = sm.get_sandbox(sid)
+    assert (sb.FEATURED, sb.price(100.0), sb.show(100.0)) == (10.5, 105.0, "105.0")

@@ -43,6 +43,7 @@ class Stmt:
     defines: frozenset[str]       # names it binds in the module
     in_place: frozenset[str]      # of those, bound by def or class (patched in place)
     uses: frozenset[str]          # names read at import time, and "alias.attr" reads
+    later: frozenset[str]         # names its functions read when called
     # (absolute or relative module spec, imported name or None, the name it binds)
     imports: tuple[tuple[str, str | None, str], ...]
     alias: tuple[str, str] | None = None    # ``A = B``: A is the object B is
@@ -94,6 +95,12 @@ class _Reads(ast.NodeVisitor):
         self._signature(node)
 
 
+def _body_reads(node: ast.AST) -> set[str]:
+    """Every name read anywhere inside ``node`` (the bodies of its functions too)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+            and isinstance(n.ctx, ast.Load)}
+
+
 def _bound(target: ast.AST, out: set[str]) -> None:
     if isinstance(target, ast.Name):
         out.add(target.id)
@@ -109,12 +116,14 @@ def _analyze_tree(tree: ast.Module) -> Stmt | None:
     in_place: set[str] = set()
     imports: list[tuple[str, str | None, str]] = []
     reads = _Reads()
+    later: set[str] = set()
     todo = list(tree.body)
     while todo:
         node = todo.pop(0)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             defines.add(node.name)
             in_place.add(node.name)
+            later |= _body_reads(node)
             if isinstance(node, ast.ClassDef):
                 for part in [*node.decorator_list, *node.bases, *node.keywords]:
                     reads.visit(part)
@@ -144,7 +153,8 @@ def _analyze_tree(tree: ast.Module) -> Stmt | None:
         if isinstance(node, ast.Assign) and len(tree.body) == 1 and len(node.targets) == 1 \
                 and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Name):
             return Stmt(frozenset({node.targets[0].id}), frozenset(),
-                        frozenset({node.value.id}), (), (node.targets[0].id, node.value.id))
+                        frozenset({node.value.id}), frozenset(), (),
+                        (node.targets[0].id, node.value.id))
         for field in ("targets", "target"):
             value = getattr(node, field, None)
             for t in value if isinstance(value, list) else [value] if value else []:
@@ -177,8 +187,10 @@ def _analyze_tree(tree: ast.Module) -> Stmt | None:
         reads.visit(node)
     if reads.opaque:
         return None
+    if later or any(isinstance(n, ast.Lambda) for n in ast.walk(tree)):
+        later |= _body_reads(tree)     # (lambdas and nested functions read when called)
     return Stmt(frozenset(defines), frozenset(in_place - (defines - in_place)),
-                frozenset(reads.uses), tuple(imports))
+                frozenset(reads.uses), frozenset(later), tuple(imports))
 
 
 _UNPARSED = object()
@@ -245,10 +257,16 @@ def changed_names(old: str, new: str) -> frozenset[str] | None:
     for text, st in [*a, *b]:
         if before[text] != after[text]:
             changed |= st.defines
-    for _, st in b:                 # import-time code of the module that reads them
-        if _reads(st.uses, changed):
-            changed |= st.defines
-    return frozenset(changed)
+    # what reads them: import-time code computes other values from them, and a function
+    # that reads a changed value when called behaves differently (one pass in order,
+    # then until nothing more changes, for functions defined before what they read)
+    while True:
+        before_count = len(changed)
+        for _, st in b:
+            if _reads(st.uses, changed) or st.later & changed:
+                changed |= st.defines
+        if len(changed) == before_count:
+            return frozenset(changed)
 
 
 def _reads(uses: frozenset[str], names: Iterable[str]) -> bool:
