@@ -91,3 +91,14 @@ def test_a_changed_value_read_by_a_function_reaches_importers_that_call_it(sid):
     assert r.dependents == ("pricing",)          # label only calls add_tax when called
     sb = sm.get_sandbox(sid)
     assert (sb.FEATURED, sb.price(100.0), sb.show(100.0)) == (10.5, 105.0, "105.0")
+
+
+def test_an_importer_reaching_a_changed_function_through_its_own_helper_runs_again(sid):
+    sm.hot_reload_source(sid, {
+        "tax": "def add_tax(x):\n    return x + 1\n",
+        "shop": "from tax import add_tax\ndef helper():\n    return add_tax(1)\nX = helper()\n",
+        "idle": "import tax\ndef later():\n    return tax.add_tax(1)\n",
+    })
+    r = sm.hot_reload_source(sid, "def add_tax(x):\n    return x + 10\n", "tax")
+    assert r.dependents == ("shop",)
+    assert sm.get_sandbox(sid).X == 11 and sm.get_sandbox(sid).later() == 11

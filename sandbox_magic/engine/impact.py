@@ -296,7 +296,11 @@ def needs_rerun(dependent: str, source: str, changed_module: str,
                 changed: frozenset[str] | None, in_place: frozenset[str],
                 packages: frozenset[str]) -> bool:
     """Whether ``dependent`` (its current ``source``) must run again after
-    ``changed_module`` changed the names ``changed``."""
+    ``changed_module`` changed the names ``changed``.
+
+    It must when it bound a changed value, or when its import-time code reads a
+    changed name, directly or through its own functions that read one when called.
+    """
     if changed is None:
         return True
     if not changed:
@@ -304,37 +308,45 @@ def needs_rerun(dependent: str, source: str, changed_module: str,
     st = statements(source)
     if st is None:
         return True
-    uses: set[str] = set()
-    for _, s in st:
-        uses |= s.uses
+    affected: set[str] = set()     # names of the dependent that now mean something else
     for _, s in st:
         for spec, name, alias in s.imports:
             target = resolve_import(spec, dependent, packages)
             if target is None:
                 continue
             if name is None:
-                if target == changed_module:      # import mod [as alias]
-                    if alias in uses or any(u.partition(".")[2] in changed
-                                            for u in uses if u.startswith(alias + ".")):
-                        return True
-                elif changed_module.startswith(target + ".") and (
-                        alias in uses or any(u.startswith(alias + ".") for u in uses)):
-                    return True                   # import pkg.mod: reached through pkg
-                continue
-            if name == "*":
-                # binds every public name: only a name that is not patched in place
-                # (a value, or one added or removed) changes what it bound
-                if target == changed_module and (any(n not in in_place for n in changed)
-                                                 or _reads(frozenset(uses), changed)):
-                    return True
-                continue
-            if target == changed_module:
-                if name in changed and (name not in in_place or _reads(frozenset(uses),
-                                                                       [alias])):
-                    return True
-            elif f"{target}.{name}" == changed_module and (    # from pkg import module
-                    alias in uses or any(u.partition(".")[2] in changed
-                                         for u in uses if u.startswith(alias + "."))):
+                # import mod [as alias]; import pkg.mod (reached through pkg)
+                if target == changed_module or changed_module.startswith(target + "."):
+                    affected.add(alias)
+            elif name == "*":
+                if target == changed_module:
+                    if any(n not in in_place for n in changed):
+                        return True     # a value, or a name added or removed
+                    affected |= changed
+            elif target == changed_module:
+                if name in changed:
+                    if name not in in_place:
+                        return True     # it bound a value that is now another one
+                    affected.add(alias)
+            elif f"{target}.{name}" == changed_module:    # from pkg import module
+                affected.add(alias)
+    if not affected:
+        return False
+    modules = {alias for _, s in st for spec, name, alias in s.imports
+               if name is None or (name != "*" and f"{resolve_import(spec, dependent, packages)}"
+                                   f".{name}" == changed_module)}
+    while True:         # its functions that read an affected name when called
+        count = len(affected)
+        for _, s in st:
+            if s.later & affected:
+                affected |= s.in_place
+        if len(affected) == count:
+            break
+    for _, s in st:
+        for u in s.uses:
+            head, _, attr = u.partition(".")
+            if head in affected and (head not in modules or not attr
+                                     or attr.partition(".")[0] in changed):
                 return True
     return False
 
