@@ -1,9 +1,11 @@
 """Which sandbox modules import which: static analysis of module sources.
 
-Imports are found anywhere in the module (also inside functions), in every
-form a sandbox module may use for a sibling: ``import counter``,
-``import counter as c``, ``from counter import Counter`` and ``from . import
-counter``.  Names that are not sandbox modules are ignored.
+Imports are found anywhere in the module (also inside functions, marked as
+such), in every form a sandbox module may use for a sibling or a package's
+submodule: ``import counter``, ``import counter as c``, ``from counter import
+Counter``, ``from . import counter``, ``from ..pkg.sub import x``.  Names that
+are not sandbox modules are ignored.  Which importers a change reaches is
+``engine.impact``'s job.
 """
 
 from __future__ import annotations
@@ -185,20 +187,7 @@ def topological_order(graph: Mapping[str, Iterable[str]]) -> list[str]:
     cycles = find_cycles(graph)
     if cycles:
         raise CircularDependencyError(cycles[0])
-    order: list[str] = []
-    done: set[str] = set()
-
-    def visit(node: str) -> None:
-        if node in done:
-            return
-        done.add(node)
-        for dep in sorted(graph.get(node, ())):
-            visit(dep)
-        order.append(node)
-
-    for n in sorted(graph):
-        visit(n)
-    return order
+    return load_order(graph)
 
 
 def load_order(graph: Mapping[str, Iterable[str]]) -> list[str]:
@@ -219,23 +208,6 @@ def load_order(graph: Mapping[str, Iterable[str]]) -> list[str]:
     for n in sorted(graph):
         visit(n)
     return order
-
-
-def dependents_of(graph: Mapping[str, Iterable[str]], roots: Iterable[str]) -> set[str]:
-    """Modules that import any of ``roots``, directly or transitively (roots excluded)."""
-    reverse: dict[str, set[str]] = {}
-    for mod, deps in graph.items():
-        for d in deps:
-            reverse.setdefault(d, set()).add(mod)
-    roots = set(roots)
-    out: set[str] = set()
-    todo = list(roots)
-    while todo:
-        for user in reverse.get(todo.pop(), ()):
-            if user not in out and user not in roots:
-                out.add(user)
-                todo.append(user)
-    return out
 
 
 @_cached_per_source

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import ast
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from . import chunks
-from .chunks import MAX_JOIN, _fragments
+from .chunks import MAX_JOIN, _fragments, body_edit
 from .deps import resolve_import
 
 _CACHE_MAX = 8192
@@ -135,8 +135,7 @@ def _analyze_tree(tree: ast.Module) -> Stmt | None:
         if isinstance(node, ast.Import):
             for a in node.names:
                 bound = a.asname or a.name.split(".")[0]
-                spec = a.name if a.asname else a.name.split(".")[0]
-                imports.append((a.name if a.asname else spec, None, bound))
+                imports.append((a.name, None, bound))
                 defines.add(bound)
             continue
         if isinstance(node, ast.ImportFrom):
@@ -247,155 +246,164 @@ def statements(source: str) -> list[tuple[str, Stmt]] | None:
     return None if pending else out
 
 
-def changed_names(old: str, new: str) -> frozenset[str] | None:
-    """Names whose binding may differ after ``old`` becomes ``new`` (None: unknown)."""
-    a, b = statements(old), statements(new)
-    if a is None or b is None:
-        return None
-    before, after = Counter(t for t, _ in a), Counter(t for t, _ in b)
-    changed: set[str] = set()
-    for text, st in [*a, *b]:
-        if before[text] != after[text]:
-            changed |= st.defines
-    # what reads them: import-time code computes other values from them, and a function
-    # that reads a changed value when called behaves differently (one pass in order,
-    # then until nothing more changes, for functions defined before what they read)
-    while True:
-        before_count = len(changed)
-        for _, st in b:
-            if _reads(st.uses, changed) or st.later & changed:
-                changed |= st.defines
-        if len(changed) == before_count:
-            return frozenset(changed)
+def _refs(uses: Iterable[str], names: set[str], modules: set[str],
+          touched: frozenset[str] | None) -> bool:
+    """Whether reads ``uses`` reach ``names`` (bound from the changed module) or, through
+    a module alias in ``modules``, an attribute in ``touched`` (None: any attribute)."""
+    for u in uses:
+        head, _, attr = u.partition(".")
+        if head in names:
+            return True
+        if head in modules and (touched is None or not attr or attr.startswith("__")
+                                or attr.partition(".")[0] in touched):
+            return True
+    return False
 
 
-def _reads(uses: frozenset[str], names: Iterable[str]) -> bool:
-    names = set(names)
-    return any(u.partition(".")[0] in names for u in uses)
+def stable_names(old: str | None, new: str) -> frozenset[str]:
+    """Names that keep their object when ``new`` runs in place of ``old``: functions and
+    classes (patched in place; a class only if the edit stays inside its methods, since
+    a new layout, base or metaclass replaces it), and ``A = B`` of such a name."""
+    a = statements(old) if old is not None else None
+    b = statements(new)
+    if b is None or (old is not None and a is None):
+        return frozenset()
+    before = {n: t for t, st in (a or []) for n in st.in_place}
+    kept: set[str] = set()
+    for text, st in b:
+        for n in st.in_place:
+            was = before.get(n) if old is not None else text
+            if was == text or (was is not None and (text.lstrip().startswith(("def", "async"))
+                                                    or body_edit(was, text))):
+                kept.add(n)
+    for _, st in b:       # every other binding of a name makes it a value
+        for n in st.defines - st.in_place:
+            if st.alias is None or st.alias[1] not in kept:
+                kept.discard(n)
+    for text, st in b:
+        if st.alias is not None and st.alias[1] in kept and (
+                old is None or text in {t for t, _ in a or []}):
+            kept.add(st.alias[0])
+    return frozenset(kept)
 
 
-def in_place_names(source: str) -> frozenset[str]:
-    """Names the source binds only by def or class (patched in place by a reload), or
-    by ``A = B`` of such a name (the same object)."""
-    st = statements(source) or []
-    in_place = set().union(*(s.in_place for _, s in st)) if st else set()
-    other = set().union(*(s.defines - s.in_place for _, s in st if s.alias is None)) \
-        if st else set()
-    in_place -= other
-    for _, s in st:
-        if s.alias is not None:
-            if s.alias[1] in in_place:
-                in_place.add(s.alias[0])
-            else:
-                in_place.discard(s.alias[0])
-                other.add(s.alias[0])
-    return frozenset(in_place - other)
+def needs_rerun(dependent: str, source: str, changed_module: str, rerun: bool,
+                touched: frozenset[str] | None, stable: frozenset[str],
+                packages: frozenset[str]) -> tuple[bool, frozenset[str]]:
+    """Whether ``dependent`` must run again after ``changed_module`` ran again (``rerun``:
+    every value it holds is a new object) or had the behaviour of the names ``touched``
+    change (its functions reach changed code); and, when it need not, which of its own
+    names now reach changed code (for its importers).
 
-
-def needs_rerun(dependent: str, source: str, changed_module: str,
-                changed: frozenset[str] | None, in_place: frozenset[str],
-                packages: frozenset[str]) -> bool:
-    """Whether ``dependent`` (its current ``source``) must run again after
-    ``changed_module`` changed the names ``changed``.
-
-    It must when it bound a changed value, or when its import-time code reads a
-    changed name, directly or through its own functions that read one when called.
+    It must when it bound a value of a module that ran again, star-imported it, or when
+    its import-time code reads a name it bound from it (directly or through its own
+    functions that read one when called): that code could see other state now.
     """
-    if changed is None:
-        return True
-    if not changed:
-        return False
     st = statements(source)
-    if st is None:
-        return True
-    affected: set[str] = set()     # names of the dependent that now mean something else
+    if st is None or (rerun and touched is None):
+        return True, frozenset()
+    names: set[str] = set()      # its names bound from the changed module
+    modules: set[str] = set()    # its names for the changed module itself
     for _, s in st:
         for spec, name, alias in s.imports:
             target = resolve_import(spec, dependent, packages)
             if target is None:
                 continue
             if name is None:
-                # import mod [as alias]; import pkg.mod (reached through pkg)
-                if target == changed_module or changed_module.startswith(target + "."):
-                    affected.add(alias)
+                if target == changed_module and "." not in spec.lstrip("."):
+                    modules.add(alias)        # import mod [as alias]
+                elif target == changed_module and alias != spec.split(".")[0]:
+                    modules.add(alias)        # import pkg.mod as alias
+                elif target == changed_module or changed_module.startswith(target + "."):
+                    names.add(alias)          # import pkg.mod binds pkg: any use reaches it
             elif name == "*":
                 if target == changed_module:
-                    if any(n not in in_place for n in changed):
-                        return True     # a value, or a name added or removed
-                    affected |= changed
+                    if rerun:
+                        return True, frozenset()
+                    names |= touched or set()
             elif target == changed_module:
-                if name in changed:
-                    if name not in in_place:
-                        return True     # it bound a value that is now another one
-                    affected.add(alias)
-            elif f"{target}.{name}" == changed_module:    # from pkg import module
-                affected.add(alias)
-    if not affected:
-        return False
-    modules = {alias for _, s in st for spec, name, alias in s.imports
-               if name is None or (name != "*" and f"{resolve_import(spec, dependent, packages)}"
-                                   f".{name}" == changed_module)}
-    while True:         # its functions that read an affected name when called
-        count = len(affected)
+                if rerun and name not in stable:
+                    return True, frozenset()  # it holds a value that is now another one
+                if rerun or (touched is not None and name in touched):
+                    names.add(alias)
+            elif f"{target}.{name}" == changed_module:
+                modules.add(alias)            # from pkg import module
+    if not names and not modules:
+        return False, frozenset()
+    filt = None if rerun else touched
+    reach = set(names)
+    while True:          # its own functions that reach them when called
+        count = len(reach)
         for _, s in st:
-            if s.later & affected:
-                affected |= s.in_place
-        if len(affected) == count:
+            if _refs(s.later, reach, modules, filt):
+                reach |= s.defines
+        if len(reach) == count:
             break
     for _, s in st:
-        for u in s.uses:
-            head, _, attr = u.partition(".")
-            if head in affected and (head not in modules or not attr
-                                     or attr.partition(".")[0] in changed):
-                return True
-    return False
+        if _refs(s.uses, reach, modules, filt):
+            return True, frozenset()
+    return False, frozenset(reach - names)
 
 
-def _values(source: str) -> frozenset[str] | None:
-    """Names a module binds other than by def or class: what running it again rebinds
-    (its functions and classes keep their identity)."""
-    st = statements(source)
-    if st is None:
-        return None
-    return frozenset().union(*(s.defines for _, s in st)) - in_place_names(source)
+def _importers(sources: Mapping[str, str], packages: frozenset[str]) -> dict[str, set[str]]:
+    """``{module: modules whose body imports it}`` (a package's own modules included)."""
+    out: dict[str, set[str]] = {}
+    for d, src in sources.items():
+        st = statements(src)
+        if st is None:
+            targets = set(sources) - {d}     # unreadable: it may import anything
+        else:
+            targets = set()
+            for _, s in st:
+                for spec, name, _alias in s.imports:
+                    t = resolve_import(spec, d, packages)
+                    if t is None:
+                        continue
+                    targets.add(t)
+                    if name not in (None, "*"):
+                        targets.add(f"{t}.{name}")
+                    parts = t.split(".")
+                    targets.update(".".join(parts[:i]) for i in range(1, len(parts)))
+        for t in targets:
+            if t in sources and t != d:
+                out.setdefault(t, set()).add(d)
+    return out
 
 
 def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
             old_sources: Mapping[str, str], changed_modules: Iterable[str],
             packages: frozenset[str]) -> set[str]:
-    """The importers (direct or through re-run modules) that must run again.
-
-    ``graph`` holds the import-time edges; ``sources`` the new source of every module
-    (the current one where unchanged), ``old_sources`` the current source of the
-    changed modules (missing: new module).
-    """
-    importers: dict[str, set[str]] = {}
-    for mod, deps in graph.items():
-        for d in deps:
-            importers.setdefault(d, set()).add(mod)
-    todo: list[tuple[str, frozenset[str] | None, frozenset[str]]] = []
+    """The importers (direct, or through modules whose functions reach changed code) that
+    must run again.  ``sources`` holds the new source of every module (the current one
+    where unchanged), ``old_sources`` the current source of the changed modules."""
+    importers = _importers(sources, packages)
+    todo: list[tuple[str, bool, frozenset[str] | None, frozenset[str]]] = []
     for m in changed_modules:
-        if not importers.get(m):
-            continue            # nothing imports it: nothing to decide
-        old = old_sources.get(m)
-        if old is None:
-            names = None
-        elif old == sources[m]:     # run again as it is: its values are made anew
-            names = _values(sources[m])
-        else:
-            names = changed_names(old, sources[m])
-        todo.append((m, names, in_place_names(sources[m]) & in_place_names(old or "")))
-    done = set(changed_modules)
+        if importers.get(m):
+            old = old_sources.get(m)
+            stable = stable_names(old, sources[m]) if old is not None else frozenset()
+            todo.append((m, True, frozenset(), stable))
     out: set[str] = set()
+    seen: dict[str, frozenset[str]] = {}
     while todo:
-        m, names, in_place = todo.pop()
+        m, rerun, touched, stable = todo.pop()
         for d in sorted(importers.get(m, ())):
-            if d in done or d not in sources:
-                continue
-            if needs_rerun(d, sources[d], m, names, in_place, packages):
-                done.add(d)
-                out.add(d)
-                todo.append((d, _values(sources[d]), in_place_names(sources[d])))
+            running = d in out or d in changed_modules
+            if running and rerun:
+                continue        # it runs again anyway: nothing more to learn here
+            again, reach = needs_rerun(d, sources[d], m, rerun, touched, stable, packages)
+            if again:
+                if not running:
+                    out.add(d)
+                    todo.append((d, True, frozenset(), stable_names(sources[d], sources[d])))
+                if not rerun and m not in out and m not in changed_modules:
+                    # d's body calls m's functions, which reach changed code through
+                    # m's own imports: m runs again too, so that they see the new state
+                    out.add(m)
+                    todo.append((m, True, frozenset(), stable_names(sources[m], sources[m])))
+            elif reach and not reach <= seen.get(d, frozenset()):
+                seen[d] = seen.get(d, frozenset()) | reach
+                todo.append((d, False, seen[d], frozenset()))
     return out
 
 

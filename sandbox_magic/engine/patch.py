@@ -55,7 +55,6 @@ from .pairing import (
     _cell_get,
     _cells,
     _Empty,
-    _same_code,
 )
 from .repoint import PINS, Repoint
 from .tracking import _native as native_module
@@ -339,8 +338,9 @@ class Patcher(Pairing):
             self._undo.append(partial(old.__setstate__, saved))  # type: ignore[attr-defined]
             ops.append(partial(old.__setstate__,  # type: ignore[attr-defined]
                               self._partial_state(new)))
-        elif not _same_code(old.__wrapped__, new.__wrapped__):
-            ops.append(old.cache_clear)   # its function changed: cached results are stale
+        else:
+            # its module ran again: what it cached was computed from the old state
+            ops.append(old.cache_clear)
         self.tr(new)
 
     def _patch_class(self, ops: list[Callable[[], Any]], old: type, new: type) -> None:

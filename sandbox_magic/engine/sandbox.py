@@ -280,13 +280,19 @@ class SandboxState:
         leaf = chain[-1]
         if not fromlist:
             return chain[0] if level == 0 else leaf
+        shim: dict[str, types.ModuleType] = {}
         for item in fromlist:
-            if item == "*" or hasattr(leaf, item):
+            if item == "*":
                 continue
-            sub = self.lookup(f"{target}.{item}")
-            if sub is not None:
-                if self._binds_here(leaf):
-                    setattr(leaf, item, sub)
+            if self.is_module(f"{target}.{item}"):
+                sub = self.lookup(f"{target}.{item}")
+                if sub is not None and getattr(leaf, item, None) is not sub:
+                    if self._binds_here(leaf):
+                        setattr(leaf, item, sub)
+                    else:
+                        shim[item] = sub   # a staged submodule of a live package
+                continue
+            if hasattr(leaf, item):
                 continue
             if target in self._running:
                 raise _CircularImport(self._running_chain(target),
@@ -295,6 +301,12 @@ class SandboxState:
                                       + " -> ".join(self._running_chain(target))
                                       + f" (while {target} was still running); move the "
                                       "shared code into a module that both import")
+        if shim and "*" not in fromlist:
+            # from pkg import sub while sub's new body is staged: the staged sub, without
+            # touching the live package before the commit
+            found = {i: shim[i] if i in shim else getattr(leaf, i) for i in fromlist
+                     if i in shim or hasattr(leaf, i)}
+            return types.SimpleNamespace(**found)
         return leaf
 
     def _binds_here(self, mod: types.ModuleType) -> bool:
