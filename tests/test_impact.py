@@ -87,3 +87,20 @@ def test_a_module_reached_through_an_unchanged_helper_module_runs_again(sid):
                                "e": "from d import g\nV = g()\n"})
     r = sm.hot_reload_source(sid, "X = 2\n", "m")
     assert set(r.dependents) == {"d", "e"} and sm.get_sandbox(sid).V == 2
+
+
+def test_an_importer_of_a_submodule_through_its_package_sees_the_new_submodule(sid):
+    sm.hot_reload_source(sid, {"pkg": "", "pkg.sub": "x = 1\n",
+                               "d": "import pkg.sub\nV = pkg.sub.x\n",
+                               "e": "from pkg import sub\nW = sub.x\n"})
+    sm.hot_reload_source(sid, "x = 7\n", "pkg.sub")
+    sb = sm.get_sandbox(sid)
+    assert (sb.V, sb.W) == (7, 7)
+
+
+def test_a_rerun_importer_calling_an_unchanged_module_sees_the_new_state(sid):
+    sm.hot_reload_source(sid, {"m": "X = 1\n", "h": "import m\ndef get():\n    return m.X\n",
+                               "d": "import m, h\nY = m.X\nZ = h.get()\n"})
+    r = sm.hot_reload_source(sid, "X = 2\n", "m")
+    assert set(r.dependents) == {"h", "d"}
+    assert (sm.get_sandbox(sid).Y, sm.get_sandbox(sid).Z) == (2, 2)

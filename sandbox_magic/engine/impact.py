@@ -385,6 +385,24 @@ def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
             todo.append((m, True, frozenset(), stable))
     out: set[str] = set()
     seen: dict[str, frozenset[str]] = {}
+
+    def reached_through_package(d: str) -> None:
+        """``import pkg.sub`` in a module that runs again binds ``pkg`` and reaches ``sub``
+        through it: when ``sub`` runs again, ``pkg`` runs too (so that the body meets
+        the staged ``sub`` on it, not the live one)."""
+        for _, s in statements(sources[d]) or ():
+            for spec, name, _alias in s.imports:
+                if name is not None or "." not in spec or spec.startswith("."):
+                    continue
+                parts = spec.split(".")
+                chain = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+                running = [c in out or c in changed_modules for c in chain]
+                for i, c in enumerate(chain[:-1]):
+                    if c in sources and not running[i] and any(running[i + 1:]):
+                        out.add(c)
+                        running[i] = True
+                        todo.append((c, True, frozenset(), stable_names(sources[c], sources[c])))
+
     while todo:
         m, rerun, touched, stable = todo.pop()
         for d in sorted(importers.get(m, ())):
@@ -396,6 +414,7 @@ def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
                 if not running:
                     out.add(d)
                     todo.append((d, True, frozenset(), stable_names(sources[d], sources[d])))
+                    reached_through_package(d)
                 if not rerun and m not in out and m not in changed_modules:
                     # d's body calls m's functions, which reach changed code through
                     # m's own imports: m runs again too, so that they see the new state
