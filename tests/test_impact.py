@@ -104,3 +104,20 @@ def test_a_rerun_importer_calling_an_unchanged_module_sees_the_new_state(sid):
     r = sm.hot_reload_source(sid, "X = 2\n", "m")
     assert set(r.dependents) == {"h", "d"}
     assert (sm.get_sandbox(sid).Y, sm.get_sandbox(sid).Z) == (2, 2)
+
+
+def test_star_importers_rerun_only_for_values_and_reexports(sid):
+    sm.hot_reload_source(sid, {
+        "lib": "__all__ = ['f']\nX = 1\ndef f():\n    return X\n",
+        "funcs": "from lib import *\ndef twice():\n    return 2 * f()\n",
+        "vals": "from m2 import *\n",
+        "m2": "Y = 1\n",
+        "pkg": "from .sub import *\n", "pkg.sub": "Z = 1\n",
+        "outer": "from pkg import *\nW = Z\n",
+    })
+    r = sm.hot_reload_source(sid, "__all__ = ['f']\nX = 2\ndef f():\n    return X\n", "lib")
+    assert "funcs" not in r.dependents and sm.get_sandbox(sid).twice() == 4
+    r = sm.hot_reload_source(sid, "Y = 2\n", "m2")
+    assert r.dependents == ("vals",) and sm.get_sandbox(sid).modules["vals"].Y == 2
+    r = sm.hot_reload_source(sid, "Z = 2\n", "pkg.sub")
+    assert set(r.dependents) == {"pkg", "outer"} and sm.get_sandbox(sid).W == 2

@@ -289,7 +289,8 @@ def stable_names(old: str | None, new: str) -> frozenset[str]:
 
 def needs_rerun(dependent: str, source: str, changed_module: str, rerun: bool,
                 touched: frozenset[str] | None, stable: frozenset[str],
-                packages: frozenset[str]) -> tuple[bool, frozenset[str]]:
+                packages: frozenset[str],
+                public: frozenset[str] | None = None) -> tuple[bool, frozenset[str]]:
     """Whether ``dependent`` must run again after ``changed_module`` ran again (``rerun``:
     every value it holds is a new object) or had the behaviour of the names ``touched``
     change (its functions reach changed code); and, when it need not, which of its own
@@ -318,9 +319,10 @@ def needs_rerun(dependent: str, source: str, changed_module: str, rerun: bool,
                     names.add(alias)          # import pkg.mod binds pkg: any use reaches it
             elif name == "*":
                 if target == changed_module:
-                    if rerun:
-                        return True, frozenset()
-                    names |= touched or set()
+                    bound = public if public is not None else None
+                    if rerun and (bound is None or not bound <= stable):
+                        return True, frozenset()   # it holds values that are now others
+                    names |= (bound or set()) if rerun else (touched or set())
             elif target == changed_module:
                 if rerun and name not in stable:
                     return True, frozenset()  # it holds a value that is now another one
@@ -343,6 +345,31 @@ def needs_rerun(dependent: str, source: str, changed_module: str, rerun: bool,
         if _refs(s.uses, reach, modules, filt):
             return True, frozenset()
     return False, frozenset(reach - names)
+
+
+def public_names(source: str) -> frozenset[str] | None:
+    """What ``from module import *`` binds: a literal ``__all__``, else every name the
+    module binds that does not start with an underscore (None: cannot tell)."""
+    st = statements(source)
+    if st is None:
+        return None
+    for text, s in st:
+        if "__all__" in s.defines:
+            try:
+                node = ast.parse(text).body[0]
+            except (SyntaxError, ValueError, IndexError):
+                return None
+            value = getattr(node, "value", None)
+            if not isinstance(node, ast.Assign) or not isinstance(value, (ast.List, ast.Tuple)):
+                return None
+            items = [e.value for e in value.elts
+                     if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+            if len(items) != len(value.elts):
+                return None
+            return frozenset(str(i) for i in items)
+    if any(name == "*" for _, s in st for _spec, name, _alias in s.imports):
+        return None      # it re-exports what another module binds
+    return frozenset(n for _, s in st for n in s.defines if not n.startswith("_"))
 
 
 def _importers(sources: Mapping[str, str], packages: frozenset[str]) -> dict[str, set[str]]:
@@ -409,7 +436,8 @@ def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
             running = d in out or d in changed_modules
             if running and rerun:
                 continue        # it runs again anyway: nothing more to learn here
-            again, reach = needs_rerun(d, sources[d], m, rerun, touched, stable, packages)
+            again, reach = needs_rerun(d, sources[d], m, rerun, touched, stable, packages,
+                                       public_names(sources[m]))
             if again:
                 if not running:
                     out.add(d)
