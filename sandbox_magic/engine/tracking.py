@@ -106,12 +106,9 @@ class _Registry:
 
 
 class Tracked:
-    """Mixin of sandbox root classes: records instances at creation.
-
-    With the compiled tracker its ``__new__`` is the compiled one, and every
-    subclass (also one made outside the sandbox) is offered to that tracker,
-    so that objects can switch between these classes (``__class__``).
-    """
+    """Mixin of sandbox root classes under the pure-Python tracker: records
+    instances at creation with a weak reference.  (The compiled tracker leaves
+    classes as written and needs no mixin; see :func:`adopt`.)"""
 
     __slots__ = ()
 
@@ -251,10 +248,6 @@ if _native is not None:
     # typing.Generic is written in C from 3.12 on: it holds no state and frees its
     # instances through their class's tp_free
     _native.configure(track, _Registry, adopt, (typing.Generic,))
-
-
-def _has_weakref(bases: tuple[type, ...]) -> bool:
-    return any(b.__weakrefoffset__ for b in bases)
 
 
 def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
