@@ -55,7 +55,7 @@ CACHE_MODULES = 256
 _CUT = re.compile(r"^(?![\s#)\]}]|(?:else|elif|except|finally)\b)", re.M)
 _BASE_NAME = "<sandbox piece>"
 #: Called with (text, tree) of each piece parsed here (set by ``engine.impact``).
-ANALYSED: Callable[[str, ast.Module], None] | None = None
+ANALYSED: Callable[[str, ast.Module, types.CodeType], None] | None = None
 #: Called with (old text, new text) when a piece's analysis is carried over.
 CARRIED: Callable[[str, str], None] | None = None
 _DEF_LINE = re.compile(r"^([ \t]*)(?:async[ \t]+)?def[ \t]", re.M)
@@ -187,7 +187,7 @@ def _compile_piece(text: str, first: bool, flags: int = 0) -> Piece | None:
     except (SyntaxError, ValueError):
         return None
     if ANALYSED is not None:
-        ANALYSED(text, tree)      # what it binds and reads (engine.impact keeps it)
+        ANALYSED(text, tree, code)   # what it binds and reads (engine.impact keeps it)
     return Piece(code, text.count("\n"), imports_of_tree(tree), definitions_of_tree(tree),
                  futures, opening)
 

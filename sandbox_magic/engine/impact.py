@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import threading
+import types
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -111,7 +112,19 @@ def _bound(target: ast.AST, out: set[str]) -> None:
         _bound(target.value, out)
 
 
-def _analyze_tree(tree: ast.Module) -> Stmt | None:
+def _nested_names(code: types.CodeType) -> set[str]:
+    """Global and attribute names read by the functions, lambdas and class bodies that
+    ``code`` creates (from the compiled code: no walk over the syntax tree)."""
+    out: set[str] = set()
+    todo = [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    while todo:
+        c = todo.pop()
+        out.update(c.co_names)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return out
+
+
+def _analyze_tree(tree: ast.Module, code: types.CodeType | None = None) -> Stmt | None:
     defines: set[str] = set()
     in_place: set[str] = set()
     imports: list[tuple[str, str | None, str]] = []
@@ -123,7 +136,8 @@ def _analyze_tree(tree: ast.Module) -> Stmt | None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             defines.add(node.name)
             in_place.add(node.name)
-            later |= _body_reads(node)
+            if code is None:
+                later |= _body_reads(node)
             if isinstance(node, ast.ClassDef):
                 for part in [*node.decorator_list, *node.bases, *node.keywords]:
                     reads.visit(part)
@@ -186,7 +200,9 @@ def _analyze_tree(tree: ast.Module) -> Stmt | None:
         reads.visit(node)
     if reads.opaque:
         return None
-    if later or any(isinstance(n, ast.Lambda) for n in ast.walk(tree)):
+    if code is not None:
+        later = _nested_names(code)    # every function, lambda or class body it makes
+    elif later or any(isinstance(n, ast.Lambda) for n in ast.walk(tree)):
         later |= _body_reads(tree)     # (lambdas and nested functions read when called)
     return Stmt(frozenset(defines), frozenset(in_place - (defines - in_place)),
                 frozenset(reads.uses), frozenset(later), tuple(imports))
@@ -215,9 +231,9 @@ def analyze(text: str) -> Stmt | object | None:
     return result
 
 
-def remember(text: str, tree: ast.Module) -> None:
-    """Cache the analysis of a statement that was just parsed to compile it."""
-    result = _analyze_tree(tree)
+def remember(text: str, tree: ast.Module, code: types.CodeType) -> None:
+    """Cache the analysis of a statement that was just parsed and compiled."""
+    result = _analyze_tree(tree, code)
     with _lock:
         _cache[text] = result
         _cache.move_to_end(text)
