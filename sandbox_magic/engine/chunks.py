@@ -58,6 +58,8 @@ _BASE_NAME = "<sandbox piece>"
 ANALYSED: Callable[[str, ast.Module, types.CodeType], None] | None = None
 #: Called with (old text, new text) when a piece's analysis is carried over.
 CARRIED: Callable[[str, str], None] | None = None
+#: Called with (module, piece texts) when a module's newest pieces are kept.
+KEPT: Callable[[str, list[str]], None] | None = None
 _DEF_LINE = re.compile(r"^([ \t]*)(?:async[ \t]+)?def[ \t]", re.M)
 _HEADER = re.compile(r"(?:@|class[ \t]|def[ \t]|async[ \t])")
 
@@ -347,4 +349,6 @@ def compile_pieces(source: str, filename: str, module: str,
     if pending:
         return None
     cache.keep(module, used)
+    if KEPT is not None:
+        KEPT(module, [k[1].partition("\0")[2] if flags else k[1] for k in used])
     return Pieces(tuple(codes), frozenset(imports), frozenset(defines), reused)

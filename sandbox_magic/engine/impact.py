@@ -32,8 +32,13 @@ from . import chunks
 from .chunks import MAX_JOIN, _fragments, body_edit
 from .deps import resolve_import
 
-_CACHE_MAX = 8192
-_cache: OrderedDict[str, Stmt | None] = OrderedDict()
+# Analyses by statement text: those of each module's newest compiled version (kept
+# like engine.chunks keeps its pieces, so memory follows the modules, not the edits),
+# and a small pool of recent ones (sources compiled whole, older versions).
+_RECENT_MAX = 512
+_MODULES_MAX = 256
+_cache: OrderedDict[str, Stmt | object | None] = OrderedDict()
+_by_module: OrderedDict[str, dict[str, Stmt | None]] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -218,6 +223,9 @@ def analyze(text: str) -> Stmt | object | None:
         if text in _cache:
             _cache.move_to_end(text)
             return _cache[text]
+        for kept in _by_module.values():
+            if text in kept:
+                return kept[text]
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
@@ -225,8 +233,8 @@ def analyze(text: str) -> Stmt | object | None:
     else:
         result = _analyze_tree(tree)
     with _lock:
-        _cache[text] = result        # type: ignore[assignment]
-        while len(_cache) > _CACHE_MAX:
+        _cache[text] = result
+        while len(_cache) > _RECENT_MAX:
             _cache.popitem(last=False)
     return result
 
@@ -237,7 +245,7 @@ def remember(text: str, tree: ast.Module, code: types.CodeType) -> None:
     with _lock:
         _cache[text] = result
         _cache.move_to_end(text)
-        while len(_cache) > _CACHE_MAX:
+        while len(_cache) > _RECENT_MAX:
             _cache.popitem(last=False)
 
 
@@ -473,11 +481,31 @@ def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
 def carry(old_text: str, new_text: str) -> None:
     """``new_text`` edits ``old_text`` inside a function body: same analysis."""
     with _lock:
-        if old_text in _cache:
-            _cache[new_text] = _cache[old_text]
-            while len(_cache) > _CACHE_MAX:
+        found = _cache.get(old_text, _UNPARSED)
+        if found is _UNPARSED:
+            found = next((k[old_text] for k in _by_module.values() if old_text in k),
+                         _UNPARSED)
+        if found is not _UNPARSED:
+            _cache[new_text] = found
+            while len(_cache) > _RECENT_MAX:
                 _cache.popitem(last=False)
+
+
+def keep(module: str, texts: Iterable[str]) -> None:
+    """``texts`` are the statements of ``module``'s newest compiled version: keep their
+    analyses (and drop those of its older versions)."""
+    with _lock:
+        old = _by_module.pop(module, {})
+        new: dict[str, Stmt | None] = {}
+        for t in texts:
+            found = old.get(t, _cache.get(t, _UNPARSED))
+            if found is not _UNPARSED:
+                new[t] = found  # type: ignore[assignment]
+        _by_module[module] = new
+        while len(_by_module) > _MODULES_MAX:
+            _by_module.popitem(last=False)
 
 
 chunks.ANALYSED = remember
 chunks.CARRIED = carry
+chunks.KEPT = keep
