@@ -369,3 +369,18 @@ def test_thread_started_by_the_body_keeps_running(sid):
     first_t.join(2)
     m.T.join(2)
     assert not first_t.is_alive()
+
+
+def test_functions_of_a_class_a_library_made_at_import_join_the_live_namespace(sid, monkeypatch):
+    # attrs builds classes with type() while a module body runs and gives them functions
+    # of that body: reached through the module's objects, no search of the heap is needed
+    from sandbox_magic.engine import patch
+
+    searched: list = []
+    monkeypatch.setattr(patch.Patcher, "_search_escaped",
+                        lambda self, staging, real: searched.append(staging.get("__name__")))
+    body = ("def make():\n    def getter(self):\n        return SCALE\n"
+            "    return type('T', (), {'v': property(getter)})\nOBJ = make()()\n")
+    sm.hot_reload_source(sid, "SCALE = 1\n" + body, "lib")
+    sm.hot_reload_source(sid, "SCALE = 2\n" + body, "lib")
+    assert sm.get_sandbox(sid).OBJ.v == 2 and searched == []

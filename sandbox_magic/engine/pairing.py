@@ -526,6 +526,8 @@ class Pairing:
         if self._is_new_class(cls) and id(value) not in self._walked:
             self._walked.add(id(value))
             target = self.memo.get(id(cls))
+            if target is None:
+                self._adopt_class(cls)   # a class only this version has (made by a library)
             if target is not None and target is not cls:
                 try:
                     object.__setattr__(value, "__class__", target)
