@@ -248,3 +248,51 @@ def test_a_refused_edit_of_a_long_module_puts_every_function_back(sid):
         sm.hot_reload_source(sid, edited, module="m", check="f() == 'never'")
     assert f() == "v1" and pad5(0) == 5 and m.f is f
     assert f.__code__.co_filename == pad5.__code__.co_filename
+
+
+CLASSES = '''\
+import dataclasses
+
+
+class Outer:
+    """Docs."""
+    LINE = 4
+
+    class Inner:
+        def go(self):
+            return 1
+
+    def meth(self):
+        return 2
+
+
+@dataclasses.dataclass
+class Point:
+    x: int = 4
+'''
+
+
+@pytest.mark.parametrize("edit", ["insert above", "delete above", "edit between"])
+def test_class_source_lines_follow_every_edit(sid, edit):
+    # Python 3.13 records a class's first line in the class (__firstlineno__), which
+    # inspect.getsource reads: moving an unchanged class must move that number too.
+    sm.hot_reload_source(sid, PAD + CLASSES, module="m")
+    if edit == "insert above":
+        source = "# a\n# b\nEXTRA = 1\n" + PAD + CLASSES
+    elif edit == "delete above":
+        source = PAD[PAD.index("def pad3("):] + CLASSES
+    else:
+        source = PAD + CLASSES.replace("    def meth(self):", "    # one\n    # two\n"
+                                       "    def meth(self):")
+    sm.hot_reload_source(sid, source, module="m")
+    m = sm.get_sandbox(sid).modules["m"]
+    lines = source.splitlines()
+    for cls, header in [(m.Outer, "class Outer:"), (m.Outer.Inner, "    class Inner:"),
+                        (m.Point, "@dataclasses.dataclass")]:
+        text = inspect.getsource(cls)
+        assert text.splitlines()[0] == header, cls
+        start = lines.index(header)
+        assert text == "\n".join(lines[start:start + text.count("\n")]) + "\n"
+        if hasattr(cls, "__firstlineno__"):       # 3.13+
+            assert cls.__firstlineno__ == start + 1
+    assert m.Outer.LINE == 4 and m.Point().x == 4   # constants equal to old line numbers kept

@@ -283,9 +283,57 @@ def _moved(code: types.CodeType, filename: str, delta: int) -> types.CodeType:
         if type(c) is types.CodeType:
             consts = tuple(_moved(k, filename, delta) if type(k) is types.CodeType else k
                            for k in consts)
-            return code.replace(co_filename=filename, co_firstlineno=code.co_firstlineno + delta,
-                                co_consts=consts)
-    return code.replace(co_filename=filename, co_firstlineno=code.co_firstlineno + delta)
+            break
+    if delta and "__firstlineno__" in code.co_names:
+        moved = _class_first_line(code, consts, delta)
+        if moved is not None:
+            return moved.replace(co_filename=filename,
+                                 co_firstlineno=code.co_firstlineno + delta)
+    return code.replace(co_filename=filename, co_firstlineno=code.co_firstlineno + delta,
+                        co_consts=consts)
+
+
+_OPS = __import__("dis").opmap
+_LOAD_CONST = _OPS["LOAD_CONST"]
+_LOAD_SMALL_INT = _OPS.get("LOAD_SMALL_INT", -1)      # 3.14+: the int is the argument
+_STORE_NAME = _OPS["STORE_NAME"]
+_EXTENDED_ARG = _OPS["EXTENDED_ARG"]
+
+
+def _class_first_line(code: types.CodeType, consts: tuple[object, ...],
+                      delta: int) -> types.CodeType | None:
+    """A class body whose ``__firstlineno__`` (3.13+) moved by ``delta`` lines.
+
+    The compiler stores the class's first line as a constant at the top of its
+    body (``LOAD_CONST n; STORE_NAME __firstlineno__``), which ``inspect.getsource``
+    reads; moving the code must move that number too.  The new number is added as a
+    constant of its own (a constant equal to the old line may serve other
+    statements too).  None when the body does not have that shape.
+    """
+    raw = bytearray(code.co_code)
+    names = code.co_names
+    for i in range(2, len(raw), 2):
+        if raw[i] != _STORE_NAME or names[raw[i + 1]] != "__firstlineno__":
+            continue
+        op, arg = raw[i - 2], raw[i - 1]
+        if i >= 4 and raw[i - 4] == _EXTENDED_ARG:
+            return None
+        first = consts[arg] if op == _LOAD_CONST else None
+        if isinstance(first, int):
+            line = first + delta
+        elif op == _LOAD_SMALL_INT:
+            line = arg + delta
+        else:
+            return None
+        if op == _LOAD_SMALL_INT and 0 <= line < 256:
+            raw[i - 1] = line
+        else:
+            if len(consts) > 255:
+                return None
+            raw[i - 2], raw[i - 1] = _LOAD_CONST, len(consts)
+            consts = (*consts, line)
+        return code.replace(co_code=bytes(raw), co_consts=consts)
+    return None
 
 
 @dataclass

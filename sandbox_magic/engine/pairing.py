@@ -29,7 +29,28 @@ log = logging.getLogger(__name__)
 
 _TARGET = "__sandbox_magic_target__"
 _FUNC_ATTRS = ("__code__", "__defaults__", "__kwdefaults__", "__doc__", "__name__",
-               "__qualname__", "__module__", "__annotations__")
+               "__qualname__", "__module__", "__type_params__")
+#: 3.14+: annotations are computed on demand by ``__annotate__`` (PEP 649/749); reading
+#: ``__annotations__`` would run it, and it may name what is not defined yet.
+LAZY_ANNOTATIONS = hasattr(types.FunctionType, "__annotate__")
+
+
+def annotations_of(fn: types.FunctionType) -> tuple[Any, dict[str, Any] | None]:
+    """A function's annotations as they are, never evaluated: ``(annotate, None)``
+    while they are lazy, else ``(None, the dict)``."""
+    if LAZY_ANNOTATIONS:
+        annotate = getattr(fn, "__annotate__", None)
+        if annotate is not None:
+            return annotate, None
+    return None, fn.__annotations__
+
+
+def set_annotations(fn: types.FunctionType, annotate: Any, values: dict[str, Any] | None) -> None:
+    """Put back what :func:`annotations_of` gave (a lazy ``__annotate__`` stays lazy)."""
+    if annotate is not None:
+        setattr(fn, "__annotate__", annotate)   # noqa: B010  (3.14+ only)
+    else:
+        fn.__annotations__ = values if values is not None else {}
 # Attributes bound to the class object that created them; the old ones stay.
 _CLASS_KEEP = frozenset({"__dict__", "__weakref__", "_abc_impl", "__sandbox_live__"})
 _MODULE_KEEP = frozenset({"__name__", "__builtins__", "__spec__", "__loader__",
@@ -101,8 +122,10 @@ _ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
 
 def _plain(fn: types.FunctionType) -> bool:
     """No closure, attributes, keyword defaults or annotations; defaults are atoms."""
-    if fn.__closure__ is not None or fn.__dict__ or fn.__kwdefaults__ is not None \
-            or fn.__annotations__:
+    if fn.__closure__ is not None or fn.__dict__ or fn.__kwdefaults__ is not None:
+        return False
+    annotate, values = annotations_of(fn)
+    if annotate is not None or values:
         return False
     defaults = fn.__defaults__
     return defaults is None or all(type(d) in _ATOMS for d in defaults)

@@ -55,6 +55,8 @@ from .pairing import (
     _cell_get,
     _cells,
     _Empty,
+    annotations_of,
+    set_annotations,
 )
 from .repoint import PINS, Repoint
 from .tracking import _native as native_module
@@ -282,13 +284,16 @@ class Patcher(Pairing):
 
     def _patch_function(self, ops: list[Callable[[], Any]], old: types.FunctionType, new: Any,
                         mode: str) -> None:
-        saved = {a: getattr(old, a) for a in _FUNC_ATTRS}
+        saved = {a: getattr(old, a, ()) for a in _FUNC_ATTRS}
+        saved_annotations = annotations_of(old)
         saved_dict = dict(old.__dict__)
         saved_cells = [_cell_get(c) for c in _cells(old)]
 
         def undo() -> None:
             for a, v in saved.items():
-                setattr(old, a, v)
+                if hasattr(old, a):
+                    setattr(old, a, v)
+            set_annotations(old, *saved_annotations)
             old.__dict__ = dict(saved_dict)
             for c, v in zip(_cells(old), saved_cells):
                 _cell_set(c, v)
@@ -325,9 +330,19 @@ class Patcher(Pairing):
                             ("__module__", new.__module__)):
             if saved[name] != value:
                 attrs[name] = value
-        annotations = getattr(new, "__annotations__", None) or {}
-        if annotations or saved["__annotations__"]:
-            attrs["__annotations__"] = dict(annotations)
+        type_params = getattr(new, "__type_params__", ())
+        if type_params != saved["__type_params__"] and hasattr(old, "__type_params__"):
+            attrs["__type_params__"] = type_params         # PEP 695 (3.12+)
+        if isinstance(new, types.FunctionType):
+            annotate, values = annotations_of(new)
+            if annotate is not None:                      # lazy (3.14+): stays lazy
+                if isinstance(annotate, types.FunctionType):
+                    self._adopt_function(annotate)        # reads the live globals
+                attrs["__annotate__"] = annotate
+            elif values or saved_annotations != (None, {}):
+                attrs["__annotations__"] = dict(values or {})
+        elif saved_annotations != (None, {}):
+            attrs["__annotations__"] = {}
         if new_dict or saved_dict:
             attrs["__dict__"] = new_dict
         ops.extend(partial(setattr, old, k, v) for k, v in attrs.items())
@@ -377,8 +392,13 @@ class Patcher(Pairing):
                     and name in saved:
                 continue  # slot descriptors belong to the class that made them
             t = self.tr(nv)
-            if saved.get(name, _Empty) is not t:
+            was = saved.get(name, _Empty)
+            if was is not t and not (name == "__module__" and was == t):
                 ops.append(partial(_class_set, old, name, t))
+                if name == "__module__" and "__firstlineno__" in new_dict:
+                    # 3.13+: assigning __module__ drops the class's __firstlineno__
+                    ops.append(partial(_class_set, old, "__firstlineno__",
+                                       new_dict["__firstlineno__"]))
         ops.append(partial(type.__setattr__, old, "__qualname__", new.__qualname__))
         ops.append(partial(type.__setattr__, old, "__name__", new.__name__))
 

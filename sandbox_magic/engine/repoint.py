@@ -50,9 +50,36 @@ def _probe_offset() -> int:
 _OFFSET = _probe_offset()
 
 
+
 def slot(fn: types.FunctionType) -> ctypes.c_void_p:
     """A view of ``fn``'s globals pointer (writing ``.value`` re-points it)."""
     return ctypes.c_void_p.from_address(id(fn) + _OFFSET)
+
+
+def _self_test() -> None:
+    """Re-point a probe function and back: it must read the dict it points at, and
+    the dicts' reference counts must come out as they went in."""
+    import sys
+
+    from .interpreter import UnsupportedInterpreter
+
+    old: dict[str, Any] = {"X": 1}
+    new: dict[str, Any] = {"X": 2}
+    fn = types.FunctionType(compile("X", "<probe>", "eval"), old)
+    counts = sys.getrefcount(old), sys.getrefcount(new)
+    _incref(new)
+    slot(fn).value = id(new)
+    fn.__code__ = fn.__code__
+    seen = fn(), fn.__globals__ is new
+    slot(fn).value = id(old)
+    fn.__code__ = fn.__code__
+    _decref(new)
+    if seen != (2, True) or fn() != 1 or (sys.getrefcount(old), sys.getrefcount(new)) != counts:
+        raise UnsupportedInterpreter("re-pointing a function's globals does not work on "
+                                     f"this interpreter ({sys.version.split()[0]})")
+
+
+_self_test()
 
 
 class Repoint:

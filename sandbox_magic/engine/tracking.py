@@ -250,6 +250,49 @@ if _native is not None:
     _native.configure(track, _Registry, adopt, (typing.Generic,))
 
 
+def _self_test() -> str | None:
+    """What goes wrong when the compiled tracker tracks a probe class, or None.
+
+    A plain class, a ``__slots__`` class and a subclass get instances; each is
+    found by :func:`instances_of`, their attributes read back, and none is found
+    once freed.
+    """
+    class Plain:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+    class Slotted:
+        __slots__ = ("n",)
+
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+    for root in (Plain, Slotted):
+        if not adopt(root):
+            return f"a {root.__name__} class could not be hooked"
+    sub: type = type("Sub", (Plain,), {})
+    cls: type
+    for cls in (Plain, Slotted, sub):
+        objs = [cls(i) for i in range(3)]
+        found = instances_of(cls)
+        if sorted(o.n for o in found) != [0, 1, 2] or not all(type(o) is cls for o in found):
+            return f"{cls.__name__}: {len(found)} of 3 instances found"
+        del objs, found
+        if instances_of(cls):
+            return f"{cls.__name__}: freed instances still listed"
+    return None
+
+
+if _native is not None:
+    _problem = _self_test()
+    if _problem is not None:   # pragma: no cover - an interpreter the tracker does not fit
+        import warnings
+        warnings.warn(f"sandbox-magic: the compiled instance tracker failed its self-test "
+                      f"on this interpreter ({_problem}); the pure-Python tracker is used",
+                      RuntimeWarning, stacklevel=1)
+        _native = None
+
+
 def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
     """``__build_class__`` of sandbox code: the class as written, then tracked."""
     if _native is None:

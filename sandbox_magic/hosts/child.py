@@ -19,7 +19,6 @@ callables from the notebook arrive by value (cloudpickle).
 
 from __future__ import annotations
 
-import ctypes
 import io
 import os
 import pickle
@@ -34,6 +33,7 @@ import cloudpickle
 
 from .. import api
 from ..engine.artifact import Artifact
+from ..engine.interpreter import raise_in_thread
 from ..engine.reload import Change, plan_change
 from ..engine.versions import VersionStore
 from ..live.server import ServerRef
@@ -221,8 +221,7 @@ def _loop(conn: Connection, sandbox_id: str) -> None:
 def _interrupt_worker(signum: int, frame: Any) -> None:
     """The kernel's interrupt (SIGINT) stops the request in progress, if any."""
     if _busy.is_set() and _worker:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(_worker[0]),
-                                                   ctypes.py_object(KeyboardInterrupt))
+        raise_in_thread(_worker[0], KeyboardInterrupt)
 
 
 def serve(sandbox_id: str, authkey: bytes, memory_limit: int | None,

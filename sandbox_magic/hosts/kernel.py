@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ast
-import ctypes
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..engine.interpreter import raise_in_thread
 from ..engine.reload import Change, ReloadOptions, ReloadResult, execute
 from ..engine.sandbox import Sandbox, SandboxInfo, SandboxState
 from ..errors import CompileError, SandboxError, SandboxTimeout
@@ -122,8 +122,7 @@ def _run_with_timeout(job: Callable[[], Any], timeout: float, sandbox_id: str) -
     if t.is_alive():
         # Ask the worker to stop at its next bytecode; it cannot be killed harder.
         assert t.ident is not None
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident),
-                                                   ctypes.py_object(SandboxTimeout))
+        raise_in_thread(t.ident, SandboxTimeout)
         raise SandboxTimeout(f"run() in sandbox {sandbox_id!r} exceeded its timeout of "
                              f"{timeout} s; the code was interrupted")
     if "error" in box:

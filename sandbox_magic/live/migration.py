@@ -20,6 +20,7 @@ from functools import partial
 from itertools import repeat
 from typing import Any
 
+from ..engine import interpreter
 from ..engine.interrupts import user_code
 from ..engine.tracking import _native, adopt, instances_of, settle, trackable
 from ..errors import IncompatibleStateError, ReloadError, SandboxTimeout
@@ -116,7 +117,7 @@ def set_state(obj: Any, state: Any) -> None:
     slots = _slot_names(cls)
     rest = {k: v for k, v in state.items() if k not in slots}
     if hasattr(obj, "__dict__"):
-        object.__setattr__(obj, "__dict__", rest)   # one assignment: never half-set
+        interpreter.replace_dict(obj, rest)   # one assignment: never half-set
     elif rest:
         raise IncompatibleStateError(f"{cls.__name__} has no attributes {sorted(rest)}",
                                      reason="missing_keys", keys=sorted(rest))
@@ -369,6 +370,8 @@ class LiveState:
             try:
                 if g.plain:
                     g.old = list(map(object.__getattribute__, g.objs, repeat("__dict__")))
+                    if not interpreter.dict_swap_ok():   # mutated in place: keep copies
+                        g.old = [dict(d) for d in g.old]
                 else:
                     g.old = [get_state(o) for o in g.objs]
             except Exception as exc:
@@ -423,7 +426,9 @@ class LiveState:
         for g in self.groups:
             if g.new and g.plain:
                 self.applied_groups.append((g, len(g.objs)))   # rollback puts back all
-                if _native is not None:
+                if not interpreter.dict_swap_ok():
+                    ops.append(partial(deque, map(interpreter.replace_dict, g.objs, g.new), 0))
+                elif _native is not None:
                     ops.append(partial(_native.set_dicts, g.objs, g.new))
                 else:
                     ops.append(partial(deque, map(object.__setattr__, g.objs,
@@ -549,7 +554,7 @@ class LiveState:
         for g, done in self.applied_groups:
             for obj, old in zip(g.objs[:done], g.old):
                 if g.plain:
-                    object.__setattr__(obj, "__dict__", old)
+                    interpreter.replace_dict(obj, old)
                 else:
                     set_state(obj, old)
         self.applied_groups.clear()
