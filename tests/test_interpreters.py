@@ -37,6 +37,7 @@ def test_the_interpreter_checks_pass_here():
         assert tracking._self_test() is None
         assert tracking.native(), "the compiled tracker was built but not used"
     assert interpreter.dict_swap_ok()
+    assert interpreter.thread_interrupts_ok()
 
 
 def test_a_free_threaded_build_is_refused_with_the_reason(monkeypatch):
@@ -91,12 +92,15 @@ def test_raise_in_thread_reaches_only_that_thread():
     seen: list[str] = []
     ready = threading.Event()
 
+    def loop():
+        deadline = time.monotonic() + 10
+        ready.set()
+        while time.monotonic() < deadline:
+            pass
+
     def spin(name):
         try:
-            deadline = time.monotonic() + 10
-            ready.set()
-            while time.monotonic() < deadline:
-                pass
+            loop()
             seen.append(name + " ran out")
         except Stop:
             seen.append(name + " stopped")

@@ -797,6 +797,60 @@ static PyTypeObject Registry_Type = {
     .tp_as_sequence = &Registry_as_sequence,
 };
 
+/* frames_reading(by_id) -> list of ints: the keys of by_id (the id()s of staging
+ * namespaces) that a frame of another thread reads as its globals.
+ *
+ * The walk over every other thread's frame chain runs here, in one C call, with the
+ * GIL held and the collector paused: no bytecode runs and no finaliser or weakref
+ * callback is called until it ends, so no other thread can pop or reuse a frame
+ * while its f_back chain is being followed (a walk in Python can be interrupted
+ * between two steps, and then reads frames that no longer exist). */
+static PyObject *
+frames_reading(PyObject *self, PyObject *by_id)
+{
+    if (!PyDict_Check(by_id)) {
+        PyErr_SetString(PyExc_TypeError, "frames_reading() needs a dict keyed by id()");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    int was_enabled = PyGC_Disable();
+    PyThreadState *me = PyThreadState_Get();
+    PyInterpreterState *interp = PyThreadState_GetInterpreter(me);
+    int failed = 0;
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(interp);
+         ts != NULL && !failed; ts = PyThreadState_Next(ts)) {
+        if (ts == me)
+            continue;
+        PyFrameObject *f = PyThreadState_GetFrame(ts);
+        while (f != NULL) {
+            PyObject *g = PyFrame_GetGlobals(f);
+            if (g == NULL) {
+                failed = 1;
+            }
+            else {
+                PyObject *key = PyLong_FromVoidPtr(g);
+                int has = key == NULL ? -1 : PyDict_Contains(by_id, key);
+                if (has < 0 || (has == 1 && PyList_Append(out, key) < 0))
+                    failed = 1;
+                Py_XDECREF(key);
+                Py_DECREF(g);
+            }
+            PyFrameObject *back = failed ? NULL : PyFrame_GetBack(f);
+            Py_DECREF(f);
+            f = back;
+        }
+    }
+    if (was_enabled)
+        PyGC_Enable();
+    if (failed) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"new", (PyCFunction)(void (*)(void))tracked_dunder_new, METH_FASTCALL | METH_KEYWORDS,
      "The __new__ of tracked classes."},
@@ -815,6 +869,9 @@ static PyMethodDef module_methods[] = {
      "migrate_dicts(fn, olds, start, ov, nv, out) -> index of a result to check, or -1."},
     {"set_dicts", (PyCFunction)(void (*)(void))set_dicts, METH_FASTCALL,
      "set_dicts(objs, dicts): give each object its new attribute dict."},
+    {"frames_reading", frames_reading, METH_O,
+     "frames_reading(by_id) -> the ids among by_id's keys that other threads' frames "
+     "read as globals (walked in C, no other thread running meanwhile)."},
     {"table_capacity", table_capacity, METH_NOARGS,
      "The number of slots of that table (it shrinks when mostly empty)."},
     {"table_size", table_size, METH_NOARGS,

@@ -117,6 +117,38 @@ def _class_del(cls: type, name: str) -> None:
         type.__delattr__(cls, name)
 
 
+def frames_reading(by_id: dict[int, Any]) -> list[int]:
+    """The keys of ``by_id`` (ids of namespaces) that other threads' frames read as globals.
+
+    Other threads' frame chains may only be followed while none of them runs: a
+    thread that returns meanwhile frees or reuses the frames being walked.  The
+    compiled walk runs in one C call (GIL held, collector paused).  Without it,
+    the walk runs with the collector paused and the thread switch interval
+    raised, so no other thread is scheduled before it ends.
+    """
+    if native_module is not None:
+        found: list[int] = native_module.frames_reading(by_id)
+        return found
+    current = threading.get_ident()
+    enabled = gc.isenabled()
+    interval = sys.getswitchinterval()
+    gc.disable()
+    sys.setswitchinterval(1000.0)
+    try:
+        out = []
+        for ident, frame in sys._current_frames().items():
+            walk: types.FrameType | None = None if ident == current else frame
+            while walk is not None:
+                if id(walk.f_globals) in by_id:
+                    out.append(id(walk.f_globals))
+                walk = walk.f_back
+        return out
+    finally:
+        sys.setswitchinterval(interval)
+        if enabled:
+            gc.enable()
+
+
 class Patcher(Pairing):
     """Pairs new objects with old ones (see :class:`Pairing`), then commits or reverts."""
 
@@ -174,16 +206,7 @@ class Patcher(Pairing):
         every other one is emptied.
         """
         self._repoint.release(PINS)
-        current = threading.get_ident()
-        for ident, frame in sys._current_frames().items():
-            if ident == current:
-                continue
-            walk: types.FrameType | None = frame
-            while walk is not None:
-                if id(walk.f_globals) in self._globals_map:
-                    self._live_frames.add(id(walk.f_globals))
-                walk = walk.f_back
-        del frame
+        self._live_frames.update(frames_reading(self._globals_map))
         unadopted = self._settle_unadopted()
         for staging in self._staging:
             real = self._globals_map[id(staging)]

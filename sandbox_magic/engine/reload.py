@@ -463,9 +463,23 @@ class Transaction:
                 log.exception("resuming live state failed")
         self.state.clear_overlay()
         if ok and self.patcher is not None:
-            self.patcher.finish()
+            # The version is live and recorded: a failure from here on is reported
+            # in the result's notes, never raised as if the reload had failed, and
+            # every later release step still runs.
+            try:
+                self.patcher.finish()
+            except Exception as exc:
+                log.exception("releasing the staging namespaces failed")
+                self.patcher.notes.append(f"releasing the staging namespaces failed after "
+                                          f"the reload took effect ({type(exc).__name__}: "
+                                          f"{exc}); the new version is live and recorded")
             for m in self.run_order:
-                retire(self.staged.get(m), self.reals.get(m))
+                try:
+                    retire(self.staged.get(m), self.reals.get(m))
+                except Exception as exc:
+                    log.exception("retiring the staging module of %s failed", m)
+                    self.patcher.notes.append(f"{m}: retiring its staging module failed "
+                                              f"({type(exc).__name__}: {exc})")
 
 
 def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, *,

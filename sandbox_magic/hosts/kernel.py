@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..engine.interpreter import raise_in_thread
+from ..engine.interpreter import raise_in_thread, thread_interrupts_ok
 from ..engine.reload import Change, ReloadOptions, ReloadResult, execute
 from ..engine.sandbox import Sandbox, SandboxInfo, SandboxState
 from ..errors import CompileError, SandboxError, SandboxTimeout
@@ -122,9 +122,12 @@ def _run_with_timeout(job: Callable[[], Any], timeout: float, sandbox_id: str) -
     if t.is_alive():
         # Ask the worker to stop at its next bytecode; it cannot be killed harder.
         assert t.ident is not None
-        raise_in_thread(t.ident, SandboxTimeout)
+        if thread_interrupts_ok() and raise_in_thread(t.ident, SandboxTimeout):
+            raise SandboxTimeout(f"run() in sandbox {sandbox_id!r} exceeded its timeout of "
+                                 f"{timeout} s; the code was interrupted")
         raise SandboxTimeout(f"run() in sandbox {sandbox_id!r} exceeded its timeout of "
-                             f"{timeout} s; the code was interrupted")
+                             f"{timeout} s; this interpreter cannot interrupt it, so it goes "
+                             f"on in the background thread {t.name!r}")
     if "error" in box:
         raise box["error"]
     return box.get("value")
