@@ -29,6 +29,7 @@ import time
 
 V1 = '''\
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 
 TAG = "v1"
@@ -41,8 +42,10 @@ class Counter:
 
     def hit(self):
         with self.lock:
-            self.count += 1
-            return self.count
+            n = self.count + 1
+            time.sleep(0)      # I/O between reading the state and writing it back
+            self.count = n
+            return n
 
 
 def render(n):
@@ -65,8 +68,8 @@ class Handler(BaseHTTPRequestHandler):
 '''
 V2 = (V1.replace('TAG = "v1"', 'TAG = "v2"')
         .replace("self.count = 0", "self.hits = 0")
-        .replace("self.count += 1\n            return self.count",
-                 "self.hits += 1\n            return self.hits"))
+        .replace("n = self.count + 1", "n = self.hits + 1")
+        .replace("self.count = n", "self.hits = n"))
 BROKEN = [
     V2 + "\ndef oops(:\n",                                  # syntax error
     V2 + "\nraise RuntimeError('body fails')\n",            # raising body
@@ -86,8 +89,8 @@ def refuse(state, old_version, new_version):
     raise ValueError("this migration always fails")
 
 
-def reload_loop(sm, deadline: float, max_reloads: int,
-                pause: float) -> tuple[int, int, int]:
+def reload_loop(sm, deadline: float, max_reloads: int, pause: float,
+                suspend_timeout: float, waited_out: list[str]) -> tuple[int, int, int]:
     """Reload until the deadline: (reloads applied, refused as expected, unexpected)."""
     reloads = refused = unexpected = 0
     versions = [V2, V1]
@@ -109,7 +112,14 @@ def reload_loop(sm, deadline: float, max_reloads: int,
             if sm.get_module_version("svc", "svc") != before:
                 unexpected += 1
             continue
-        sm.hot_reload_source("svc", versions[reloads % 2], module="svc", state_handler=rename)
+        try:
+            sm.hot_reload_source("svc", versions[reloads % 2], module="svc",
+                                 state_handler=rename, suspend_timeout=suspend_timeout)
+        except sm.ReloadError as exc:
+            if exc.step != "suspend":
+                raise
+            waited_out.append(str(exc))    # refused: a call did not return in time
+            continue
         reloads += 1
     return reloads, refused, unexpected
 
@@ -121,6 +131,7 @@ def main() -> int:
     ap.add_argument("--switch", type=float, default=None,
                     help="sys.setswitchinterval (default: Python's, 5 ms)")
     ap.add_argument("--max-reloads", type=int, default=100_000)
+    ap.add_argument("--suspend-timeout", type=float, default=1.0)
     ap.add_argument("--pause", type=float, default=0.002,
                     help="seconds between two reloads (the clients' share of the GIL)")
     args = ap.parse_args()
@@ -179,8 +190,10 @@ def main() -> int:
     for t in clients:
         t.start()
     deadline = time.monotonic() + args.seconds
+    waited_out: list[str] = []
     try:
-        reloads, refused, unexpected = reload_loop(sm, deadline, args.max_reloads, args.pause)
+        reloads, refused, unexpected = reload_loop(sm, deadline, args.max_reloads, args.pause,
+                                                  args.suspend_timeout, waited_out)
     finally:
         stop.set()
     for t in clients:
@@ -195,6 +208,8 @@ def main() -> int:
         "reloads": reloads,
         "refused": refused,
         "unexpected": unexpected,
+        "suspend_refused": len(waited_out),
+        "suspend_errors": waited_out[:3],
         "requests": stats["requests"],
         "ok": stats["ok"],
         "failed": stats["failed"],

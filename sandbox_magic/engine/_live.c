@@ -851,6 +851,57 @@ frames_reading(PyObject *self, PyObject *by_id)
     return out;
 }
 
+/* threads_running(by_code_id) -> list of (thread id, code): the other threads that
+ * have a frame running one of the code objects whose id()s are by_code_id's keys
+ * (one entry per thread, its innermost such frame).  Walked like frames_reading. */
+static PyObject *
+threads_running(PyObject *self, PyObject *by_code_id)
+{
+    if (!PyDict_Check(by_code_id)) {
+        PyErr_SetString(PyExc_TypeError, "threads_running() needs a dict keyed by id()");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    int was_enabled = PyGC_Disable();
+    PyThreadState *me = PyThreadState_Get();
+    PyInterpreterState *interp = PyThreadState_GetInterpreter(me);
+    int failed = 0;
+    for (PyThreadState *ts = PyInterpreterState_ThreadHead(interp);
+         ts != NULL && !failed; ts = PyThreadState_Next(ts)) {
+        if (ts == me)
+            continue;
+        PyFrameObject *f = PyThreadState_GetFrame(ts);
+        while (f != NULL) {
+            PyCodeObject *code = PyFrame_GetCode(f);
+            PyObject *key = PyLong_FromVoidPtr(code);
+            int has = key == NULL ? -1 : PyDict_Contains(by_code_id, key);
+            Py_XDECREF(key);
+            if (has == 1) {
+                PyObject *item = Py_BuildValue("(KO)",
+                    (unsigned long long)ts->thread_id, (PyObject *)code);
+                if (item == NULL || PyList_Append(out, item) < 0)
+                    failed = 1;
+                Py_XDECREF(item);
+            }
+            Py_DECREF(code);
+            if (has < 0)
+                failed = 1;
+            PyFrameObject *back = (failed || has == 1) ? NULL : PyFrame_GetBack(f);
+            Py_DECREF(f);
+            f = back;
+        }
+    }
+    if (was_enabled)
+        PyGC_Enable();
+    if (failed) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"new", (PyCFunction)(void (*)(void))tracked_dunder_new, METH_FASTCALL | METH_KEYWORDS,
      "The __new__ of tracked classes."},
@@ -872,6 +923,9 @@ static PyMethodDef module_methods[] = {
     {"frames_reading", frames_reading, METH_O,
      "frames_reading(by_id) -> the ids among by_id's keys that other threads' frames "
      "read as globals (walked in C, no other thread running meanwhile)."},
+    {"threads_running", threads_running, METH_O,
+     "threads_running(by_code_id) -> [(thread id, code)]: other threads running one of "
+     "those code objects (walked in C, no other thread running meanwhile)."},
     {"table_capacity", table_capacity, METH_NOARGS,
      "The number of slots of that table (it shrinks when mostly empty)."},
     {"table_size", table_size, METH_NOARGS,

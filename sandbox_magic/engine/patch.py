@@ -38,7 +38,6 @@ import gc
 import logging
 import operator
 import sys
-import threading
 import types
 import weakref
 from collections import Counter, deque
@@ -46,6 +45,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from .frames import frames_reading
 from .pairing import (
     _CLASS_KEEP,
     _FUNC_ATTRS,
@@ -115,38 +115,6 @@ def _class_del(cls: type, name: str) -> None:
         native_module.class_dict_set(cls, name)
     else:
         type.__delattr__(cls, name)
-
-
-def frames_reading(by_id: dict[int, Any]) -> list[int]:
-    """The keys of ``by_id`` (ids of namespaces) that other threads' frames read as globals.
-
-    Other threads' frame chains may only be followed while none of them runs: a
-    thread that returns meanwhile frees or reuses the frames being walked.  The
-    compiled walk runs in one C call (GIL held, collector paused).  Without it,
-    the walk runs with the collector paused and the thread switch interval
-    raised, so no other thread is scheduled before it ends.
-    """
-    if native_module is not None:
-        found: list[int] = native_module.frames_reading(by_id)
-        return found
-    current = threading.get_ident()
-    enabled = gc.isenabled()
-    interval = sys.getswitchinterval()
-    gc.disable()
-    sys.setswitchinterval(1000.0)
-    try:
-        out = []
-        for ident, frame in sys._current_frames().items():
-            walk: types.FrameType | None = None if ident == current else frame
-            while walk is not None:
-                if id(walk.f_globals) in by_id:
-                    out.append(id(walk.f_globals))
-                walk = walk.f_back
-        return out
-    finally:
-        sys.setswitchinterval(interval)
-        if enabled:
-            gc.enable()
 
 
 class Patcher(Pairing):

@@ -21,7 +21,9 @@ from itertools import repeat
 from typing import Any
 
 from ..engine import interpreter
+from ..engine.frames import codes_of, threads_running
 from ..engine.interrupts import user_code
+from ..engine.sandbox import PACKAGE_ROOT
 from ..engine.tracking import _native, adopt, instances_of, settle, trackable
 from ..errors import IncompatibleStateError, ReloadError, SandboxTimeout
 from .fields import added_fields, missing_required, refuse_missing, with_defaults
@@ -47,6 +49,48 @@ class _Gate:
         self.owner = threading.get_ident()
         self.open = threading.Event()
         self.installed: list[tuple[type, str, Any]] = []   # (class, name, original entry)
+        self.passing: set[int] = set()     # threads finishing a call already running
+
+    @staticmethod
+    def methods_of(classes: list[type]) -> dict[int, tuple[Any, type]]:
+        """The code of every method ``classes`` define or inherit from sandbox
+        classes, by id(): (code, the migrating class)."""
+        out: dict[int, tuple[Any, type]] = {}
+        for cls in classes:
+            for k in cls.__mro__:
+                if k.__module__.startswith(PACKAGE_ROOT + "."):
+                    for key, code in codes_of(k).items():
+                        out.setdefault(key, (code, cls))
+        return out
+
+    def quiesce(self, methods: dict[int, tuple[Any, type]], deadline: float) -> None:
+        """Wait until no other thread is inside one of ``methods`` (see :meth:`methods_of`).
+
+        Calls already running when the gate closed go through it until they
+        return (they may hold locks the next step needs); calls starting now wait
+        at the gate.  Past ``deadline`` the reload is refused, naming the class,
+        the method and the thread.
+        """
+        if not methods:
+            return
+        running = threads_running(methods)
+        self.passing.update(running)      # in flight now: they may go through
+        while True:
+            # one C call each: a thread never sees itself dropped and re-added
+            self.passing.intersection_update(running)
+            if not self.passing:
+                return
+            if time.monotonic() >= deadline:
+                ident = next(iter(self.passing))
+                code = running[ident]
+                names = {t.ident: t.name for t in threading.enumerate()}
+                cls = methods[id(code)][1]
+                raise SandboxTimeout(
+                    f"a call of {code.co_qualname} on a {cls.__qualname__} instance in "
+                    f"thread {names.get(ident, ident)!r} did not return within the "
+                    "suspend_timeout; its state cannot be migrated while it runs")
+            time.sleep(0.0002)    # let those calls finish (the GIL goes to them)
+            running = threads_running(methods)
 
     def install(self, cls: type) -> None:
         for name in _GATED:
@@ -57,10 +101,17 @@ class _Gate:
     def _gate(self, name: str, resolved: Any) -> Any:
         owner, opened = self.owner, self.open
 
+        passing = self.passing
+
         def gate(obj: Any, *args: Any) -> Any:
-            if threading.get_ident() == owner or opened.is_set():
+            ident = threading.get_ident()
+            if ident == owner or opened.is_set() or ident in passing:
                 return resolved(obj, *args)
-            opened.wait()
+            # a call that was already running when the gate closed is let through
+            # as soon as the reload sees it (quiesce); any other waits for the end
+            while not opened.wait(0.0005):
+                if ident in passing:
+                    return resolved(obj, *args)
             return getattr(type(obj), name)(obj, *args)   # whatever is current now
         gate.__name__ = name
         return gate
@@ -363,9 +414,15 @@ class LiveState:
         active = [g for g in self.groups if g.handler is not None]
         if active:
             self.gate = _Gate()
+            methods = _Gate.methods_of([g.cls for g in active])   # before the gates
             for g in active:
                 self.gate.install(g.cls)
                 self.patcher.protect(g.cls, _GATED)
+            try:
+                self.gate.quiesce(methods, deadline)
+            except SandboxTimeout as exc:
+                raise ReloadError(f"{exc}; the reload was refused and nothing changed",
+                                  step="suspend") from exc
         for g in active:
             try:
                 if g.plain:
