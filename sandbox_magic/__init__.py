@@ -51,6 +51,7 @@ from .engine.versions import VersionInfo, VersionStore
 from .errors import (
     AmbiguousNameError,
     ArtifactError,
+    CallsInFlight,
     CircularDependencyError,
     CompileError,
     HistoryError,
@@ -77,6 +78,7 @@ __all__ = [
     "AmbiguousNameError",
     "Artifact",
     "ArtifactError",
+    "CallsInFlight",
     "CapturedState",
     "ChildSpec",
     "CircularDependencyError",

@@ -87,6 +87,18 @@ class ReloadError(SandboxError):
         self.line: int | None = None   # line in the module's source, for step "execute"
 
 
+class CallsInFlight(ReloadError):
+    """Calls of methods of a migrating class began while the reload was migrating
+    (from a method looked up just before the gate closed); the reload is undone
+    and tried again (see :func:`sandbox_magic.engine.reload.execute`)."""
+
+    def __init__(self, found: list[tuple[int, Any]]) -> None:
+        names = ", ".join(sorted({getattr(code, "co_qualname", "?") for _, code in found}))
+        super().__init__(f"calls of {names} began while the reload was migrating; "
+                         "nothing was changed", step="busy")
+        self.found = found
+
+
 class CircularDependencyError(SandboxError):
     """Sandbox modules that import each other in a cycle."""
 

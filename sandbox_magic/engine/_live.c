@@ -902,6 +902,64 @@ threads_running(PyObject *self, PyObject *by_code_id)
     return out;
 }
 
+/* quiet(by_code_id, exc_type): None when no other thread runs one of those code
+ * objects; else raises exc_type(list of (thread id, code)).  Used as the first step
+ * of a commit's C-level loop, so the test and the switch are one atomic step. */
+static PyObject *
+quiet(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "quiet(by_code_id, exc_type)");
+        return NULL;
+    }
+    PyObject *found = threads_running(self, args[0]);
+    if (found == NULL)
+        return NULL;
+    if (PyList_GET_SIZE(found) == 0) {
+        Py_DECREF(found);
+        Py_RETURN_NONE;
+    }
+    PyErr_SetObject(args[1], found);
+    Py_DECREF(found);
+    return NULL;
+}
+
+/* narrow(by_code_id, passing) -> list of (thread id, code): threads_running(by_code_id),
+ * and, in the same C call, passing (a set of thread ids) keeps only those threads.
+ * A thread let through because it was inside such code cannot slip out and back in
+ * between the look and the update. */
+static PyObject *
+narrow(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PySet_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "narrow(by_code_id, passing_set)");
+        return NULL;
+    }
+    PyObject *found = threads_running(self, args[0]);
+    if (found == NULL)
+        return NULL;
+    PyObject *idents = PySet_New(NULL);
+    if (idents == NULL) {
+        Py_DECREF(found);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(found); i++) {
+        if (PySet_Add(idents, PyTuple_GET_ITEM(PyList_GET_ITEM(found, i), 0)) < 0) {
+            Py_DECREF(idents);
+            Py_DECREF(found);
+            return NULL;
+        }
+    }
+    PyObject *r = PyObject_CallMethod(args[1], "intersection_update", "O", idents);
+    Py_DECREF(idents);
+    if (r == NULL) {
+        Py_DECREF(found);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return found;
+}
+
 static PyMethodDef module_methods[] = {
     {"new", (PyCFunction)(void (*)(void))tracked_dunder_new, METH_FASTCALL | METH_KEYWORDS,
      "The __new__ of tracked classes."},
@@ -926,6 +984,12 @@ static PyMethodDef module_methods[] = {
     {"threads_running", threads_running, METH_O,
      "threads_running(by_code_id) -> [(thread id, code)]: other threads running one of "
      "those code objects (walked in C, no other thread running meanwhile)."},
+    {"quiet", (PyCFunction)(void (*)(void))quiet, METH_FASTCALL,
+     "quiet(by_code_id, exc_type): raise exc_type([(thread id, code)]) if another thread "
+     "runs one of those code objects."},
+    {"narrow", (PyCFunction)(void (*)(void))narrow, METH_FASTCALL,
+     "narrow(by_code_id, passing) -> threads_running(by_code_id); passing keeps only "
+     "those threads (one C call)."},
     {"table_capacity", table_capacity, METH_NOARGS,
      "The number of slots of that table (it shrinks when mostly empty)."},
     {"table_size", table_size, METH_NOARGS,

@@ -66,6 +66,17 @@ def threads_running(by_code_id: dict[int, Any]) -> dict[int, types.CodeType]:
     return out
 
 
+def narrow(by_code_id: dict[int, Any], passing: set[int]) -> dict[int, types.CodeType]:
+    """:func:`threads_running`, and ``passing`` keeps only those threads, in one step
+    (a thread cannot leave such code and enter it again between the two)."""
+    if native_module is not None:
+        return dict(native_module.narrow(by_code_id, passing))
+    with _others_held():
+        running = threads_running(by_code_id)
+        passing.intersection_update(running)
+    return running
+
+
 def codes_of(cls: type) -> dict[int, types.CodeType]:
     """The code objects of the functions a class defines (methods, static and class
     methods, properties) and of the functions nested in them, by id()."""
@@ -84,3 +95,15 @@ def codes_of(cls: type) -> dict[int, types.CodeType]:
             if isinstance(fn, types.FunctionType):
                 add(fn.__code__)
     return out
+
+
+def assert_quiet(by_code_id: dict[int, Any], exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type([(thread id, code), ...])`` if another thread runs one of these
+    code objects.  Compiled: one C call, usable as a step of a commit's C-level loop
+    (nothing runs between the test and the next step)."""
+    if native_module is not None:
+        native_module.quiet(by_code_id, exc_type)
+        return
+    found = threads_running(by_code_id)
+    if found:
+        raise exc_type(list(found.items()))

@@ -122,7 +122,8 @@ class Patcher(Pairing):
 
     # ------------------------------------------------------------------- commit
     def commit(self, modules: list[tuple[dict[str, Any], dict[str, Any]]],
-               extra_ops: Callable[[], list[Callable[[], Any]]] | None = None) -> None:
+               extra_ops: Callable[[], list[Callable[[], Any]]] | None = None,
+               guards: list[Callable[[], Any]] | None = None) -> None:
         """Apply every pair and rewrite each ``(real_dict, staging_dict)``; all or nothing.
 
         Every change to an old object is first prepared as a call of a C function
@@ -130,9 +131,10 @@ class Patcher(Pairing):
         run inside one C-level loop.  No Python bytecode runs in between, so no
         other thread can observe a module that is half old and half new.
         ``extra_ops`` adds the operations of other participants (live state)
-        to the same loop.
+        to the same loop; ``guards`` run first in it (C-level checks: one that
+        raises stops the loop before anything changed).
         """
-        ops: list[Callable[[], Any]] = []
+        ops: list[Callable[[], Any]] = list(guards or ())
         try:
             self.adopt_instances()
             plain = [(old, new) for old, new, mode in self._func_pairs if mode == "plain"]

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import CircularDependencyError, ReloadError, SandboxError
+from ..errors import CallsInFlight, CircularDependencyError, ReloadError, SandboxError
 from .artifact import Artifact
 from .deps import find_cycles, graph_of, load_order
 from .impact import cascade
@@ -96,10 +96,13 @@ class ReloadParticipant(Protocol):
     thread sees code and state out of step); ``after_commit`` finishes what
     needs the new code and returns how many objects were migrated;
     ``rollback`` undoes whatever ran if any later step fails; ``finish``
-    always runs last (resume servers, release waiting threads).
+    always runs last (resume servers, release waiting threads).  ``guard_ops``
+    returns C-level checks run first in that loop: one that raises refuses the
+    commit before anything changed.
     """
 
     def before_commit(self) -> None: ...
+    def guard_ops(self) -> list[Callable[[], Any]]: ...
     def commit_ops(self) -> list[Callable[[], Any]]: ...
     def after_commit(self) -> int: ...
     def rollback(self) -> None: ...
@@ -341,7 +344,8 @@ class Transaction:
             return [op for p in participants for op in p.commit_ops()]
         try:
             self.patcher.commit([(self.reals[m].__dict__, self.staged[m].__dict__)
-                                 for m in self.run_order], extra_ops)
+                                 for m in self.run_order], extra_ops,
+                                [op for p in participants for op in p.guard_ops()])
         except SandboxError:
             raise
         except Exception as exc:
@@ -492,6 +496,22 @@ def execute(state: SandboxState, changes: list[Change], options: ReloadOptions, 
     level side by side, each level bounded by ``timeout`` seconds.
     """
     started = time.perf_counter()
+    deadline = time.monotonic() + options.suspend_timeout
+    while True:
+        try:
+            return _execute_once(state, changes, options, status, fresh, rerun, parallel,
+                                 timeout, started)
+        except CallsInFlight:
+            # a call of old code began just as the gate closed: everything was
+            # undone; once it returns the reload is tried again (bounded)
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.0005)
+
+
+def _execute_once(state: SandboxState, changes: list[Change], options: ReloadOptions,
+                  status: str, fresh: bool, rerun: Iterable[str], parallel: bool,
+                  timeout: float | None, started: float) -> list[ReloadResult]:
     with state.lock, InterruptGuard() as guard:
         tx = Transaction(state, changes, options, fresh=fresh, rerun=rerun)
         ok = False

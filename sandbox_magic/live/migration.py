@@ -21,11 +21,11 @@ from itertools import repeat
 from typing import Any
 
 from ..engine import interpreter
-from ..engine.frames import codes_of, threads_running
+from ..engine.frames import assert_quiet, codes_of, narrow, threads_running
 from ..engine.interrupts import user_code
 from ..engine.sandbox import PACKAGE_ROOT
 from ..engine.tracking import _native, adopt, instances_of, settle, trackable
-from ..errors import IncompatibleStateError, ReloadError, SandboxTimeout
+from ..errors import CallsInFlight, IncompatibleStateError, ReloadError, SandboxTimeout
 from .fields import added_fields, missing_required, refuse_missing, with_defaults
 from .forward import forward, is_forwarder, unforward
 from .server import Server, ServerProcess
@@ -73,11 +73,11 @@ class _Gate:
         """
         if not methods:
             return
-        running = threads_running(methods)
-        self.passing.update(running)      # in flight now: they may go through
+        self.passing.update(threads_running(methods))   # in flight now: may go through
         while True:
-            # one C call each: a thread never sees itself dropped and re-added
-            self.passing.intersection_update(running)
+            # the look and the update in one step: a thread let through cannot
+            # leave and begin another call between them
+            running = narrow(methods, self.passing)
             if not self.passing:
                 return
             if time.monotonic() >= deadline:
@@ -90,7 +90,6 @@ class _Gate:
                     f"thread {names.get(ident, ident)!r} did not return within the "
                     "suspend_timeout; its state cannot be migrated while it runs")
             time.sleep(0.0002)    # let those calls finish (the GIL goes to them)
-            running = threads_running(methods)
 
     def install(self, cls: type) -> None:
         for name in _GATED:
@@ -394,6 +393,7 @@ class LiveState:
         self.applied_groups: list[tuple[_ClassGroup, int]] = []
         self.patcher = patcher
         self.gate: _Gate | None = None
+        self.methods: dict[int, tuple[Any, type]] = {}   # (before the gates)
         self.gate_committed = False
 
     def before_commit(self) -> None:
@@ -414,7 +414,7 @@ class LiveState:
         active = [g for g in self.groups if g.handler is not None]
         if active:
             self.gate = _Gate()
-            methods = _Gate.methods_of([g.cls for g in active])   # before the gates
+            methods = self.methods = _Gate.methods_of([g.cls for g in active])
             for g in active:
                 self.gate.install(g.cls)
                 self.patcher.protect(g.cls, _GATED)
@@ -476,6 +476,14 @@ class LiveState:
         if fn is not handler:
             fn.fields = fields
         return fn
+
+    def guard_ops(self) -> list[Any]:
+        """No call of a migrating class's methods may have begun since the wait for
+        calls in flight (a method looked up just before the gate closed and called
+        after): checked in the commit's own loop, so nothing runs in between."""
+        if self.gate is None or not self.methods:
+            return []
+        return [partial(assert_quiet, self.methods, CallsInFlight)]
 
     def commit_ops(self) -> list[Any]:
         """New states of plain instances and the gates' removal, in the code switch's loop."""
