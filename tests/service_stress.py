@@ -90,7 +90,8 @@ def refuse(state, old_version, new_version):
 
 
 def reload_loop(sm, deadline: float, max_reloads: int, pause: float,
-                suspend_timeout: float, waited_out: list[str]) -> tuple[int, int, int]:
+                suspend_timeout: float, waited_out: list[str],
+                durations: list[float]) -> tuple[int, int, int]:
     """Reload until the deadline: (reloads applied, refused as expected, unexpected)."""
     reloads = refused = unexpected = 0
     versions = [V2, V1]
@@ -112,9 +113,11 @@ def reload_loop(sm, deadline: float, max_reloads: int, pause: float,
             if sm.get_module_version("svc", "svc") != before:
                 unexpected += 1
             continue
+        t0 = time.perf_counter()
         try:
             sm.hot_reload_source("svc", versions[reloads % 2], module="svc",
                                  state_handler=rename, suspend_timeout=suspend_timeout)
+            durations.append(time.perf_counter() - t0)
         except sm.ReloadError as exc:
             if exc.step != "suspend":
                 raise
@@ -132,6 +135,8 @@ def main() -> int:
                     help="sys.setswitchinterval (default: Python's, 5 ms)")
     ap.add_argument("--max-reloads", type=int, default=100_000)
     ap.add_argument("--suspend-timeout", type=float, default=1.0)
+    ap.add_argument("--no-reloads", action="store_true",
+                    help="serve only (the baseline of the benchmark)")
     ap.add_argument("--pause", type=float, default=0.002,
                     help="seconds between two reloads (the clients' share of the GIL)")
     args = ap.parse_args()
@@ -155,19 +160,23 @@ def main() -> int:
     stop = threading.Event()
     lock = threading.Lock()
     seen: list[int] = []
+    latencies: list[float] = []
     stats = {"requests": 0, "ok": 0, "failed": 0, "errors": []}
 
     def client() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         mine: list[int] = []
+        lat: list[float] = []
         ok = failed = 0
         errors: list[str] = []
         while not stop.is_set():
+            t0 = time.perf_counter()
             try:
                 conn.request("GET", "/")
                 resp = conn.getresponse()
                 body = resp.read().decode()
                 if resp.status == 200 and body[:3] in ("v1:", "v2:"):
+                    lat.append(time.perf_counter() - t0)
                     mine.append(int(body[3:]))
                     ok += 1
                 else:
@@ -181,6 +190,7 @@ def main() -> int:
         conn.close()
         with lock:
             seen.extend(mine)
+            latencies.extend(lat)
             stats["ok"] += ok
             stats["failed"] += failed
             stats["requests"] += ok + failed
@@ -191,13 +201,25 @@ def main() -> int:
         t.start()
     deadline = time.monotonic() + args.seconds
     waited_out: list[str] = []
+    durations: list[float] = []
+    started = time.perf_counter()
     try:
-        reloads, refused, unexpected = reload_loop(sm, deadline, args.max_reloads, args.pause,
-                                                  args.suspend_timeout, waited_out)
+        if args.no_reloads:
+            time.sleep(args.seconds)
+            reloads = refused = unexpected = 0
+        else:
+            reloads, refused, unexpected = reload_loop(sm, deadline, args.max_reloads, args.pause,
+                                                      args.suspend_timeout, waited_out,
+                                                      durations)
     finally:
         stop.set()
     for t in clients:
         t.join(60)
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
     server.shutdown()
     counter = server.counter
     final = counter.count if sm.get_module_version("svc", "svc") == 1 else counter.hits
@@ -217,6 +239,10 @@ def main() -> int:
         "missing": (max(distinct) - len(distinct)) if distinct else 0,
         "final_count": final,
         "errors": stats["errors"][:10],
+        "requests_per_s": stats["ok"] / elapsed,
+        "p50_ms": pct(0.50) * 1000,
+        "p99_ms": pct(0.99) * 1000,
+        "reload_ms": sorted(durations)[len(durations) // 2] * 1000 if durations else 0.0,
     }))
     return 0
 

@@ -97,3 +97,129 @@ def test_a_call_that_begins_while_a_reload_migrates_is_not_lost(sid):
     assert len(attempts) >= 2        # ...the first attempt was undone, the reload retried
     assert r.migrated == 1 and c.hits == 1   # and its hit was migrated, not lost
     assert c.hit() == 2
+
+
+LOG_V1 = '''\
+from sandbox_magic import Server
+
+
+class Log(Server):
+    def init(self):
+        return {"seen": {}}
+
+    def handle_call(self, request, state):
+        sender, n = request
+        seen = dict(state["seen"])
+        seen.setdefault(sender, []).append(n)
+        return len(seen[sender]), {**state, "seen": seen}
+
+    def handle_cast(self, request, state):
+        return self.handle_call(request, state)[1]
+'''
+LOG_V2 = LOG_V1.replace('return {"seen": {}}', 'return {"seen": {}, "version": 2}')
+
+
+def test_the_library_server_loses_no_message_and_keeps_each_senders_order(sid):
+    import threading
+
+    import sandbox_magic as sm
+
+    sm.hot_reload_source(sid, LOG_V1, module="log")
+    ref = sm.start_server(sid, "Log")
+    stop = threading.Event()
+    sent: dict[str, int] = {}
+
+    def sender(name, cast):
+        n = 0
+        while not stop.is_set() and n < 3000:
+            n += 1
+            if cast:
+                ref.cast((name, n))
+            else:
+                assert ref.call((name, n)) >= 1
+        sent[name] = n
+
+    threads = [threading.Thread(target=sender, args=(f"s{i}", i % 2 == 1)) for i in range(4)]
+    for t in threads:
+        t.start()
+    migrated = 0
+    for k in range(40):
+        text = LOG_V2 if k % 2 == 0 else LOG_V1
+        r = sm.hot_reload_source(sid, text, module="log",
+                                 state_handler=lambda s, ov, nv: {**s, "version": nv})
+        migrated += r.migrated
+    stop.set()
+    for t in threads:
+        t.join(30)
+    seen = ref.call(("probe", 0)) and ref.get_state()["seen"]
+    assert migrated >= 40                        # every reload migrated the server's state
+    for name, n in sent.items():                 # nothing lost, nothing reordered per sender
+        assert seen[name] == list(range(1, n + 1)), name
+
+
+ASYNC_V1 = '''\
+def step(x):
+    return ("v1", x + 1)
+'''
+
+
+def test_an_asyncio_task_keeps_calling_sandbox_code_while_it_is_reloaded(sid):
+    import asyncio
+    import threading
+
+    import sandbox_magic as sm
+
+    sm.hot_reload_source(sid, ASYNC_V1, module="a")
+    step = sm.get_sandbox(sid).modules["a"].step
+    results: list[tuple[str, int]] = []
+    errors: list[BaseException] = []
+
+    async def task(stop):
+        x = 0
+        while not stop.is_set():
+            try:
+                tag, x = step(x)
+                results.append((tag, x))
+            except BaseException as exc:      # anything here is a failure of the test
+                errors.append(exc)
+                return
+            await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    stop = threading.Event()
+    runner = threading.Thread(target=lambda: loop.run_until_complete(task(stop)))
+    runner.start()
+    for k in range(200):
+        sm.hot_reload_source(sid, ASYNC_V1.replace('"v1"', f'"v{k % 2 + 2}"'), module="a")
+    stop.set()
+    runner.join(10)
+    loop.close()
+    assert not errors
+    assert [x for _, x in results] == list(range(1, len(results) + 1))   # no step lost
+    assert {tag for tag, _ in results} >= {"v2", "v3"}                    # new code reached it
+
+
+def test_a_reload_called_from_a_coroutine_works_and_blocks_the_loop_only_while_it_runs(sid):
+    import asyncio
+
+    import sandbox_magic as sm
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        r = sm.hot_reload_source(sid, ASYNC_V1, module="a")
+        await asyncio.sleep(0)
+        t.cancel()
+        return r, ticks
+
+    r, ticks = asyncio.run(main())
+    assert r.status == "hot_reloaded" and ticks >= 1
+    assert sm.get_sandbox(sid).modules["a"].step(1) == ("v1", 2)
