@@ -960,6 +960,29 @@ narrow(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return found;
 }
 
+/* refill_dicts(objs, dicts): empty each object's own attribute dict and fill it from
+ * the matching dict (the instance dict is mutated in place, never replaced). */
+static PyObject *
+refill_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyList_Check(args[1])
+            || PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "refill_dicts(objs, dicts): two lists of one length");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args[0]); i++) {
+        PyObject *d = PyObject_GenericGetDict(PyList_GET_ITEM(args[0], i), NULL);
+        if (d == NULL)
+            return NULL;
+        PyDict_Clear(d);
+        int r = PyDict_Update(d, PyList_GET_ITEM(args[1], i));
+        Py_DECREF(d);
+        if (r < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"new", (PyCFunction)(void (*)(void))tracked_dunder_new, METH_FASTCALL | METH_KEYWORDS,
      "The __new__ of tracked classes."},
@@ -990,6 +1013,8 @@ static PyMethodDef module_methods[] = {
     {"narrow", (PyCFunction)(void (*)(void))narrow, METH_FASTCALL,
      "narrow(by_code_id, passing) -> threads_running(by_code_id); passing keeps only "
      "those threads (one C call)."},
+    {"refill_dicts", (PyCFunction)(void (*)(void))refill_dicts, METH_FASTCALL,
+     "refill_dicts(objs, dicts): each object's own dict emptied and filled from its new one."},
     {"table_capacity", table_capacity, METH_NOARGS,
      "The number of slots of that table (it shrinks when mostly empty)."},
     {"table_size", table_size, METH_NOARGS,

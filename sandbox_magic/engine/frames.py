@@ -5,7 +5,9 @@ stopped: a thread that returns meanwhile frees or reuses the frames being walked
 (seen as crashes and as "frames" of other types at a high thread-switch rate).
 The compiled walks (``_live.c``) run in one C call with the GIL held and the
 collector paused.  Without them, the walk runs with the collector paused and the
-thread switch interval raised, so no other thread is scheduled before it ends.
+thread switch interval raised to 50 ms (longer than any walk, short enough that a
+thread which gets the GIL meanwhile gives it back soon), so no other thread is
+scheduled before it ends.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def _others_held() -> Iterator[None]:
     enabled = gc.isenabled()
     interval = sys.getswitchinterval()
     gc.disable()
-    sys.setswitchinterval(1000.0)
+    sys.setswitchinterval(0.05)
     try:
         yield
     finally:

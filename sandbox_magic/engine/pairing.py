@@ -153,8 +153,14 @@ def _clone_as(value: Any, target: type) -> Any:
     return clone
 
 
+#: Marks a ``__new__`` that only waits and then makes a plain object (live state's
+#: gate, while a reload migrates the class's instances).
+WAITING_NEW = "__sandbox_waiting_new__"
+
+
 def _plain_new(cls: type) -> bool:
-    return all(b is object or "__new__" not in b.__dict__ for b in cls.__mro__)
+    return all(b is object or "__new__" not in b.__dict__
+               or getattr(b.__dict__["__new__"], WAITING_NEW, False) for b in cls.__mro__)
 
 
 def _slots_of(cls: type) -> tuple[str, ...] | None:

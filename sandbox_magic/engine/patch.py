@@ -104,17 +104,25 @@ _TYPE_NAMES = frozenset({"__name__", "__qualname__"})
 
 
 def _class_set(cls: type, name: str, value: Any) -> None:
-    if name in _TYPE_NAMES and not isinstance(value, str) and native_module is not None:
-        native_module.class_dict_set(cls, name, value)
-    else:
-        type.__setattr__(cls, name, value)
+    _class_set_op(cls, name, value)()
 
 
 def _class_del(cls: type, name: str) -> None:
+    _class_del_op(cls, name)()
+
+
+def _class_set_op(cls: type, name: str, value: Any) -> Callable[[], Any]:
+    """The C-level call that sets ``name`` in a class (for the commit's loop: no
+    bytecode may run between its steps, or another thread could run meanwhile)."""
+    if name in _TYPE_NAMES and not isinstance(value, str) and native_module is not None:
+        return partial(native_module.class_dict_set, cls, name, value)
+    return partial(type.__setattr__, cls, name, value)
+
+
+def _class_del_op(cls: type, name: str) -> Callable[[], Any]:
     if name in _TYPE_NAMES and native_module is not None:
-        native_module.class_dict_set(cls, name)
-    else:
-        type.__delattr__(cls, name)
+        return partial(native_module.class_dict_set, cls, name)
+    return partial(type.__delattr__, cls, name)
 
 
 class Patcher(Pairing):
@@ -375,7 +383,7 @@ class Patcher(Pairing):
                 continue
             if isinstance(ov, (types.MemberDescriptorType, types.GetSetDescriptorType)):
                 continue
-            ops.append(partial(_class_del, old, name))
+            ops.append(_class_del_op(old, name))
             if name == "__new__" and native_module is not None:
                 ops.append(partial(native_module.reset_new, old))
         for name, nv in list(new_dict.items()):
@@ -387,11 +395,11 @@ class Patcher(Pairing):
             t = self.tr(nv)
             was = saved.get(name, _Empty)
             if was is not t and not (name == "__module__" and was == t):
-                ops.append(partial(_class_set, old, name, t))
+                ops.append(_class_set_op(old, name, t))
                 if name == "__module__" and "__firstlineno__" in new_dict:
                     # 3.13+: assigning __module__ drops the class's __firstlineno__
-                    ops.append(partial(_class_set, old, "__firstlineno__",
-                                       new_dict["__firstlineno__"]))
+                    ops.append(_class_set_op(old, "__firstlineno__",
+                                             new_dict["__firstlineno__"]))
         ops.append(partial(type.__setattr__, old, "__qualname__", new.__qualname__))
         ops.append(partial(type.__setattr__, old, "__name__", new.__name__))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Iterator
 from functools import partial
@@ -23,6 +24,7 @@ from typing import Any
 from ..engine import interpreter
 from ..engine.frames import assert_quiet, codes_of, narrow, threads_running
 from ..engine.interrupts import user_code
+from ..engine.pairing import WAITING_NEW
 from ..engine.sandbox import PACKAGE_ROOT
 from ..engine.tracking import _native, adopt, instances_of, settle, trackable
 from ..errors import CallsInFlight, IncompatibleStateError, ReloadError, SandboxTimeout
@@ -30,7 +32,9 @@ from .fields import added_fields, missing_required, refuse_missing, with_default
 from .forward import forward, is_forwarder, unforward
 from .server import Server, ServerProcess
 
-_GATED = frozenset({"__getattribute__", "__setattr__", "__delattr__"})
+# Attribute access on instances, and making new ones (a new instance is made once the
+# reload is over, under whatever code is current then, instead of half under each).
+_GATED = frozenset({"__getattribute__", "__setattr__", "__delattr__", "__new__"})
 _Missing = object()
 
 
@@ -73,18 +77,20 @@ class _Gate:
         """
         if not methods:
             return
-        self.passing.update(threads_running(methods))   # in flight now: may go through
+        # a thread let through inside the gated __new__ is about to run __init__
+        watch = {**methods, **_NEW_GATE_CODES}
+        self.passing.update(threads_running(watch))   # in flight now: may go through
         while True:
             # the look and the update in one step: a thread let through cannot
             # leave and begin another call between them
-            running = narrow(methods, self.passing)
+            running = narrow(watch, self.passing)
             if not self.passing:
                 return
             if time.monotonic() >= deadline:
                 ident = next(iter(self.passing))
                 code = running[ident]
                 names = {t.ident: t.name for t in threading.enumerate()}
-                cls = methods[id(code)][1]
+                cls = methods.get(id(code), (code, object))[1]
                 raise SandboxTimeout(
                     f"a call of {code.co_qualname} on a {cls.__qualname__} instance in "
                     f"thread {names.get(ident, ident)!r} did not return within the "
@@ -95,7 +101,33 @@ class _Gate:
         for name in _GATED:
             resolved = getattr(cls, name)
             self.installed.append((cls, name, cls.__dict__.get(name, _Missing)))
-            type.__setattr__(cls, name, self._gate(name, resolved))
+            if name == "__new__":
+                type.__setattr__(cls, name, self._gate_new(resolved))
+            else:
+                type.__setattr__(cls, name, self._gate(name, resolved))
+
+    def _gate_new(self, resolved: Any) -> Any:
+        owner, opened, passing = self.owner, self.open, self.passing
+        plain = resolved is object.__new__
+
+        def make(klass: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            # object.__new__ refuses arguments once a class defines __new__ (the gate)
+            return object.__new__(klass) if plain else resolved(klass, *args, **kwargs)
+
+        def __new__(klass: type, *args: Any, **kwargs: Any) -> Any:
+            ident = threading.get_ident()
+            if ident == owner or opened.is_set() or ident in passing:
+                return make(klass, args, kwargs)
+            while not opened.wait(0.0005):
+                if ident in passing:
+                    return make(klass, args, kwargs)
+            new = klass.__new__      # whatever is current now
+            return (object.__new__(klass) if new is object.__new__  # type: ignore[comparison-overlap]
+                    else new(klass, *args, **kwargs))
+        gate = staticmethod(__new__)
+        if plain:    # a plain object either way: copies made meanwhile stay possible
+            setattr(gate, WAITING_NEW, True)
+        return gate
 
     def _gate(self, name: str, resolved: Any) -> Any:
         owner, opened = self.owner, self.open
@@ -122,6 +154,8 @@ class _Gate:
             value = final(cls, name, original)
             if value is _Missing:
                 ops.append(partial(type.__delattr__, cls, name))
+                if name == "__new__" and _native is not None:
+                    ops.append(partial(_native.reset_new, cls))
             else:
                 ops.append(partial(type.__setattr__, cls, name, value))
         return ops
@@ -131,6 +165,8 @@ class _Gate:
             if original is _Missing:
                 if name in cls.__dict__:
                     type.__delattr__(cls, name)
+                    if name == "__new__" and _native is not None:
+                        _native.reset_new(cls)
             else:
                 type.__setattr__(cls, name, original)
         self.installed.clear()
@@ -423,6 +459,11 @@ class LiveState:
             except SandboxTimeout as exc:
                 raise ReloadError(f"{exc}; the reload was refused and nothing changed",
                                   step="suspend") from exc
+            # the instances made since the plan, before the gate closed, too: from
+            # here on no other thread makes one until the reload is over
+            settle([g.cls for g in active])
+            for g in active:
+                g.objs = instances_of(g.cls)
         for g in active:
             try:
                 if g.plain:
@@ -483,6 +524,8 @@ class LiveState:
         after): checked in the commit's own loop, so nothing runs in between."""
         if self.gate is None or not self.methods:
             return []
+        if _native is not None:       # the C call itself: no bytecode after the test
+            return [partial(_native.quiet, self.methods, CallsInFlight)]
         return [partial(assert_quiet, self.methods, CallsInFlight)]
 
     def commit_ops(self) -> list[Any]:
@@ -492,7 +535,11 @@ class LiveState:
             if g.new and g.plain:
                 self.applied_groups.append((g, len(g.objs)))   # rollback puts back all
                 if not interpreter.dict_swap_ok():
-                    ops.append(partial(deque, map(interpreter.replace_dict, g.objs, g.new), 0))
+                    if _native is not None:      # one C call: no bytecode in between
+                        ops.append(partial(_native.refill_dicts, g.objs, g.new))
+                    else:
+                        ops.append(partial(deque, map(interpreter.replace_dict, g.objs,
+                                                      g.new), 0))
                 elif _native is not None:
                     ops.append(partial(_native.set_dicts, g.objs, g.new))
                 else:
@@ -608,9 +655,9 @@ class LiveState:
         return migrated
 
     def rollback(self) -> None:
-        if self.gate is not None:
-            self.gate.remove()
-            self.gate_committed = False
+        # States go back while the gate still holds other threads off (the patcher's
+        # undo has put the gate back if the commit had removed it): a write landing
+        # between the gate's removal and a restore would be dropped with the state.
         for obj, old_cls, _ in self.moved[:self.forwarded]:
             unforward(obj, old_cls)
         self.forwarded = 0
@@ -619,11 +666,18 @@ class LiveState:
         for g, done in self.applied_groups:
             for obj, old in zip(g.objs[:done], g.old):
                 if g.plain:
+                    # a commit stopped before its first step left this dict in place
+                    if interpreter.dict_swap_ok() and \
+                            object.__getattribute__(obj, "__dict__") is old:
+                        continue
                     interpreter.replace_dict(obj, old)
                 else:
                     set_state(obj, old)
         self.applied_groups.clear()
         self.applied_servers = 0
+        if self.gate is not None:
+            self.gate.remove()
+            self.gate_committed = False
 
     def finish(self) -> None:
         if self.gate is not None:
@@ -633,3 +687,8 @@ class LiveState:
         for p in self.suspended:
             p.resume()
         self.suspended.clear()
+
+
+#: The code of the gated ``__new__`` (and its helper), by id().
+_NEW_GATE_CODES: dict[int, tuple[Any, type]] = {
+    id(c): (c, object) for c in _Gate._gate_new.__code__.co_consts if isinstance(c, types.CodeType)}
