@@ -441,3 +441,19 @@ def test_a_package_submodule_reloads_from_a_cell_and_shows_in_history(ip, sb_id,
     assert ip.user_ns[sb_id].shop.total(3) == 15
     cell(ip, f"%sandbox_rollback {sb_id} shop.prices 1")
     assert ip.user_ns[sb_id].shop.total(3) == 6
+
+
+def test_magics_work_in_a_cell_that_also_awaits(ip, sb_id):
+    # top-level await: IPython runs the cell as a coroutine on its event loop; the
+    # reload inside it (a magic, then the API) blocks that loop only while it runs
+    assert cell(ip, f"%%sandbox_reload {sb_id}\n{V1}").success
+    r = cell(ip, "import asyncio\nimport sandbox_magic\n"
+                 "await asyncio.sleep(0)\n"
+                 f"_ = sandbox_magic.hot_reload_source({sb_id!r}, {V2!r}, 'counter')\n"
+                 "await asyncio.sleep(0)\n"
+                 f"%sandbox_rollback {sb_id} counter 1\n"
+                 f"await asyncio.sleep(0)\n"
+                 f"{sb_id}.Counter().inc()")
+    assert r.success, r.error_in_exec
+    assert r.result == 1
+    assert sm.get_module_version(sb_id, "counter") == 1

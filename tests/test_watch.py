@@ -140,3 +140,87 @@ def test_a_save_touching_several_files_is_one_transaction(sid, folder):
         assert sm.get_sandbox(sid).twice() == 6
     finally:
         sm.unwatch(sid)
+
+
+def test_a_save_written_in_two_parts_is_loaded_whole(sid, folder):
+    # an editor (or a slow disk) writes half the file, pauses for less than the
+    # debounce, writes the rest: one version, with both halves
+    events = Events()
+    w = sm.watch(sid, folder, debounce=0.3, on_event=events)
+    try:
+        first = "BASE = 7\n"
+        second = "def base():\n    return BASE\n\ndef extra():\n    return 'whole'\n"
+        with open(folder / "base.py", "w") as f:
+            f.write(first)
+            f.flush()
+            time.sleep(0.15)                 # half the debounce: the save is not over
+            f.write(second)
+        e = events.next(1)
+        assert e.kind == "reloaded" and e.versions == {"base": 2}, e
+        assert sm.get_sandbox(sid).modules["base"].extra() == "whole"
+        time.sleep(0.5)
+        assert len(events.items) == 1        # no half-written version before it
+    finally:
+        w.stop()
+
+
+def test_an_atomic_save_is_one_version(sid, folder):
+    events = Events()
+    w = sm.watch(sid, folder, debounce=0.1, on_event=events)
+    try:
+        tmp = folder / ".base.py.tmp"
+        tmp.write_text(BASE.replace("BASE = 1", "BASE = 3"))
+        tmp.replace(folder / "base.py")      # what editors do: write aside, rename over
+        e = events.next(1)
+        assert e.kind == "reloaded" and e.versions == {"base": 2}
+        time.sleep(0.3)
+        assert len(events.items) == 1
+        assert sm.get_sandbox(sid).base() == 3
+    finally:
+        w.stop()
+
+
+def test_a_watched_file_deleted_is_reported_and_followed_again_when_back(sid, tmp_path):
+    f = tmp_path / "single.py"
+    f.write_text("def v():\n    return 1\n")
+    events = Events()
+    w = sm.watch(sid, f, debounce=0.05, on_event=events)
+    try:
+        f.write_text("def v():\n    return 2\n")
+        assert events.next(1).versions == {"single": 2}
+        assert sm.get_sandbox(sid).v() == 2
+        f.unlink()
+        e = events.next(2)
+        assert e.kind == "deleted" and e.modules == ("single",)
+        assert sm.get_sandbox(sid).v() == 2          # still loaded
+        f.write_text("def v():\n    return 3\n")
+        assert events.next(3).versions == {"single": 3}
+        assert sm.get_sandbox(sid).v() == 3
+    finally:
+        w.stop()
+
+
+def test_a_watched_folder_removed_is_reported_and_followed_again_when_back(sid, folder):
+    import shutil
+    events = Events()
+    w = sm.watch(sid, folder, debounce=0.05, on_event=events)
+    try:
+        saved = {p.name: p.read_text() for p in folder.glob("*.py")}
+        shutil.rmtree(folder)
+        k = 1
+        e = events.next(k)
+        while e.kind != "deleted" or e.modules != ():   # the files' deletions come first
+            k += 1
+            e = events.next(k)
+        assert "removed" in e.message
+        assert sm.get_sandbox(sid).twice() == 2      # the modules stay loaded
+        folder.mkdir()
+        for name, text in saved.items():
+            (folder / name).write_text(text.replace("BASE = 1", "BASE = 4"))
+        deadline = time.monotonic() + 10
+        while sm.get_sandbox(sid).twice() != 8:
+            assert time.monotonic() < deadline, events.items
+            time.sleep(0.05)
+        assert w.alive
+    finally:
+        w.stop()

@@ -18,7 +18,9 @@ magic shows the latest outcome in one output that updates in place.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,7 @@ class Watcher:
         self.state_handler = state_handler
         self.check = check
         self.on_event = on_event
+        self.single = not path.is_dir()        # one file (its folder is watched)
         self.events: list[WatchEvent] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -80,21 +83,64 @@ class Watcher:
                 del _watchers[self.sandbox_id]
 
     def _module_of(self, p: Path) -> str | None:
+        if self.single:
+            return self.path.stem if p.absolute() == self.path.absolute() else None
         return module_of_file(self.path, p)
 
     def _run(self) -> None:
-        watch_path = self.path if self.path.is_dir() else self.path.parent
+        watch_path = self.path.parent if self.single else self.path
+        quiet_ms = max(10, int(self.debounce * 1000))
+        while not self._stop.is_set():
+            if not watch_path.is_dir():
+                self._wait_for(watch_path)
+                continue
+            try:
+                self._watch_folder(watch_path, quiet_ms)
+            except Exception:   # the folder went away mid-watch, or worse: say so
+                if watch_path.is_dir():
+                    log.exception("watching %s for sandbox %s stopped", self.path,
+                                  self.sandbox_id)
+                    self._ready.set()
+                    return
+
+    def _watch_folder(self, folder: Path, quiet_ms: int) -> None:
+        """Batches of events under ``folder`` until the watch stops or the folder goes.
+
+        The operating system's watch is in place before :func:`watch` returns (a save
+        right after it is seen).  A batch ends after `debounce` seconds with no new
+        event (a save written in parts is read once it is whole); one that never goes
+        quiet is taken after ten times that, and its files are read only once they
+        are `debounce` seconds old.
+        """
+        wf = self._watchfiles
+        keep = wf.DefaultFilter()
+        with wf.main.RustNotify([str(folder)], False, False, 300, True, False) as notify:
+            self._ready.set()
+            while not self._stop.is_set():
+                raw = notify.watch(max(2000, 10 * quiet_ms), quiet_ms, 0, self._stop)
+                if raw in ("stop", "signal"):
+                    return
+                if raw == "timeout":
+                    continue
+                changes = {(wf.Change(c), p) for c, p in raw if keep(wf.Change(c), p)}
+                if changes:
+                    self.apply(changes)
+                if not folder.is_dir():
+                    return
+
+    def _wait_for(self, folder: Path) -> None:
+        """The watched folder was removed: say so once, and go on when it is back."""
         self._ready.set()
-        try:
-            for changes in self._watchfiles.watch(
-                    watch_path, stop_event=self._stop, debounce=int(self.debounce * 1000),
-                    # a batch ends after step ms without new events: short, so a save
-                    # is picked up soon; debounce caps how long one batch may grow
-                    step=max(10, int(self.debounce * 1000) // 5), rust_timeout=200,
-                    yield_on_timeout=False, recursive=True):
-                self.apply(changes)
-        except Exception:   # the watch ends; say why instead of dying silently
-            log.exception("watching %s for sandbox %s stopped", self.path, self.sandbox_id)
+        self._tell(WatchEvent("deleted", (), f"{folder} was removed; the modules stay loaded "
+                              "and the watch goes on when it is back"))
+        while not self._stop.wait(max(0.05, self.debounce)):
+            if folder.is_dir():
+                files = ({self.path.stem: self.path} if self.single
+                         else folder_modules(self.path))
+                present = {m: f for m, f in files.items() if f.exists()}
+                if present:
+                    self._tell(self._reload(present))
+                return
 
     def apply(self, changes: set[tuple[Any, str]]) -> WatchEvent | None:
         """One batch of file events: one reload of the changed files."""
@@ -124,9 +170,12 @@ class Watcher:
     def _reload(self, changed: dict[str, Path]) -> WatchEvent:
         names = tuple(sorted(changed))
         try:
-            sources = {m: p.read_text(encoding="utf-8") for m, p in changed.items()}
+            sources = {m: self._read_whole(p) for m, p in changed.items()}
         except (OSError, UnicodeDecodeError) as exc:
             return WatchEvent("failed", names, f"could not read {exc}")
+        except _StillWriting as exc:
+            return WatchEvent("failed", names, f"{exc} was being written while it was read; "
+                              "the next event loads it")
         try:
             get_state(self.sandbox_id).origins.update(
                 {m: str(p.resolve()) for m, p in changed.items()})
@@ -141,6 +190,23 @@ class Watcher:
         said = ", ".join(f"{m} v{v}" for m, v in versions.items())
         return WatchEvent("reloaded", names, f"reloaded {said}", versions)
 
+    def _read_whole(self, p: Path) -> str:
+        """A file's text, read only when no write touched it during the read, nor during
+        the last `debounce` seconds (a torn read never becomes a version)."""
+        for _ in range(50):
+            before = os.stat(p)
+            age = time.time() - before.st_mtime
+            if age < self.debounce:                  # written just now: let it settle
+                if self._stop.wait(self.debounce - age):
+                    break
+                continue
+            text = p.read_text(encoding="utf-8")
+            after = os.stat(p)
+            if (before.st_mtime_ns, before.st_size, before.st_ino) == \
+                    (after.st_mtime_ns, after.st_size, after.st_ino):
+                return text
+        raise _StillWriting(str(p))
+
     def _tell(self, event: WatchEvent) -> None:
         self.events.append(event)
         del self.events[:-50]
@@ -149,6 +215,10 @@ class Watcher:
                 self.on_event(event)
             except Exception:   # a broken callback must not end the watch
                 log.exception("watch callback failed")
+
+
+class _StillWriting(Exception):
+    pass
 
 
 def watch(sandbox_id: str, path: str | Path, *, debounce: float = 0.2,
