@@ -223,6 +223,7 @@ class Transaction:
         self.old_versions: dict[str, int | None] = {}
         self.notes: list[str] = []       # what a host that ran the bodies elsewhere reported
         self.saved_store: list[ModuleHistory] = []
+        self.store_note = ""
         self.migrated = 0
         self.packages: frozenset[str] = frozenset()
 
@@ -419,9 +420,15 @@ class Transaction:
                 h = state.histories[c.module]
                 self.saved_store.append(h)
                 state.store.save(state.id, h, scope=state.scope)
+        if not getattr(state.store, "saved_to_disk", True):
+            why = getattr(state.store, "failure", None) or "the history store cannot be written"
+            self.store_note = (f"not saved to disk: {why}; kept in memory and written when "
+                               "the store can be written again")
 
     def results(self, status: str, started: float) -> list[ReloadResult]:
         notes = tuple(self.patcher.notes) if self.patcher else tuple(self.notes)
+        if self.store_note:
+            notes += (self.store_note,)
         deps = tuple(m for m in self.run_order if m not in self.changed)
         duration = time.perf_counter() - started
         out = []

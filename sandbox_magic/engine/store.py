@@ -248,6 +248,10 @@ class SQLiteVersionStore(VersionStore):
         self._me = json.dumps(writer_identity(), sort_keys=True)
         self._warned: set[tuple[str, str, int]] = set()
         self._warned_readonly = False
+        self._file_id: tuple[int, int] | None = None   # (device, inode) of the open file
+        # histories saved while the file could not be written: written when it can be
+        self.pending: dict[tuple[str, str, str], ModuleHistory] = {}
+        self._lost = False
         try:
             self._open()
         except (sqlite3.Error, OSError, StoreFormatError) as exc:
@@ -286,6 +290,20 @@ class SQLiteVersionStore(VersionStore):
             conn.close()
             raise
         self.conn = conn
+        st = os.stat(self.path)
+        self._file_id = (st.st_dev, st.st_ino)
+
+    def _file_gone(self) -> str | None:
+        """Why the open file is no longer the store's file (its folder was removed, the
+        file deleted or replaced), or None.  An open SQLite file that was unlinked still
+        accepts writes, which would then vanish at the next start."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            return f"{self.path} is gone ({exc.strerror})"
+        if (st.st_dev, st.st_ino) != self._file_id:
+            return f"{self.path} was replaced by another file"
+        return None
 
     @staticmethod
     def _create_tables(conn: sqlite3.Connection, old_format: int | None) -> None:
@@ -512,9 +530,24 @@ class SQLiteVersionStore(VersionStore):
 
     # ----------------------------------------------------------------- write
     def save(self, sandbox_id: str, history: ModuleHistory, scope: str = FOLDER) -> None:
-        """Write ``history``; may renumber its newest versions (see the module docstring)."""
+        """Write ``history``; may renumber its newest versions (see the module docstring).
+
+        When the file cannot be written (its folder removed or replaced by a file, the
+        disk full, permissions changed), one :class:`StoreWarning` names it, the
+        history waits in :attr:`pending` (``saved_to_disk`` is False), and every later
+        save tries the file again: once it can be written, everything pending is.
+        """
+        key = (scope, sandbox_id, history.module)
         with self.lock:
+            if self._lost and not self._recover():
+                self.pending[key] = history
+                return
             if self.conn is None or self._cannot_write():
+                return
+            gone = None if self._in_batch else self._file_gone()
+            if gone is not None:
+                self._lose(gone)
+                self.pending[key] = history
                 return
             try:
                 self._save(scope, sandbox_id, history)
@@ -524,8 +557,57 @@ class SQLiteVersionStore(VersionStore):
                 except sqlite3.Error:
                     pass
                 self._in_batch = False
-                self._cache.pop((scope, sandbox_id, history.module), None)
-                self._fall_back(f"cannot write history to {self.path}: {exc}")
+                self._cache.pop(key, None)
+                self._lose(f"cannot write history to {self.path}: {exc}")
+                self.pending[key] = history
+
+    @property
+    def saved_to_disk(self) -> bool:
+        """False while some version is kept in memory only (see :meth:`save`)."""
+        return not self._lost and self.failure is None
+
+    def _lose(self, why: str) -> None:
+        warnings.warn(f"{why}: new versions are kept in memory and not saved to disk; "
+                      "they are written when the file can be written again (recreate "
+                      "its folder, or call set_default_store)", StoreWarning, stacklevel=4)
+        log.warning("%s; versions kept in memory until it can be written", why)
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except sqlite3.Error:
+                log.debug("closing the history store failed", exc_info=True)
+        self.conn = None
+        self._cache.clear()
+        self._lost = True
+        self.failure = why
+
+    def _recover(self) -> bool:
+        """Open the file again if it can be, and write what waits; True on success."""
+        if not self.path.parent.is_dir():
+            return False
+        try:
+            self._open()
+            for (scope, sid, _), h in list(self.pending.items()):
+                self._save(scope, sid, h)
+        except (sqlite3.Error, OSError, StoreFormatError):
+            if self.conn is not None:
+                try:
+                    self.conn.close()
+                except sqlite3.Error:
+                    pass
+            self.conn = None
+            return False
+        self.pending.clear()
+        self._lost = False
+        self.failure = None
+        log.warning("the history store %s can be written again; the versions kept in "
+                    "memory were written", self.path)
+        return True
+
+    def flush_pending(self) -> bool:
+        """Try now to write what waits (a recreated folder, say); True if nothing waits."""
+        with self.lock:
+            return not self._lost or self._recover()
 
     def _save(self, scope: str, sandbox_id: str, h: ModuleHistory) -> None:
         conn = self.conn
