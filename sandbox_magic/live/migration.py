@@ -370,10 +370,72 @@ def _handler_failed(g: _ClassGroup, obj: Any, exc: BaseException) -> ReloadError
                        step="migrate", obj=obj)
 
 
+_CONTAINERS = (list, dict, set, bytearray)
+
+
+def _snapshot(values: Any, into: list[tuple[Any, Any]], seen: set[int]) -> None:
+    """Record the contents of every list, dict, set and bytearray reachable from
+    ``values`` through such containers (a state handler may change them in place)."""
+    for v in values:
+        if isinstance(v, _CONTAINERS) and id(v) not in seen:
+            seen.add(id(v))
+            if isinstance(v, dict):
+                into.append((v, dict(v)))
+                _snapshot(v.values(), into, seen)
+            else:
+                into.append((v, v.copy()))
+                if not isinstance(v, bytearray):
+                    _snapshot(v, into, seen)
+
+
+def _restore_snapshot(saved: list[tuple[Any, Any]]) -> None:
+    """Put every recorded container's contents back, in place (identities kept)."""
+    for container, contents in saved:
+        if isinstance(container, dict):
+            if container != contents or list(container) != list(contents):
+                container.clear()
+                container.update(contents)
+        elif isinstance(container, set):
+            if container != contents:
+                container.clear()
+                container.update(contents)
+        elif container != contents:
+            container[:] = contents
+
+
+def _raw_state(obj: Any) -> tuple[dict[str, Any] | None, list[tuple[str, Any]]]:
+    """An object's attributes exactly as they are (its dict's contents and its slots),
+    read without its own code, so a refused reload can put them back the same way."""
+    d = object.__getattribute__(obj, "__dict__") if hasattr(obj, "__dict__") else None
+    slots = []
+    for name in _slot_names(type(obj)):
+        try:
+            slots.append((name, object.__getattribute__(obj, name)))
+        except AttributeError:
+            slots.append((name, _Missing))
+    return (dict(d) if d is not None else None), slots
+
+
+def _restore_raw(obj: Any, raw: tuple[dict[str, Any] | None, list[tuple[str, Any]]]) -> None:
+    d, slots = raw
+    if d is not None:
+        live = object.__getattribute__(obj, "__dict__")
+        live.clear()
+        live.update(d)
+    for name, value in slots:
+        if value is _Missing:
+            try:
+                object.__delattr__(obj, name)
+            except AttributeError:
+                pass
+        else:
+            object.__setattr__(obj, name, value)
+
+
 class _ClassGroup:
     """Live instances of one class, with how to read and write their state."""
 
-    __slots__ = ("cls", "handler", "module", "new", "objs", "old", "plain")
+    __slots__ = ("cls", "handler", "module", "new", "objs", "old", "plain", "raw")
 
     def __init__(self, cls: type, objs: list[Any], module: str) -> None:
         self.cls = cls
@@ -384,6 +446,7 @@ class _ClassGroup:
                       and hasattr(cls, "__dict__"))
         self.old: list[Any] = []
         self.new: list[Any] = []
+        self.raw: list[Any] = []      # __setstate__ classes: attributes as they were
         self.handler: Any = None     # the migration of this class's instances, if any
 
 
@@ -428,6 +491,7 @@ class LiveState:
         self.applied_servers = 0
         self.applied_groups: list[tuple[_ClassGroup, int]] = []
         self.patcher = patcher
+        self.nested: list[tuple[Any, Any]] = []   # containers a handler may change
         self.gate: _Gate | None = None
         self.methods: dict[int, tuple[Any, type]] = {}   # (before the gates)
         self.gate_committed = False
@@ -471,10 +535,19 @@ class LiveState:
                     if not interpreter.dict_swap_ok():   # mutated in place: keep copies
                         g.old = [dict(d) for d in g.old]
                 else:
+                    g.raw = [_raw_state(o) for o in g.objs]
                     g.old = [get_state(o) for o in g.objs]
             except Exception as exc:
                 raise ReloadError(f"capturing the state of {g.cls.__qualname__} instances "
                                   f"failed: {exc}", step="capture") from exc
+            if g.handler is not None:
+                # what the handler may change in place, to put back if the reload is refused
+                seen: set[int] = set()
+                for st in g.old:
+                    if isinstance(st, dict):
+                        _snapshot(st.values(), self.nested, seen)
+                    else:
+                        _snapshot((st,), self.nested, seen)
             if g.handler is not handler:
                 fields: list[Any] = getattr(g.handler, "fields", [])
                 missing = sorted({n for st in g.old for n in missing_required(fields, st)})
@@ -664,22 +737,25 @@ class LiveState:
         for p, old in zip(self.servers[:self.applied_servers], self.server_old):
             p.state = old
         for g, done in self.applied_groups:
-            for obj, old in zip(g.objs[:done], g.old):
+            for i, (obj, old) in enumerate(zip(g.objs[:done], g.old)):
                 if g.plain:
                     # a commit stopped before its first step left this dict in place
                     if interpreter.dict_swap_ok() and \
                             object.__getattribute__(obj, "__dict__") is old:
                         continue
                     interpreter.replace_dict(obj, old)
-                else:
-                    set_state(obj, old)
+                else:       # byte for byte, whatever the class's __setstate__ does
+                    _restore_raw(obj, g.raw[i])
         self.applied_groups.clear()
+        _restore_snapshot(self.nested)      # what a handler changed in place
+        self.nested.clear()
         self.applied_servers = 0
         if self.gate is not None:
             self.gate.remove()
             self.gate_committed = False
 
     def finish(self) -> None:
+        self.nested.clear()
         if self.gate is not None:
             if not self.gate_committed:
                 self.gate.remove()  # a refused reload: the classes as they were
