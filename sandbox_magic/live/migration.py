@@ -18,7 +18,7 @@ import types
 from collections import deque
 from collections.abc import Iterator
 from functools import partial
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 from ..engine import interpreter
@@ -542,12 +542,15 @@ class LiveState:
                                   f"failed: {exc}", step="capture") from exc
             if g.handler is not None:
                 # what the handler may change in place, to put back if the reload is refused
-                seen: set[int] = set()
-                for st in g.old:
-                    if isinstance(st, dict):
-                        _snapshot(st.values(), self.nested, seen)
-                    else:
-                        _snapshot((st,), self.nested, seen)
+                # (the types present are collected at C speed; most states hold none)
+                values = chain.from_iterable(map(dict.values, g.old)) if g.plain else \
+                    chain.from_iterable(st.values() if isinstance(st, dict) else (st,)
+                                        for st in g.old)
+                if any(issubclass(t, _CONTAINERS) for t in set(map(type, values))):
+                    seen: set[int] = set()
+                    for st in g.old:
+                        _snapshot(st.values() if isinstance(st, dict) else (st,),
+                                  self.nested, seen)
             if g.handler is not handler:
                 fields: list[Any] = getattr(g.handler, "fields", [])
                 missing = sorted({n for st in g.old for n in missing_required(fields, st)})
