@@ -166,6 +166,7 @@ def step(x):
 def test_an_asyncio_task_keeps_calling_sandbox_code_while_it_is_reloaded(sid):
     import asyncio
     import threading
+    import time
 
     import sandbox_magic as sm
 
@@ -189,8 +190,17 @@ def test_an_asyncio_task_keeps_calling_sandbox_code_while_it_is_reloaded(sid):
     stop = threading.Event()
     runner = threading.Thread(target=lambda: loop.run_until_complete(task(stop)))
     runner.start()
+
+    def progressed(n):     # the task took a step since n results (bounded wait)
+        deadline = time.monotonic() + 5
+        while len(results) <= n and not errors and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+    progressed(0)
     for k in range(200):
+        seen = len(results)
         sm.hot_reload_source(sid, ASYNC_V1.replace('"v1"', f'"v{k % 2 + 2}"'), module="a")
+        progressed(seen)
     stop.set()
     runner.join(10)
     loop.close()
