@@ -196,10 +196,10 @@ class Watcher:
         for _ in range(50):
             before = os.stat(p)
             age = time.time() - before.st_mtime
-            if age < self.debounce:                  # written just now: let it settle
+            if 0 <= age < self.debounce:             # written just now: let it settle
                 if self._stop.wait(self.debounce - age):
                     break
-                continue
+                continue                             # (a future time is taken as is)
             text = p.read_text(encoding="utf-8")
             after = os.stat(p)
             if (before.st_mtime_ns, before.st_size, before.st_ino) == \

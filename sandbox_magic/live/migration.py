@@ -524,10 +524,12 @@ class LiveState:
                 raise ReloadError(f"{exc}; the reload was refused and nothing changed",
                                   step="suspend") from exc
             # the instances made since the plan, before the gate closed, too: from
-            # here on no other thread makes one until the reload is over
-            settle([g.cls for g in active])
-            for g in active:
-                g.objs = instances_of(g.cls)
+            # here on no other thread makes one until the reload is over (with no
+            # other thread, none can have been made)
+            if threading.active_count() > 1:
+                settle([g.cls for g in active])
+                for g in active:
+                    g.objs = instances_of(g.cls)
         for g in active:
             try:
                 if g.plain:
