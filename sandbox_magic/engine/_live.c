@@ -797,19 +797,21 @@ static PyTypeObject Registry_Type = {
     .tp_as_sequence = &Registry_as_sequence,
 };
 
-/* frames_reading(by_id) -> list of ints: the keys of by_id (the id()s of staging
- * namespaces) that a frame of another thread reads as its globals.
+/* Other threads' frames, walked while none of them runs: one C call, the GIL held,
+ * the collector paused, so no bytecode, finaliser or weakref callback runs until
+ * the walk ends and no other thread can pop or reuse a frame while its f_back chain
+ * is followed (a walk in Python can be interrupted between two steps, and then
+ * reads frames that no longer exist).
  *
- * The walk over every other thread's frame chain runs here, in one C call, with the
- * GIL held and the collector paused: no bytecode runs and no finaliser or weakref
- * callback is called until it ends, so no other thread can pop or reuse a frame
- * while its f_back chain is being followed (a walk in Python can be interrupted
- * between two steps, and then reads frames that no longer exist). */
+ * visit(frame, thread, keys, out) returns 1 to stop walking that thread's chain, 0
+ * to go on, -1 on an error. */
+typedef int (*frame_visit)(PyFrameObject *, PyThreadState *, PyObject *, PyObject *);
+
 static PyObject *
-frames_reading(PyObject *self, PyObject *by_id)
+walk_other_threads(PyObject *keys, frame_visit visit, const char *name)
 {
-    if (!PyDict_Check(by_id)) {
-        PyErr_SetString(PyExc_TypeError, "frames_reading() needs a dict keyed by id()");
+    if (!PyDict_Check(keys)) {
+        PyErr_Format(PyExc_TypeError, "%s() needs a dict keyed by id()", name);
         return NULL;
     }
     PyObject *out = PyList_New(0);
@@ -825,19 +827,10 @@ frames_reading(PyObject *self, PyObject *by_id)
             continue;
         PyFrameObject *f = PyThreadState_GetFrame(ts);
         while (f != NULL) {
-            PyObject *g = PyFrame_GetGlobals(f);
-            if (g == NULL) {
+            int r = visit(f, ts, keys, out);
+            if (r < 0)
                 failed = 1;
-            }
-            else {
-                PyObject *key = PyLong_FromVoidPtr(g);
-                int has = key == NULL ? -1 : PyDict_Contains(by_id, key);
-                if (has < 0 || (has == 1 && PyList_Append(out, key) < 0))
-                    failed = 1;
-                Py_XDECREF(key);
-                Py_DECREF(g);
-            }
-            PyFrameObject *back = failed ? NULL : PyFrame_GetBack(f);
+            PyFrameObject *back = r != 0 ? NULL : PyFrame_GetBack(f);
             Py_DECREF(f);
             f = back;
         }
@@ -851,55 +844,56 @@ frames_reading(PyObject *self, PyObject *by_id)
     return out;
 }
 
+/* out gets id(f_globals) when it is one of the keys. */
+static int
+visit_globals(PyFrameObject *f, PyThreadState *ts, PyObject *keys, PyObject *out)
+{
+    PyObject *g = PyFrame_GetGlobals(f);
+    if (g == NULL)
+        return -1;
+    PyObject *key = PyLong_FromVoidPtr(g);
+    Py_DECREF(g);
+    int has = key == NULL ? -1 : PyDict_Contains(keys, key);
+    if (has == 1 && PyList_Append(out, key) < 0)
+        has = -1;
+    Py_XDECREF(key);
+    return has < 0 ? -1 : 0;
+}
+
+/* out gets (thread id, code) for the innermost frame running one of the keys' codes. */
+static int
+visit_code(PyFrameObject *f, PyThreadState *ts, PyObject *keys, PyObject *out)
+{
+    PyCodeObject *code = PyFrame_GetCode(f);
+    PyObject *key = PyLong_FromVoidPtr(code);
+    int has = key == NULL ? -1 : PyDict_Contains(keys, key);
+    Py_XDECREF(key);
+    if (has == 1) {
+        PyObject *item = Py_BuildValue("(KO)", (unsigned long long)ts->thread_id,
+                                       (PyObject *)code);
+        if (item == NULL || PyList_Append(out, item) < 0)
+            has = -1;
+        Py_XDECREF(item);
+    }
+    Py_DECREF(code);
+    return has;
+}
+
+/* frames_reading(by_id) -> list of ints: the keys of by_id (the id()s of staging
+ * namespaces) that a frame of another thread reads as its globals. */
+static PyObject *
+frames_reading(PyObject *self, PyObject *by_id)
+{
+    return walk_other_threads(by_id, visit_globals, "frames_reading");
+}
+
 /* threads_running(by_code_id) -> list of (thread id, code): the other threads that
  * have a frame running one of the code objects whose id()s are by_code_id's keys
- * (one entry per thread, its innermost such frame).  Walked like frames_reading. */
+ * (one entry per thread, its innermost such frame). */
 static PyObject *
 threads_running(PyObject *self, PyObject *by_code_id)
 {
-    if (!PyDict_Check(by_code_id)) {
-        PyErr_SetString(PyExc_TypeError, "threads_running() needs a dict keyed by id()");
-        return NULL;
-    }
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
-    int was_enabled = PyGC_Disable();
-    PyThreadState *me = PyThreadState_Get();
-    PyInterpreterState *interp = PyThreadState_GetInterpreter(me);
-    int failed = 0;
-    for (PyThreadState *ts = PyInterpreterState_ThreadHead(interp);
-         ts != NULL && !failed; ts = PyThreadState_Next(ts)) {
-        if (ts == me)
-            continue;
-        PyFrameObject *f = PyThreadState_GetFrame(ts);
-        while (f != NULL) {
-            PyCodeObject *code = PyFrame_GetCode(f);
-            PyObject *key = PyLong_FromVoidPtr(code);
-            int has = key == NULL ? -1 : PyDict_Contains(by_code_id, key);
-            Py_XDECREF(key);
-            if (has == 1) {
-                PyObject *item = Py_BuildValue("(KO)",
-                    (unsigned long long)ts->thread_id, (PyObject *)code);
-                if (item == NULL || PyList_Append(out, item) < 0)
-                    failed = 1;
-                Py_XDECREF(item);
-            }
-            Py_DECREF(code);
-            if (has < 0)
-                failed = 1;
-            PyFrameObject *back = (failed || has == 1) ? NULL : PyFrame_GetBack(f);
-            Py_DECREF(f);
-            f = back;
-        }
-    }
-    if (was_enabled)
-        PyGC_Enable();
-    if (failed) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    return out;
+    return walk_other_threads(by_code_id, visit_code, "threads_running");
 }
 
 /* quiet(by_code_id, exc_type): None when no other thread runs one of those code

@@ -354,13 +354,16 @@ class SQLiteVersionStore(VersionStore):
         warnings.warn(f"{why}. Version history is kept in memory only for now.",
                       StoreWarning, stacklevel=3)
         log.warning("%s; history is kept in memory only", why)
+        self._drop_connection()
+        self.failure = why
+
+    def _drop_connection(self) -> None:
         if self.conn is not None:
             try:
                 self.conn.close()
             except sqlite3.Error:
                 log.debug("closing the history store failed", exc_info=True)
         self.conn = None
-        self.failure = why
 
     def _cannot_write(self) -> bool:
         """True (after one warning) when this store is read-only."""
@@ -571,12 +574,7 @@ class SQLiteVersionStore(VersionStore):
                       "they are written when the file can be written again (recreate "
                       "its folder, or call set_default_store)", StoreWarning, stacklevel=4)
         log.warning("%s; versions kept in memory until it can be written", why)
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except sqlite3.Error:
-                log.debug("closing the history store failed", exc_info=True)
-        self.conn = None
+        self._drop_connection()
         self._cache.clear()
         self._lost = True
         self.failure = why
@@ -590,12 +588,7 @@ class SQLiteVersionStore(VersionStore):
             for (scope, sid, _), h in list(self.pending.items()):
                 self._save(scope, sid, h)
         except (sqlite3.Error, OSError, StoreFormatError):
-            if self.conn is not None:
-                try:
-                    self.conn.close()
-                except sqlite3.Error:
-                    pass
-            self.conn = None
+            self._drop_connection()
             return False
         self.pending.clear()
         self._lost = False
