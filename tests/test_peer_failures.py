@@ -487,7 +487,9 @@ def test_threads_calling_code_while_it_is_patched_see_whole_versions(sid):
 
 
 def test_no_half_applied_reload_when_patching_fails(sid, monkeypatch):
-    load(sid, "class A:\n    def f(self):\n        return 1\ndef g():\n    return 1\n")
+    # X changes too: the module body runs again (a body-only edit is applied in place,
+    # see tests/test_inplace.py for its failures)
+    load(sid, "X = 1\nclass A:\n    def f(self):\n        return 1\ndef g():\n    return 1\n")
     sb = sm.get_sandbox(sid)
     A, g = sb.A, sb.g
     from sandbox_magic.engine import patch as _patch
@@ -499,7 +501,7 @@ def test_no_half_applied_reload_when_patching_fails(sid, monkeypatch):
 
     monkeypatch.setattr(_patch.Patcher, "_patch_module", explode)
     with pytest.raises(sm.ReloadError) as info:
-        load(sid, "class A:\n    def f(self):\n        return 2\ndef g():\n    return 2\n")
+        load(sid, "X = 2\nclass A:\n    def f(self):\n        return 2\ndef g():\n    return 2\n")
     assert info.value.step == "patch"
     monkeypatch.setattr(_patch.Patcher, "_patch_module", original)
     assert A().f() == 1 and g() == 1

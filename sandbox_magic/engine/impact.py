@@ -421,15 +421,44 @@ def _importers(sources: Mapping[str, str], packages: frozenset[str]) -> dict[str
     return out
 
 
+def reach_at_import(source: str, touched: frozenset[str]) -> frozenset[str] | None:
+    """The module's names whose behaviour changes when the functions (or the methods
+    of the classes) named ``touched`` change, closed over its own functions; None when
+    its import-time code reads one of them (or cannot be read)."""
+    st = statements(source)
+    if st is None:
+        return None
+    reach = set(touched)
+    while True:
+        count = len(reach)
+        for _, s in st:
+            if not s.defines <= reach and _refs(s.later, reach, set(), None):
+                reach |= s.defines
+        if len(reach) == count:
+            break
+    for _, s in st:
+        if _refs(s.uses, reach, set(), None):
+            return None
+    return frozenset(reach)
+
+
 def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
             old_sources: Mapping[str, str], changed_modules: Iterable[str],
-            packages: frozenset[str]) -> set[str]:
+            packages: frozenset[str],
+            in_place: Mapping[str, frozenset[str]] | None = None) -> set[str]:
     """The importers (direct, or through modules whose functions reach changed code) that
     must run again.  ``sources`` holds the new source of every module (the current one
-    where unchanged), ``old_sources`` the current source of the changed modules."""
+    where unchanged), ``old_sources`` the current source of the changed modules.
+    ``in_place`` names modules that do not run again, with their names whose behaviour
+    changed (see :func:`reach_at_import`)."""
     importers = _importers(sources, packages)
     todo: list[tuple[str, bool, frozenset[str] | None, frozenset[str]]] = []
-    for m in changed_modules:
+    in_place = in_place or {}
+    order = [m for m in changed_modules if m not in in_place]
+    changed_modules = set(order) | set(in_place)
+    for m, names in in_place.items():
+        todo.append((m, False, names, frozenset()))
+    for m in order:
         if importers.get(m):
             old = old_sources.get(m)
             stable = stable_names(old, sources[m]) if old is not None else frozenset()

@@ -10,11 +10,13 @@ objects and history exactly as they were and names the step that failed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
 import traceback
 import types
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -22,8 +24,10 @@ from typing import Any, Protocol
 
 from ..errors import CallsInFlight, CircularDependencyError, ReloadError, SandboxError
 from .artifact import Artifact
-from .deps import find_cycles, graph_of, load_order
-from .impact import cascade
+from .deps import find_cycles, graph_of, load_order, resolve_import
+from .impact import cascade, statements
+from .inplace import InPlace
+from .inplace import plan as plan_in_place
 from .interrupts import InterruptGuard, user_code
 from .layout import packages_of
 from .patch import Patcher
@@ -114,6 +118,12 @@ class ReloadParticipant(Protocol):
 ParticipantFactory = Callable[[SandboxState, Patcher, list[str], list[Change], ReloadOptions],
                               ReloadParticipant]
 PARTICIPANTS: list[ParticipantFactory] = []
+
+#: When each live sandbox module's body last ran (a serial per transaction): an edit
+#: applied in place keeps what the body computed, which is only what running it
+#: again would compute if nothing it imports ran again since.
+RAN: weakref.WeakKeyDictionary[types.ModuleType, int] = weakref.WeakKeyDictionary()
+_SERIAL = itertools.count(1)
 
 
 def _body_error(exc: BaseException, module: str, artifact: Artifact) -> ReloadError:
@@ -216,9 +226,12 @@ class Transaction:
         self.saved_sys: dict[str, None] = {}
         self.reals: dict[str, types.ModuleType] = {}
         self.participants: list[ReloadParticipant] = []
-        self.patcher: Patcher | None = None
+        self.patcher: Patcher | InPlace | None = None
+        #: Set when the change is inside function bodies only (see ``engine.inplace``).
+        self.in_place: InPlace | None = None
         self.committed = False
-        self.registered: dict[str, tuple[types.ModuleType | None, frozenset[str] | None]] = {}
+        self.registered: dict[str, tuple[types.ModuleType | None, frozenset[str] | None,
+                                         Artifact | None]] = {}
         self.histories: dict[str, tuple[ModuleHistory | None, Any]] = {}
         self.old_versions: dict[str, int | None] = {}
         self.notes: list[str] = []       # what a host that ran the bodies elsewhere reported
@@ -236,6 +249,15 @@ class Transaction:
         for c in self.changes:
             self.code_for[c.module] = c.artifact
         self.graph = graph_of({m: a.imports for m, a in self.code_for.items()})
+        self.packages = packages_of(list(self.code_for))
+        if not self.fresh and not self.rerun and len(self.changes) == 1 \
+                and self.options.state_handler is None:
+            change = self.changes[0]
+            self.in_place = self._plan_in_place(change)
+            if self.in_place is not None:
+                change.artifact = self.code_for[change.module] = self.in_place.artifact
+                self.run_order = [change.module]
+                return
         order = load_order(self.graph)
         if self.fresh:
             run = set(self.code_for)
@@ -244,7 +266,21 @@ class Transaction:
                        if self.options.coordinate_dependencies else set())
             run = self.changed | cascade | self.rerun
         self.run_order = [m for m in order if m in run]
-        self.packages = packages_of(list(self.code_for))
+
+    def _plan_in_place(self, change: Change) -> InPlace | None:
+        """The change applied to the live objects without running any body, when it
+        is inside function bodies that no import-time code reaches."""
+        state, m = self.state, change.module
+        real, running = state.modules.get(m), state.live.get(m)
+        if real is None or running is None or change.action == "rerun":
+            return None
+        if any(p.alive and p.cls.__module__ == real.__name__ for p in state.servers):
+            return None        # its servers' code_change runs on a reload of it
+        if self._inputs_ran_since(m, real, running.source):
+            return None
+        return plan_in_place(m, real.__name__, real.__dict__, running, change.artifact,
+                             {n: a.source for n, a in self.code_for.items()}, self.graph,
+                             self.packages, self.options.coordinate_dependencies)
 
     def _cascade(self) -> set[str]:
         """Importers that must run again: those whose import-time code can see the
@@ -256,6 +292,25 @@ class Transaction:
         return cascade(self.graph, {m: a.source for m, a in self.code_for.items()}, old,
                        self.changed, packages_of(list(self.code_for)))
 
+    def _inputs_ran_since(self, m: str, real: types.ModuleType, source: str) -> bool:
+        """Whether a module that ``m``'s body imports (in this sandbox or not) ran
+        again since ``m``'s body last ran (its values may be others now)."""
+        mine = RAN.get(real)
+        st = statements(source)
+        if mine is None or st is None:
+            return True
+        state = self.state
+        for _, s in st:
+            for spec, name, _alias in s.imports:
+                target = resolve_import(spec, m, self.packages)
+                if target is None:
+                    return True
+                for t in (target, f"{target}.{name}") if name not in (None, "*") else (target,):
+                    mod = state.modules.get(t) or sys.modules.get(t)
+                    if mod is not None and RAN.get(mod, 0) > mine:
+                        return True
+        return False
+
     def stage(self, parallel: bool, timeout: float | None) -> None:
         """Run the new bodies into staging modules; the old version keeps running.
 
@@ -265,6 +320,8 @@ class Transaction:
         submodules, and import cycles that Python can run, load here too).
         """
         state = self.state
+        if self.in_place is not None:
+            return          # no body runs
         self.pending = dict.fromkeys(self.run_order)
         self.running: dict[str, types.ModuleType] = {}
         state.install_overlay(self.staged, self.pending, self._pull, self.running)
@@ -313,6 +370,12 @@ class Transaction:
 
     def pair(self) -> None:
         state, run_order = self.state, self.run_order
+        if self.in_place is not None:
+            (m,) = run_order
+            self.reals[m] = state.modules[m]
+            register_source(self.code_for[m])
+            self.patcher = self.in_place
+            return
         for m in run_order:
             existing = None if self.fresh else state.modules.get(m)
             self.reals[m] = (existing if existing is not None
@@ -328,9 +391,9 @@ class Transaction:
 
     def prepare(self) -> None:
         """Live state joins: servers suspended, states captured and migrated (not applied)."""
-        if self.fresh:
-            return
-        assert self.patcher is not None
+        if self.fresh or self.in_place is not None:
+            return          # in place: no state, server or class changes (see plan)
+        assert isinstance(self.patcher, Patcher)
         for factory in PARTICIPANTS:
             self.participants.append(factory(self.state, self.patcher, self.run_order,
                                              self.changes, self.options))
@@ -345,7 +408,7 @@ class Transaction:
             return [op for p in participants for op in p.commit_ops()]
         try:
             self.patcher.commit([(self.reals[m].__dict__, self.staged[m].__dict__)
-                                 for m in self.run_order], extra_ops,
+                                 for m in self.run_order if m in self.staged], extra_ops,
                                 [op for p in participants for op in p.guard_ops()])
         except SandboxError:
             raise
@@ -358,7 +421,8 @@ class Transaction:
         state = self.state
         for m in self.run_order:
             real = self.reals[m]
-            self.registered[m] = (state.modules.get(m), state.defined.get(m))
+            self.registered[m] = (state.modules.get(m), state.defined.get(m),
+                                  state.live.get(m))
             real.__file__ = state.file_of(m, self.code_for[m])
             real.__spec__ = state.spec(m, self.code_for[m], m in self.packages)
             state.register_module(m, real, self.code_for[m])
@@ -453,8 +517,8 @@ class Transaction:
                 state.store.save(state.id, state.histories.get(h.module, h), scope=state.scope)
             except Exception:   # the store said why when it failed; memory is right
                 log.exception("could not write back the history of %s", h.module)
-        for m, (mod, defined) in self.registered.items():
-            state.unregister_module(m, mod, defined)
+        for m, (mod, defined, running) in self.registered.items():
+            state.unregister_module(m, mod, defined, running)
         if self.patcher is not None:
             self.patcher.revert()       # nothing to undo unless its commit ran
         for p in reversed(self.participants):
@@ -473,6 +537,12 @@ class Transaction:
             except Exception:
                 log.exception("resuming live state failed")
         self.state.clear_overlay()
+        if ok and self.in_place is None:
+            serial = next(_SERIAL)
+            for m in self.run_order:
+                real = self.reals.get(m)
+                if real is not None:
+                    RAN[real] = serial
         if ok and self.patcher is not None:
             # The version is live and recorded: a failure from here on is reported
             # in the result's notes, never raised as if the reload had failed, and

@@ -200,6 +200,9 @@ class SandboxState:
         self.package.__package__ = self.package_name
         self.modules: dict[str, types.ModuleType] = {}
         self.defined: dict[str, frozenset[str]] = {}
+        #: The artifact whose code each live module runs (its functions hold its code
+        #: objects; ``engine.inplace`` maps them to a new version's).
+        self.live: dict[str, Artifact] = {}
         self.origins: dict[str, str] = {}     # module -> the file it is loaded from
         self.histories: dict[str, ModuleHistory] = store.load(sandbox_id, scope=scope)
         self.builtins = dict(builtins.__dict__)
@@ -385,6 +388,7 @@ class SandboxState:
     def register_module(self, name: str, mod: types.ModuleType, artifact: Artifact) -> None:
         self.modules[name] = mod
         self.defined[name] = artifact.defines
+        self.live[name] = artifact
         sys.modules[mod.__name__] = mod
         parent = self._parent(name)
         if parent is not None:
@@ -394,12 +398,14 @@ class SandboxState:
                 setattr(mod, child.rpartition(".")[2], cmod)
 
     def unregister_module(self, name: str, previous: types.ModuleType | None,
-                          defined: frozenset[str] | None) -> None:
+                          defined: frozenset[str] | None,
+                          artifact: Artifact | None = None) -> None:
         """Undo :meth:`register_module`: put back what was registered before."""
         current = self.modules.get(name)
         if previous is None:
             self.modules.pop(name, None)
             self.defined.pop(name, None)
+            self.live.pop(name, None)
             if current is not None and sys.modules.get(current.__name__) is current:
                 del sys.modules[current.__name__]
             parent = self._parent(name)
@@ -410,6 +416,10 @@ class SandboxState:
         self.modules[name] = previous
         if defined is not None:
             self.defined[name] = defined
+        if artifact is not None:
+            self.live[name] = artifact
+        else:
+            self.live.pop(name, None)
         sys.modules[previous.__name__] = previous
         parent = self._parent(name)
         if parent is not None:

@@ -1,0 +1,266 @@
+"""Edits inside function bodies, applied without running the module body again.
+
+Most edits change what a function does when called and nothing a module body
+computes while it runs.  For those, running the body again (and the bodies of
+every module that imported values from it) only re-creates objects that the
+patch then throws away.  Here the new version's code objects are compared with
+the running version's, tree by tree:
+
+* the module's own code and every class body must be the same, except for the
+  code objects of the functions they define (so decorators, defaults,
+  annotations, class attributes and the module's statements are unchanged);
+* a function whose code differs (ignoring line numbers and the file name) is
+  *changed*; if the module's own import-time code, or an importer's, could call
+  it (directly, or through functions and classes that reach it), the edit could
+  change what a body computed, and the reload runs bodies as usual.
+
+When both hold, every live function of the module gets its code object from the
+new version (so line numbers and the version's file name follow the edit) in
+one C-level loop, as a full reload's commit does; nothing else changes, and the
+version is recorded as usual.  Anything not covered (a closure whose cells
+changed, a function this walk cannot find, a server whose module changes, a
+state handler) takes the full path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import marshal
+import operator
+import types
+from collections import deque
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from .artifact import Artifact
+from .impact import cascade, reach_at_import
+
+_OPTIMIZED = inspect.CO_OPTIMIZED
+_SHAPE = ("co_code", "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_flags",
+          "co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_exceptiontable",
+          "co_qualname", "co_name", "co_nlocals")
+
+
+def _is_def(code: types.CodeType) -> bool:
+    """A function made by ``def`` (not a lambda, comprehension or class body)."""
+    return bool(code.co_flags & _OPTIMIZED) and not code.co_name.startswith("<")
+
+
+def _same_shape(a: types.CodeType, b: types.CodeType) -> bool:
+    return len(a.co_consts) == len(b.co_consts) and all(
+        getattr(a, n) == getattr(b, n) for n in _SHAPE)
+
+
+def _same_const(a: object, b: object) -> bool:
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    try:
+        return marshal.dumps(a) == marshal.dumps(b)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+
+
+def _same_function(a: types.CodeType, b: types.CodeType) -> bool:
+    """Same behaviour: equal but for line numbers and the file name (nested code too)."""
+    if not _same_shape(a, b):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts):
+        if type(x) is types.CodeType:
+            if type(y) is not types.CodeType or not _same_function(x, y):
+                return False
+        elif not _same_const(x, y):
+            return False
+    return True
+
+
+class _Plan:
+    """What an in-place reload changes: code per old code object, class first lines."""
+
+    def __init__(self) -> None:
+        self.codes: dict[int, types.CodeType] = {}     # id(old code) -> new code
+        self.keep: list[types.CodeType] = []           # the old codes (ids stay valid)
+        self.changed: list[types.CodeType] = []        # new code of changed functions
+        self.first_lines: dict[str, int] = {}          # class qualname -> new first line
+
+    def pair(self, old: types.CodeType, new: types.CodeType) -> None:
+        self.codes[id(old)] = new
+        self.keep.append(old)
+
+    def nested(self, old: types.CodeType, new: types.CodeType) -> None:
+        """Codes inside an unchanged function (closures it made at import, say)."""
+        for x, y in zip(old.co_consts, new.co_consts):
+            if type(x) is types.CodeType and type(y) is types.CodeType:
+                self.pair(x, y)
+                self.nested(x, y)
+
+    def body(self, old: types.CodeType, new: types.CodeType) -> bool:
+        """Module or class body code (or a lambda or comprehension run there): the
+        same but for the functions it defines; pairs those."""
+        if not _same_shape(old, new):
+            return False
+        delta = new.co_firstlineno - old.co_firstlineno
+        first_line = "__firstlineno__" in old.co_names      # 3.13+ class bodies
+        for x, y in zip(old.co_consts, new.co_consts):
+            if type(x) is types.CodeType:
+                if type(y) is not types.CodeType or x.co_qualname != y.co_qualname:
+                    return False
+                if _is_def(x) and _is_def(y):
+                    self.pair(x, y)
+                    if _same_function(x, y):
+                        self.nested(x, y)
+                    else:
+                        self.changed.append(y)
+                elif not self.body(x, y):
+                    return False
+            elif not _same_const(x, y):
+                if first_line and type(x) is int and type(y) is int and x + delta == y:
+                    self.first_lines[new.co_qualname] = y
+                    continue
+                return False
+        return True
+
+
+def _live_objects(ns: Mapping[str, Any], modname: str
+                  ) -> tuple[list[types.FunctionType], list[type], list[Any]]:
+    """The functions, classes and memoizing wrappers a module's namespace reaches."""
+    funcs: list[types.FunctionType] = []
+    classes: list[type] = []
+    caches: list[Any] = []
+    seen: set[int] = set()
+    todo = [v for k, v in ns.items() if k != "__builtins__"]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if type(obj) is types.FunctionType:
+            funcs.append(obj)
+            wrapped = obj.__dict__.get("__wrapped__") if obj.__dict__ else None
+            if wrapped is not None:
+                todo.append(wrapped)
+        elif isinstance(obj, type):
+            if obj.__module__ == modname:
+                classes.append(obj)
+                todo.extend(vars(obj).values())
+        elif isinstance(obj, (staticmethod, classmethod, types.MethodType)):
+            todo.append(obj.__func__)
+        elif isinstance(obj, property):
+            todo.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
+        elif isinstance(obj, (functools.cached_property, functools.partial)):
+            todo.append(obj.func)
+        elif callable(getattr(obj, "cache_clear", None)) and hasattr(obj, "__wrapped__"):
+            caches.append(obj)
+            todo.append(obj.__wrapped__)
+    return funcs, classes, caches
+
+
+class InPlace:
+    """The commit of an in-place reload, with the interface the transaction uses."""
+
+    def __init__(self, artifact: Artifact, ops: list[Callable[[], Any]],
+                 undo: list[Callable[[], Any]]) -> None:
+        self.artifact = artifact      # the new version as installed (see plan)
+        self.ops = ops
+        self.undo = undo
+        self.notes: list[str] = []
+        self.committed = False
+
+    def commit(self, modules: object, extra_ops: Callable[[], list[Callable[[], Any]]]
+               | None = None, guards: list[Callable[[], Any]] | None = None) -> None:
+        ops = list(guards or ())
+        ops.extend(self.ops)
+        if extra_ops is not None:
+            ops.extend(extra_ops())
+        self.committed = True
+        try:
+            deque(map(operator.call, ops), maxlen=0)
+        except BaseException:
+            self.revert()
+            raise
+
+    def revert(self) -> None:
+        if self.committed:
+            self.committed = False
+            deque(map(operator.call, self.undo), maxlen=0)
+
+    def finish(self) -> None:
+        self.ops.clear()
+        self.undo.clear()
+
+
+def _set_function(fn: types.FunctionType, code: types.CodeType,
+                  ops: list[Callable[[], Any]], undo: list[Callable[[], Any]]) -> None:
+    old_code = fn.__code__
+    ops.append(partial(setattr, fn, "__code__", code))
+    undo.append(partial(setattr, fn, "__code__", old_code))
+    old_doc = old_code.co_consts[0] if old_code.co_consts else None
+    new_doc = code.co_consts[0] if code.co_consts else None
+    if isinstance(old_doc, str) and fn.__doc__ == old_doc and new_doc != old_doc:
+        # the docstring is the code's first constant (3.11-3.13) and was not set by hand
+        ops.append(partial(setattr, fn, "__doc__", new_doc if isinstance(new_doc, str)
+                           else None))
+        undo.append(partial(setattr, fn, "__doc__", old_doc))
+
+
+def plan(module: str, fullname: str, live_ns: Mapping[str, Any], old: Artifact, new: Artifact,
+         sources: Mapping[str, str], graph: Mapping[str, set[str]],
+         packages: frozenset[str], importers_matter: bool) -> InPlace | None:
+    """The in-place commit of ``old`` -> ``new`` for ``module``, or None (full reload)."""
+    if old.checksum == new.checksum:
+        return None
+    old_codes, new_codes = old.codes, new.codes
+    if len(old_codes) == 1 and len(new_codes) > 1:
+        # the running version was compiled whole (a short module's first version, see
+        # engine.chunks): compare, and install, the new one compiled whole too
+        try:
+            whole = compile(new.source, new.filename, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            return None
+        new = dataclasses.replace(new, code=whole)
+        new_codes = new.codes
+    if len(old_codes) != len(new_codes):
+        return None
+    p = _Plan()
+    for o, n in zip(old_codes, new_codes):
+        if not p.body(o, n):
+            return None
+    if p.changed:
+        touched = frozenset(c.co_qualname.partition(".")[0] for c in p.changed)
+        reach = reach_at_import(new.source, touched)
+        if reach is None:
+            return None        # the module's own import-time code reaches the change
+        if importers_matter and cascade(graph, sources, {}, (), packages,
+                                        in_place={module: reach}):
+            return None        # an importer's import-time code reaches it
+    funcs, classes, caches = _live_objects(live_ns, fullname)
+    ops: list[Callable[[], Any]] = []
+    undo: list[Callable[[], Any]] = []
+    found: set[int] = set()
+    for fn in funcs:
+        code = p.codes.get(id(fn.__code__))
+        if code is None:
+            continue
+        if code.co_freevars != fn.__code__.co_freevars:
+            return None
+        found.add(id(code))
+        if code is not fn.__code__:
+            _set_function(fn, code, ops, undo)
+    if any(id(c) not in found for c in p.changed):
+        return None            # a changed function this walk cannot reach
+    for cls in classes:
+        line = p.first_lines.get(cls.__qualname__)
+        if line is not None and "__firstlineno__" in cls.__dict__:
+            ops.append(partial(type.__setattr__, cls, "__firstlineno__", line))
+            undo.append(partial(type.__setattr__, cls, "__firstlineno__",
+                                cls.__dict__["__firstlineno__"]))
+    if p.changed:
+        # what a cache holds was computed by the old code (a full reload starts
+        # every cache of the module afresh too)
+        ops.extend(c.cache_clear for c in caches)
+    undo.reverse()
+    return InPlace(new, ops, undo)
