@@ -279,3 +279,84 @@ def test_a_server_module_takes_the_full_path(sid, runs):
     ref = sm.start_server(sid, "counter:Counter", 5)
     sm.hot_reload_source(sid, text.replace("+ 1}", "+ 10}"), "counter")
     assert ref.call("get") == 15
+
+
+SUBCLASSES = src('''
+    import inplace_probe
+    inplace_probe.runs["m"] = inplace_probe.runs.get("m", 0) + 1
+
+    class Base:
+        def __init_subclass__(cls, **kw):
+            super().__init_subclass__(**kw)
+            cls.tag = "plain"
+
+        def value(self):
+            return 1
+
+    class Child(Base):
+        pass
+
+    Alias = Child
+''')
+
+
+def test_subclassing_and_aliases_at_import_run_no_method(sid, runs):
+    sm.hot_reload_source(sid, SUBCLASSES, "m")
+    mod = sm.get_sandbox(sid).modules["m"]
+    sm.hot_reload_source(sid, SUBCLASSES.replace("return 1", "return 2"), "m")
+    assert runs["m"] == 1 and mod.Alias().value() == 2
+
+
+def test_a_class_creation_hook_edit_runs_the_body(sid, runs):
+    sm.hot_reload_source(sid, SUBCLASSES, "m")
+    mod = sm.get_sandbox(sid).modules["m"]
+    sm.hot_reload_source(sid, SUBCLASSES.replace('"plain"', '"hooked"'), "m")
+    assert runs["m"] == 2 and mod.Child.tag == "hooked"
+
+
+def test_a_metaclass_method_edit_runs_the_body(sid, runs):
+    text = src('''
+        import inplace_probe
+        inplace_probe.runs["m"] = inplace_probe.runs.get("m", 0) + 1
+
+        class Meta(type):
+            def describe(cls):
+                return "one"
+
+        class Base(metaclass=Meta):
+            pass
+
+        class Child(Base):
+            pass
+    ''')
+    sm.hot_reload_source(sid, text, "m")
+    mod = sm.get_sandbox(sid).modules["m"]
+    sm.hot_reload_source(sid, text.replace('"one"', '"two"'), "m")
+    assert runs["m"] == 2 and mod.Child.describe() == "two"
+
+
+def test_a_name_re_exported_by_a_package_reaches_its_importers(sid, runs):
+    """pkg re-exports mod.f with ``import *``; user calls pkg.f() at import: an edit of
+    f must run user again, as a fresh import would compute the new value."""
+    sm.hot_reload_source(sid, {
+        "pkg/__init__.py": "from .mod import *\n",
+        "pkg/mod.py": "def f():\n    return 1\n",
+        "user": "import pkg\nVALUE = pkg.f()\n",
+    })
+    sb = sm.get_sandbox(sid)
+    assert sb.modules["user"].VALUE == 1
+    r = sm.hot_reload_source(sid, "def f():\n    return 2\n", "pkg.mod")
+    assert sb.modules["user"].VALUE == 2 and "user" in r.dependents
+
+
+def test_a_module_that_binds_names_through_globals_imports_only_what_it_says(sid, runs):
+    """An importer's statement that cannot be analysed (``globals()[name] = ...``) does
+    not make it an importer of every module: its import statements still say which."""
+    sm.hot_reload_source(sid, {
+        "m": BASE,
+        "other": "import inplace_probe\n"
+                 "inplace_probe.runs['other'] = inplace_probe.runs.get('other', 0) + 1\n"
+                 "for _n in ('a', 'b'):\n    globals()[_n] = _n\n",
+    })
+    r = sm.hot_reload_source(sid, edit(BASE, "LIMIT = 3", "LIMIT = 4"), "m")
+    assert r.dependents == () and runs["other"] == 1

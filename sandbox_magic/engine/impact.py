@@ -22,6 +22,7 @@ before: the fallback is the safe answer.
 from __future__ import annotations
 
 import ast
+import functools
 import threading
 import types
 from collections import OrderedDict
@@ -53,6 +54,9 @@ class Stmt:
     # (absolute or relative module spec, imported name or None, the name it binds)
     imports: tuple[tuple[str, str | None, str], ...]
     alias: tuple[str, str] | None = None    # ``A = B``: A is the object B is
+    #: names read only as a class statement's bases (also in ``uses``): subclassing
+    #: runs none of the base's methods, unless its class-creation hooks
+    bases: frozenset[str] = frozenset()
 
 
 class _Reads(ast.NodeVisitor):
@@ -135,6 +139,7 @@ def _analyze_tree(tree: ast.Module, code: types.CodeType | None = None) -> Stmt 
     imports: list[tuple[str, str | None, str]] = []
     reads = _Reads()
     later: set[str] = set()
+    base_names: set[str] = set()
     todo = list(tree.body)
     while todo:
         node = todo.pop(0)
@@ -144,8 +149,13 @@ def _analyze_tree(tree: ast.Module, code: types.CodeType | None = None) -> Stmt 
             if code is None:
                 later |= _body_reads(node)
             if isinstance(node, ast.ClassDef):
-                for part in [*node.decorator_list, *node.bases, *node.keywords]:
+                for part in [*node.decorator_list, *node.keywords]:
                     reads.visit(part)
+                for base in node.bases:
+                    if isinstance(base, ast.Name):
+                        base_names.add(base.id)
+                    else:
+                        reads.visit(base)
                 for st in node.body:      # a class body runs at import
                     reads.visit(st)
             else:
@@ -210,7 +220,8 @@ def _analyze_tree(tree: ast.Module, code: types.CodeType | None = None) -> Stmt 
     elif later or any(isinstance(n, ast.Lambda) for n in ast.walk(tree)):
         later |= _body_reads(tree)     # (lambdas and nested functions read when called)
     return Stmt(frozenset(defines), frozenset(in_place - (defines - in_place)),
-                frozenset(reads.uses), frozenset(later), tuple(imports))
+                frozenset(reads.uses | base_names), frozenset(later), tuple(imports),
+                bases=frozenset(base_names - reads.uses))
 
 
 _UNPARSED = object()
@@ -314,7 +325,8 @@ def stable_names(old: str | None, new: str) -> frozenset[str]:
 def needs_rerun(dependent: str, source: str, changed_module: str, rerun: bool,
                 touched: frozenset[str] | None, stable: frozenset[str],
                 packages: frozenset[str],
-                public: frozenset[str] | None = None) -> tuple[bool, frozenset[str]]:
+                public: frozenset[str] | None = None,
+                bases_safe: bool = False) -> tuple[bool, frozenset[str]]:
     """Whether ``dependent`` must run again after ``changed_module`` ran again (``rerun``:
     every value it holds is a new object) or had the behaviour of the names ``touched``
     change (its functions reach changed code); and, when it need not, which of its own
@@ -358,17 +370,14 @@ def needs_rerun(dependent: str, source: str, changed_module: str, rerun: bool,
         return False, frozenset()
     filt = None if rerun else touched
     reach = set(names)
-    while True:          # its own functions that reach them when called
-        count = len(reach)
-        for _, s in st:
-            if _refs(s.later, reach, modules, filt):
-                reach |= s.defines
-        if len(reach) == count:
-            break
+    bases_safe = bases_safe and not rerun
+    _grow(st, reach, modules, filt, bases_safe)   # its own functions that reach them
     for _, s in st:
-        if _refs(s.uses, reach, modules, filt):
+        if _read_at_import(s, reach, modules, filt, bases_safe):
             return True, frozenset()
-    return False, frozenset(reach - names)
+    # (the names it bound from the changed module too: an importer of it that calls
+    # one at import sees the change, though this module runs nothing)
+    return False, frozenset(reach)
 
 
 def public_names(source: str) -> frozenset[str] | None:
@@ -396,48 +405,103 @@ def public_names(source: str) -> frozenset[str] | None:
     return frozenset(n for _, s in st for n in s.defines if not n.startswith("_"))
 
 
+def _import_targets(spec: str, name: str | None, module: str,
+                    packages: frozenset[str]) -> list[str]:
+    """The modules an import statement of ``module`` may run: the one it names, the
+    submodule it may name, and their packages."""
+    t = resolve_import(spec, module, packages)
+    if t is None:
+        return []
+    parts = t.split(".")
+    out = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    if name not in (None, "*"):
+        out.append(f"{t}.{name}")
+    return out
+
+
+_HIDDEN = ("exec", "eval", "__import__", "import_module")
+
+
+@functools.lru_cache(maxsize=64)
+def _hidden_imports(source: str) -> tuple[tuple[str, str | None], ...] | None:
+    """Every import statement of a module whose statements cannot all be analysed
+    (one binds names through ``globals()``, say), wherever it stands; None when code
+    could import without a statement (``exec``, ``__import__``...) or it does not parse."""
+    if any(word in source for word in _HIDDEN):
+        return None
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    out: list[tuple[str, str | None]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend((a.name, None) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            spec = "." * node.level + (node.module or "")
+            out.extend((spec, a.name) for a in node.names)
+    return tuple(out)
+
+
 def _importers(sources: Mapping[str, str], packages: frozenset[str]) -> dict[str, set[str]]:
     """``{module: modules whose body imports it}`` (a package's own modules included)."""
     out: dict[str, set[str]] = {}
     for d, src in sources.items():
         st = statements(src)
-        if st is None:
-            targets = set(sources) - {d}     # unreadable: it may import anything
+        hidden = _hidden_imports(src) if st is None else None
+        if st is not None:
+            targets = {t for _, s in st for spec, name, _alias in s.imports
+                       for t in _import_targets(spec, name, d, packages)}
+        elif hidden is not None:
+            targets = {t for spec, name in hidden
+                       for t in _import_targets(spec, name, d, packages)}
         else:
-            targets = set()
-            for _, s in st:
-                for spec, name, _alias in s.imports:
-                    t = resolve_import(spec, d, packages)
-                    if t is None:
-                        continue
-                    targets.add(t)
-                    if name not in (None, "*"):
-                        targets.add(f"{t}.{name}")
-                    parts = t.split(".")
-                    targets.update(".".join(parts[:i]) for i in range(1, len(parts)))
+            targets = set(sources) - {d}     # unreadable: it may import anything
         for t in targets:
             if t in sources and t != d:
                 out.setdefault(t, set()).add(d)
     return out
 
 
-def reach_at_import(source: str, touched: frozenset[str]) -> frozenset[str] | None:
+def _grow(st: list[tuple[str, Stmt]], reach: set[str], modules: set[str],
+          filt: frozenset[str] | None, bases_safe: bool) -> None:
+    """Close ``reach`` over the functions that read a name of it when called, and (with
+    ``bases_safe``, when nothing changed runs at class creation) the classes that inherit
+    from one and the names bound to one by ``A = B``."""
+    while True:
+        count = len(reach)
+        for _, s in st:
+            if not s.defines <= reach and (
+                    _refs(s.later, reach, modules, filt)
+                    or (bases_safe and s.bases and _refs(s.bases, reach, set(), None))
+                    or (bases_safe and s.alias is not None and s.alias[1] in reach)):
+                reach |= s.defines
+        if len(reach) == count:
+            break
+
+
+def _read_at_import(s: Stmt, reach: set[str], modules: set[str],
+                    filt: frozenset[str] | None, bases_safe: bool) -> bool:
+    if bases_safe and s.alias is not None:
+        return False        # ``A = B`` runs nothing
+    uses = s.uses - s.bases if bases_safe and s.bases else s.uses
+    return _refs(uses, reach, modules, filt)
+
+
+def reach_at_import(source: str, touched: frozenset[str],
+                    bases_safe: bool = False) -> frozenset[str] | None:
     """The module's names whose behaviour changes when the functions (or the methods
     of the classes) named ``touched`` change, closed over its own functions; None when
-    its import-time code reads one of them (or cannot be read)."""
+    its import-time code reads one of them (or cannot be read).  ``bases_safe``: the
+    change is in no class-creation hook, so subclassing a touched class reads nothing
+    that changed (the subclass is touched then)."""
     st = statements(source)
     if st is None:
         return None
     reach = set(touched)
-    while True:
-        count = len(reach)
-        for _, s in st:
-            if not s.defines <= reach and _refs(s.later, reach, set(), None):
-                reach |= s.defines
-        if len(reach) == count:
-            break
+    _grow(st, reach, set(), None, bases_safe)
     for _, s in st:
-        if _refs(s.uses, reach, set(), None):
+        if _read_at_import(s, reach, set(), None, bases_safe):
             return None
     return frozenset(reach)
 
@@ -445,12 +509,13 @@ def reach_at_import(source: str, touched: frozenset[str]) -> frozenset[str] | No
 def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
             old_sources: Mapping[str, str], changed_modules: Iterable[str],
             packages: frozenset[str],
-            in_place: Mapping[str, frozenset[str]] | None = None) -> set[str]:
+            in_place: Mapping[str, frozenset[str]] | None = None,
+            bases_safe: bool = False) -> set[str]:
     """The importers (direct, or through modules whose functions reach changed code) that
     must run again.  ``sources`` holds the new source of every module (the current one
     where unchanged), ``old_sources`` the current source of the changed modules.
     ``in_place`` names modules that do not run again, with their names whose behaviour
-    changed (see :func:`reach_at_import`)."""
+    changed (see :func:`reach_at_import`, also for ``bases_safe``)."""
     importers = _importers(sources, packages)
     todo: list[tuple[str, bool, frozenset[str] | None, frozenset[str]]] = []
     in_place = in_place or {}
@@ -490,7 +555,7 @@ def cascade(graph: Mapping[str, set[str]], sources: Mapping[str, str],
             if running and rerun:
                 continue        # it runs again anyway: nothing more to learn here
             again, reach = needs_rerun(d, sources[d], m, rerun, touched, stable, packages,
-                                       public_names(sources[m]))
+                                       public_names(sources[m]), bases_safe)
             if again:
                 if not running:
                     out.add(d)

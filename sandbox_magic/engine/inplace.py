@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import logging
 import marshal
 import operator
 import types
@@ -38,10 +39,26 @@ from typing import Any
 from .artifact import Artifact
 from .impact import cascade, reach_at_import
 
+log = logging.getLogger(__name__)
+
 _OPTIMIZED = inspect.CO_OPTIMIZED
 _SHAPE = ("co_code", "co_names", "co_varnames", "co_freevars", "co_cellvars", "co_flags",
           "co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_exceptiontable",
           "co_qualname", "co_name", "co_nlocals")
+
+
+#: Methods that run when a class is subclassed or created.
+_CLASS_HOOKS = frozenset({"__init_subclass__", "__set_name__", "__mro_entries__",
+                          "__class_getitem__"})
+
+
+def _of_metaclass(ns: Mapping[str, Any], qualname: str) -> bool:
+    """Whether the function ``qualname`` of a module is a method of a metaclass."""
+    *path, _ = qualname.split(".")
+    obj: Any = ns.get(path[0]) if path else None
+    for part in path[1:]:
+        obj = getattr(obj, part, None)
+    return isinstance(obj, type) and issubclass(obj, type)
 
 
 def _is_def(code: types.CodeType) -> bool:
@@ -207,12 +224,17 @@ def _set_function(fn: types.FunctionType, code: types.CodeType,
         undo.append(partial(setattr, fn, "__doc__", old_doc))
 
 
+def _refuse(module: str, why: str) -> InPlace | None:
+    log.debug("%s: a full reload (%s)", module, why)
+    return None
+
+
 def plan(module: str, fullname: str, live_ns: Mapping[str, Any], old: Artifact, new: Artifact,
          sources: Mapping[str, str], graph: Mapping[str, set[str]],
          packages: frozenset[str], importers_matter: bool) -> InPlace | None:
     """The in-place commit of ``old`` -> ``new`` for ``module``, or None (full reload)."""
     if old.checksum == new.checksum:
-        return None
+        return _refuse(module, "same text")
     old_codes, new_codes = old.codes, new.codes
     if len(old_codes) == 1 and len(new_codes) > 1:
         # the running version was compiled whole (a short module's first version, see
@@ -220,23 +242,27 @@ def plan(module: str, fullname: str, live_ns: Mapping[str, Any], old: Artifact, 
         try:
             whole = compile(new.source, new.filename, "exec", dont_inherit=True)
         except (SyntaxError, ValueError):
-            return None
+            return _refuse(module, "the new text does not compile whole")
         new = dataclasses.replace(new, code=whole)
         new_codes = new.codes
     if len(old_codes) != len(new_codes):
-        return None
+        return _refuse(module, "the versions were compiled in different pieces")
     p = _Plan()
     for o, n in zip(old_codes, new_codes):
         if not p.body(o, n):
-            return None
+            return _refuse(module, "a module or class body changed")
     if p.changed:
         touched = frozenset(c.co_qualname.partition(".")[0] for c in p.changed)
-        reach = reach_at_import(new.source, touched)
+        # subclassing a class runs none of its methods but these
+        # (any method of a metaclass may run then)
+        bases_safe = not any(c.co_name in _CLASS_HOOKS or _of_metaclass(live_ns, c.co_qualname)
+                             for c in p.changed)
+        reach = reach_at_import(new.source, touched, bases_safe)
         if reach is None:
-            return None        # the module's own import-time code reaches the change
+            return _refuse(module, "the module's import-time code reaches the change")
         if importers_matter and cascade(graph, sources, {}, (), packages,
-                                        in_place={module: reach}):
-            return None        # an importer's import-time code reaches it
+                                        in_place={module: reach}, bases_safe=bases_safe):
+            return _refuse(module, "an importer's import-time code reaches the change")
     funcs, classes, caches = _live_objects(live_ns, fullname)
     ops: list[Callable[[], Any]] = []
     undo: list[Callable[[], Any]] = []
@@ -246,12 +272,12 @@ def plan(module: str, fullname: str, live_ns: Mapping[str, Any], old: Artifact, 
         if code is None:
             continue
         if code.co_freevars != fn.__code__.co_freevars:
-            return None
+            return _refuse(module, "a closure changed shape")
         found.add(id(code))
         if code is not fn.__code__:
             _set_function(fn, code, ops, undo)
     if any(id(c) not in found for c in p.changed):
-        return None            # a changed function this walk cannot reach
+        return _refuse(module, "a changed function is out of reach")
     for cls in classes:
         line = p.first_lines.get(cls.__qualname__)
         if line is not None and "__firstlineno__" in cls.__dict__:

@@ -275,8 +275,10 @@ class Transaction:
         if real is None or running is None or change.action == "rerun":
             return None
         if any(p.alive and p.cls.__module__ == real.__name__ for p in state.servers):
-            return None        # its servers' code_change runs on a reload of it
+            log.debug("%s: a full reload (its servers' code_change runs)", m)
+            return None
         if self._inputs_ran_since(m, real, running.source):
+            log.debug("%s: a full reload (a module it imports ran again since)", m)
             return None
         return plan_in_place(m, real.__name__, real.__dict__, running, change.artifact,
                              {n: a.source for n, a in self.code_for.items()}, self.graph,
