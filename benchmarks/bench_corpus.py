@@ -313,7 +313,7 @@ def profile(dist: str, repeats: int, warmup: int, fresh: bool, top: int = 30) ->
     print(f"{dist}: {repeats} reloads of {case.module} "
           f"({'a new text each time' if fresh else 'alternating two texts'}); dependents re-run: "
           f"{', '.join(peer.dependents) or 'none'}")
-    pstats.Stats(prof).strip_dirs().sort_stats("cumulative").print_stats(top)
+    pstats.Stats(prof).strip_dirs().sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(top)
 
 
 # ---------------------------------------------------------------- table

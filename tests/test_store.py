@@ -384,6 +384,29 @@ def test_deltas_reproduce_every_edit_exactly():
         assert apply_delta(old, encode_delta(old, text, remember=False)) == text
 
 
+def test_deltas_of_long_modules_go_statement_by_statement_and_stay_exact():
+    """A long module whose statements line up is diffed statement by statement: edits
+    far apart (a body and the last line), a statement added, one removed."""
+    from sandbox_magic.engine import store
+    body = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(300))
+    edits = [body.replace("x + 7\n", "x * 7\n") + "# tail\n",
+             body.replace("return x + 150", "y = x\n    return y + 150"),
+             body.replace("def f3(x):\n    return x + 3\n\n", ""),
+             body + "def extra():\n    pass\n", "", "x = 1\n"]
+    for new in edits:
+        for old in (body, new):
+            delta = store.encode_delta(old, new, remember=False)
+            assert store.apply_delta(old, delta) == new
+    calls = []
+    real = store._diff_region
+    store._diff_region = lambda a, b: calls.append(len(a)) or real(a, b)
+    try:
+        store.encode_delta(body, edits[0], remember=False)
+    finally:
+        store._diff_region = real
+    assert calls and max(calls) < 100       # only the two statements that differ
+
+
 def test_closing_folds_the_tail_unless_another_kernel_wrote_since(tmp_path):
     from sandbox_magic.engine.versions import ModuleHistory
     path = tmp_path / "fold.sqlite3"

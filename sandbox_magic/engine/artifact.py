@@ -66,6 +66,8 @@ class Artifact:
     # Found while compiling (one parse serves compile and analysis); None: derive lazily.
     imports_found: frozenset[str] | None = field(default=None, repr=False, compare=False)
     defines_found: frozenset[str] | None = field(default=None, repr=False, compare=False)
+    #: The text of each code object of :attr:`codes`, when compiled piece by piece here.
+    piece_texts: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def codes(self) -> tuple[types.CodeType, ...]:
@@ -316,7 +318,8 @@ def compile_artifact(source: str, module: str | None = None) -> Artifact:
         pieces = compile_pieces(source, filename, module)
         if pieces is not None:
             return Artifact(module=module, code=pieces.codes, source=source, checksum=checksum,
-                            imports_found=pieces.imports, defines_found=pieces.defines)
+                            imports_found=pieces.imports, defines_found=pieces.defines,
+                            piece_texts=pieces.texts)
     try:
         tree = ast.parse(source, filename=f"<sandbox {module}>" if module else UNNAMED)
     except SyntaxError as exc:

@@ -342,6 +342,7 @@ class Pieces:
     imports: frozenset[str]
     defines: frozenset[str]
     reused: int                   # pieces whose code came from the cache
+    texts: tuple[str, ...] = ()   # each code's text
 
 
 def compile_pieces(source: str, filename: str, module: str,
@@ -363,6 +364,7 @@ def compile_pieces(source: str, filename: str, module: str,
     flags = future_flags(list(fragments[:8])) if "__future__" in source else 0
     used: dict[tuple[bool, str], Piece | _Incomplete] = {}
     codes: list[types.CodeType] = []
+    texts: list[str] = []
     imports: set[str] = set()
     defines: set[str] = set()
     line = 0
@@ -391,6 +393,7 @@ def compile_pieces(source: str, filename: str, module: str,
             return None     # a future import after other code: the whole compile refuses it
         opening = opening and piece.opening
         codes.append(_moved(piece.code, filename, line))
+        texts.append(text)
         line += piece.lines
         imports |= piece.imports
         defines |= piece.defines
@@ -399,4 +402,4 @@ def compile_pieces(source: str, filename: str, module: str,
     cache.keep(module, used)
     if KEPT is not None:
         KEPT(module, [k[1].partition("\0")[2] if flags else k[1] for k in used])
-    return Pieces(tuple(codes), frozenset(imports), frozenset(defines), reused)
+    return Pieces(tuple(codes), frozenset(imports), frozenset(defines), reused, tuple(texts))

@@ -260,8 +260,10 @@ def remember(text: str, tree: ast.Module, code: types.CodeType) -> None:
             _cache.popitem(last=False)
 
 
-def statements(source: str) -> list[tuple[str, Stmt]] | None:
-    """The module's top-level statements (text, analysis), or None if one cannot be read."""
+@functools.lru_cache(maxsize=256)
+def statements(source: str) -> tuple[tuple[str, Stmt], ...] | None:
+    """The module's top-level statements (text, analysis), or None if one cannot be read
+    (kept for the sources analysed last: a reload asks for each of them several times)."""
     out: list[tuple[str, Stmt]] = []
     pending = ""
     joined = 0
@@ -278,7 +280,7 @@ def statements(source: str) -> list[tuple[str, Stmt]] | None:
         assert isinstance(result, Stmt)
         pending, joined = "", 0
         out.append((text, result))
-    return None if pending else out
+    return None if pending else tuple(out)
 
 
 def _refs(uses: Iterable[str], names: set[str], modules: set[str],
@@ -295,6 +297,7 @@ def _refs(uses: Iterable[str], names: set[str], modules: set[str],
     return False
 
 
+@functools.lru_cache(maxsize=256)
 def stable_names(old: str | None, new: str) -> frozenset[str]:
     """Names that keep their object when ``new`` runs in place of ``old``: functions and
     classes (patched in place; a class only if the edit stays inside its methods, since
@@ -322,6 +325,7 @@ def stable_names(old: str | None, new: str) -> frozenset[str]:
     return frozenset(kept)
 
 
+@functools.lru_cache(maxsize=1024)
 def needs_rerun(dependent: str, source: str, changed_module: str, rerun: bool,
                 touched: frozenset[str] | None, stable: frozenset[str],
                 packages: frozenset[str],
@@ -380,6 +384,7 @@ def needs_rerun(dependent: str, source: str, changed_module: str, rerun: bool,
     return False, frozenset(reach)
 
 
+@functools.lru_cache(maxsize=256)
 def public_names(source: str) -> frozenset[str] | None:
     """What ``from module import *`` binds: a literal ``__all__``, else every name the
     module binds that does not start with an underscore (None: cannot tell)."""
@@ -443,27 +448,33 @@ def _hidden_imports(source: str) -> tuple[tuple[str, str | None], ...] | None:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=512)
+def _targets(module: str, source: str, packages: frozenset[str]) -> frozenset[str] | None:
+    """The modules ``module``'s body imports (see :func:`_import_targets`); None: any."""
+    st = statements(source)
+    if st is not None:
+        return frozenset(t for _, s in st for spec, name, _alias in s.imports
+                         for t in _import_targets(spec, name, module, packages))
+    hidden = _hidden_imports(source)
+    if hidden is None:
+        return None
+    return frozenset(t for spec, name in hidden
+                     for t in _import_targets(spec, name, module, packages))
+
+
 def _importers(sources: Mapping[str, str], packages: frozenset[str]) -> dict[str, set[str]]:
     """``{module: modules whose body imports it}`` (a package's own modules included)."""
     out: dict[str, set[str]] = {}
     for d, src in sources.items():
-        st = statements(src)
-        hidden = _hidden_imports(src) if st is None else None
-        if st is not None:
-            targets = {t for _, s in st for spec, name, _alias in s.imports
-                       for t in _import_targets(spec, name, d, packages)}
-        elif hidden is not None:
-            targets = {t for spec, name in hidden
-                       for t in _import_targets(spec, name, d, packages)}
-        else:
-            targets = set(sources) - {d}     # unreadable: it may import anything
+        found = _targets(d, src, packages)
+        targets = set(sources) - {d} if found is None else found   # None: it may import anything
         for t in targets:
             if t in sources and t != d:
                 out.setdefault(t, set()).add(d)
     return out
 
 
-def _grow(st: list[tuple[str, Stmt]], reach: set[str], modules: set[str],
+def _grow(st: tuple[tuple[str, Stmt], ...], reach: set[str], modules: set[str],
           filt: frozenset[str] | None, bases_safe: bool) -> None:
     """Close ``reach`` over the functions that read a name of it when called, and (with
     ``bases_safe``, when nothing changed runs at class creation) the classes that inherit
@@ -488,6 +499,7 @@ def _read_at_import(s: Stmt, reach: set[str], modules: set[str],
     return _refs(uses, reach, modules, filt)
 
 
+@functools.lru_cache(maxsize=256)
 def reach_at_import(source: str, touched: frozenset[str],
                     bases_safe: bool = False) -> frozenset[str] | None:
     """The module's names whose behaviour changes when the functions (or the methods

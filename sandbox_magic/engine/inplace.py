@@ -66,9 +66,12 @@ def _is_def(code: types.CodeType) -> bool:
     return bool(code.co_flags & _OPTIMIZED) and not code.co_name.startswith("<")
 
 
+_shape = operator.attrgetter(*_SHAPE)
+
+
 def _same_shape(a: types.CodeType, b: types.CodeType) -> bool:
-    return len(a.co_consts) == len(b.co_consts) and all(
-        getattr(a, n) == getattr(b, n) for n in _SHAPE)
+    return a.co_code == b.co_code and len(a.co_consts) == len(b.co_consts) \
+        and _shape(a) == _shape(b)
 
 
 def _same_const(a: object, b: object) -> bool:
@@ -107,6 +110,19 @@ class _Plan:
     def pair(self, old: types.CodeType, new: types.CodeType) -> None:
         self.codes[id(old)] = new
         self.keep.append(old)
+
+    def same(self, old: types.CodeType, new: types.CodeType) -> bool:
+        """Codes compiled from the same text (maybe moved): nested codes pair by position."""
+        for x, y in zip(old.co_consts, new.co_consts):
+            if type(x) is types.CodeType:
+                if "__firstlineno__" in y.co_names and not _is_def(y):
+                    if not self.body(x, y):    # a 3.13+ class body: its first line moved
+                        return False
+                    continue
+                self.pair(x, y)
+                if not self.same(x, y):
+                    return False
+        return True
 
     def nested(self, old: types.CodeType, new: types.CodeType) -> None:
         """Codes inside an unchanged function (closures it made at import, say)."""
@@ -243,12 +259,18 @@ def plan(module: str, fullname: str, live_ns: Mapping[str, Any], old: Artifact, 
             whole = compile(new.source, new.filename, "exec", dont_inherit=True)
         except (SyntaxError, ValueError):
             return _refuse(module, "the new text does not compile whole")
-        new = dataclasses.replace(new, code=whole)
+        new = dataclasses.replace(new, code=whole, piece_texts=None)
         new_codes = new.codes
     if len(old_codes) != len(new_codes):
         return _refuse(module, "the versions were compiled in different pieces")
     p = _Plan()
-    for o, n in zip(old_codes, new_codes):
+    texts = new.piece_texts or ()
+    was = old.piece_texts if old.piece_texts and len(old.piece_texts) == len(texts) else ()
+    for i, (o, n) in enumerate(zip(old_codes, new_codes)):
+        if was and was[i] == texts[i] and _same_shape(o, n):
+            if not p.same(o, n):
+                return _refuse(module, "a class body changed")
+            continue
         if not p.body(o, n):
             return _refuse(module, "a module or class body changed")
     if p.changed:

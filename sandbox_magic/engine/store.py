@@ -61,6 +61,7 @@ from typing import Any
 from diff_match_patch import diff_match_patch
 
 from .artifact import source_checksum
+from .chunks import _fragments
 from .scope import FOLDER
 from .versions import ModuleHistory, VersionRecord, VersionStore
 
@@ -172,7 +173,26 @@ def encode_delta(old: str, new: str, key: tuple[str, str] | None = None, *,
     return made
 
 
+#: Sources of at least this many top-level statements are diffed statement by
+#: statement first (see :func:`_diff`).
+STATEMENTS_MIN = 16
+
+
 def _diff(old: str, new: str) -> list[tuple[int, str]]:
+    """The diff of two sources: when both cut into as many top-level statements
+    (``engine.chunks``, which has cut them already to compile them), only the
+    statements that differ are diffed; else the whole changed region."""
+    if len(old) > CHAR_DIFF_MAX:
+        a, b = _fragments(old), _fragments(new)
+        if len(a) == len(b) >= STATEMENTS_MIN:
+            out: list[tuple[int, str]] = []
+            for x, y in zip(a, b):
+                out.extend([(0, x)] if x == y else _diff_region(x, y))
+            return out
+    return _diff_region(old, new)
+
+
+def _diff_region(old: str, new: str) -> list[tuple[int, str]]:
     d = _DMP
     head = d.diff_commonPrefix(old, new)
     head = old.rfind("\n", 0, head) + 1                 # whole lines
@@ -816,7 +836,7 @@ class SQLiteVersionStore(VersionStore):
 
     def _put(self, mid: int, first: int, entries: list[Any]) -> None:
         assert self.conn is not None
-        data = zlib.compress(json.dumps(entries, separators=(",", ":")).encode(), 9)
+        data = zlib.compress(json.dumps(entries, separators=(",", ":")).encode(), 6)
         self.conn.execute("INSERT OR REPLACE INTO segments VALUES (?, ?, ?)", (mid, first, data))
 
     def forget(self, sandbox_id: str, scope: str = FOLDER) -> None:
