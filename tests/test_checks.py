@@ -118,3 +118,55 @@ def test_a_refused_api_reload_is_listed_in_the_panels_once(sid):
     msgs = failed()
     assert len(msgs) == 3, msgs                     # one entry per attempt, newest first
     assert "division by zero" in msgs[0] and "check" in msgs[2]
+
+
+def test_other_threads_never_run_code_that_a_check_refuses(sid):
+    """The check runs on the staged version before the switch: a thread calling the
+    module all along sees only the old code when the check refuses, and the new code
+    only once a check passed (and the check itself sees the new code)."""
+    import threading
+    import time
+
+    sm.hot_reload_source(sid, TAX, module="tax")
+    sb = sm.get_sandbox(sid)
+    add_tax = sb.add_tax
+    seen: set[float] = set()
+    stop = threading.Event()
+
+    def caller():
+        while not stop.is_set():
+            seen.add(add_tax(100))
+
+    t = threading.Thread(target=caller)
+    t.start()
+    in_check: list[float] = []
+
+    def slow_refusal(handle):
+        in_check.append(handle.add_tax(100))
+        time.sleep(0.3)           # other threads run meanwhile
+        return False
+
+    try:
+        with pytest.raises(sm.ReloadError):
+            sm.hot_reload_source(sid, TAX.replace("0.1", "0.5"), module="tax",
+                                 check=slow_refusal)
+        assert in_check == [150.0] and seen == {110.0}
+        sm.hot_reload_source(sid, TAX.replace("0.1", "0.2"), module="tax",
+                             check=lambda handle: handle.add_tax(100) == 120)
+        deadline = time.monotonic() + 5
+        while 120.0 not in seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        t.join()
+    assert seen == {110.0, 120.0}
+
+
+def test_a_check_names_the_new_modules_and_a_first_load_is_checked_too(new_id):
+    sm.create_sandbox(new_id)
+    with pytest.raises(sm.ReloadError) as info:
+        sm.hot_reload_source(new_id, TAX, module="tax", check="add_tax(100) == 1")
+    assert info.value.step == "check" and "tax" not in sm.get_sandbox(new_id).modules
+    sm.hot_reload_source(new_id, TAX, module="tax",
+                         check=lambda sb: sb.modules["tax"].RATE == 0.1 and sb.tax.RATE == 0.1)
+    assert sm.get_module_version(new_id, "tax") == 1

@@ -10,10 +10,10 @@ import traceback
 import types
 
 import pytest
+from conftest import src
 
 import sandbox_magic as sm
 from sandbox_magic.engine import inplace
-from tests.conftest import src
 
 
 @pytest.fixture
@@ -166,7 +166,9 @@ def test_module_level_changes_run_the_body(sid, runs):
     assert mod.LIMIT == 3
 
 
-def test_a_check_that_refuses_puts_the_old_code_back(sid, runs):
+def test_a_check_runs_the_body_in_staging_and_a_refusal_changes_nothing(sid, runs):
+    """A check runs on the staged new version before the switch (see test_checks.py),
+    so a body edit with a check is not applied in place."""
     sm.hot_reload_source(sid, BASE, "m")
     mod = sm.get_sandbox(sid).modules["m"]
     seen = []
@@ -178,10 +180,10 @@ def test_a_check_that_refuses_puts_the_old_code_back(sid, runs):
     with pytest.raises(sm.ReloadError) as info:
         sm.hot_reload_source(sid, edit(BASE, "return a + 1", "return a + 9"), "m", check=check)
     assert info.value.step == "check" and seen == [10]
-    assert mod.f(1) == 2 and sm.get_module_version(sid, "m") == 1 and runs["m"] == 1
+    assert mod.f(1) == 2 and sm.get_module_version(sid, "m") == 1 and runs["m"] == 2
     # and the next edit starts from the code that really runs
     sm.hot_reload_source(sid, edit(BASE, "return a + 1", "return a + 3"), "m")
-    assert mod.f(1) == 4 and runs["m"] == 1
+    assert mod.f(1) == 4 and runs["m"] == 2
 
 
 def test_a_failure_inside_the_commit_undoes_every_function(sid, runs, monkeypatch):

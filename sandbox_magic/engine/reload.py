@@ -251,7 +251,7 @@ class Transaction:
         self.graph = graph_of({m: a.imports for m, a in self.code_for.items()})
         self.packages = packages_of(list(self.code_for))
         if not self.fresh and not self.rerun and len(self.changes) == 1 \
-                and self.options.state_handler is None:
+                and self.options.state_handler is None and self.options.check is None:
             change = self.changes[0]
             self.in_place = self._plan_in_place(change)
             if self.in_place is not None:
@@ -428,25 +428,31 @@ class Transaction:
             real.__file__ = state.file_of(m, self.code_for[m])
             real.__spec__ = state.spec(m, self.code_for[m], m in self.packages)
             state.register_module(m, real, self.code_for[m])
-        if self.options.check is not None:
-            self.run_check()
 
     def run_check(self) -> None:
-        """The user's check, on the new code (committed, not yet recorded)."""
+        """The user's check, on the staged new version, before the switch: the checking
+        thread sees the new modules (and what they define) in place of the live ones;
+        no other thread reaches them, so none runs code that the check refuses."""
         check = self.options.check
+        if check is None:
+            return
         modules = ", ".join(self.run_order)
+        state = self.state
+        state.show_staged(self.staged, {m: self.code_for[m].defines for m in self.staged})
         try:
             with user_code():
                 if isinstance(check, str):
-                    ok = eval(compile(check, "<sandbox check>", "eval"),
-                              self.state.refresh_scratch())
+                    names = dict(state.scratch)
+                    names.update(state.visible_names())
+                    ok = eval(compile(check, "<sandbox check>", "eval"), names)
                 else:
-                    assert check is not None
-                    ok = check(self.state.handle)
+                    ok = check(state.handle)
         except (Exception, SystemExit) as exc:
             raise ReloadError(f"the check raised {type(exc).__name__}: {exc}; the reload was "
                               "refused and the previous version keeps running", step="check",
                               module=modules) from exc
+        finally:
+            state.hide_staged()
         if ok is False:
             what = check if isinstance(check, str) else getattr(check, "__name__", "check")
             raise ReloadError(f"the check {what!s} returned False on the new code; the reload "
@@ -599,6 +605,7 @@ def _execute_once(state: SandboxState, changes: list[Change], options: ReloadOpt
             tx.stage(parallel, timeout)
             tx.pair()
             tx.prepare()
+            tx.run_check()
             guard.checkpoint()        # an interrupt so far refuses the reload
             tx.commit()
             tx.record()
@@ -637,6 +644,7 @@ class TwoPhase:
             self.tx.stage(False, None)
             self.tx.pair()
             self.tx.prepare()
+            self.tx.run_check()
         except BaseException:
             self.end(False)
             raise

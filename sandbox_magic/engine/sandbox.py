@@ -217,6 +217,9 @@ class SandboxState:
         self._pending: Any = set()
         self._pull: Any = None
         self._running: dict[str, types.ModuleType] = {}
+        #: While a check runs: (thread, modules, defined names) that thread sees instead.
+        self._view: tuple[int, dict[str, types.ModuleType], dict[str, frozenset[str]]] | None \
+            = None
         self.supervisor: Any = None
         self.supervisor_spec: Any = None
         self.servers: list[Any] = []
@@ -374,7 +377,28 @@ class SandboxState:
         """Let the current (worker) thread see the staged modules too."""
         self._overlay_threads.add(threading.get_ident())
 
+    def show_staged(self, staged: dict[str, types.ModuleType],
+                    defined: dict[str, frozenset[str]]) -> None:
+        """Let the current thread's names (:meth:`resolve`, :meth:`visible_names`, the
+        handle's ``modules``) be the staged modules' until :meth:`clear_overlay`: a
+        check sees the new version where no other thread does."""
+        self._view = (threading.get_ident(), {**self.modules, **staged},
+                      {**self.defined, **defined})
+
+    def hide_staged(self) -> None:
+        self._view = None
+
+    def _names(self) -> tuple[dict[str, types.ModuleType], dict[str, frozenset[str]]]:
+        view = self._view
+        if view is not None and view[0] == threading.get_ident():
+            return view[1], view[2]
+        return self.modules, self.defined
+
+    def visible_modules(self) -> dict[str, types.ModuleType]:
+        return self._names()[0]
+
     def clear_overlay(self) -> None:
+        self._view = None
         self._overlay = {}
         self._overlay_threads = set()
         self._pending = set()
@@ -464,32 +488,34 @@ class SandboxState:
 
     def resolve(self, name: str) -> Any:
         """Top-level definition named ``name`` (definitions beat module names)."""
-        owners = [m for m, names in self.defined.items() if name in names and "." not in m
-                  and m in self.modules and name in self.modules[m].__dict__]
+        modules, defined = self._names()
+        owners = [m for m, names in defined.items() if name in names and "." not in m
+                  and m in modules and name in modules[m].__dict__]
         if len(owners) > 1:
             a, b = sorted(owners)[:2]
             raise AmbiguousNameError(
                 f"{name!r} is defined by modules {a!r} and {b!r} of sandbox {self.id!r}; "
                 f"use sb.modules[{a!r}].{name} or sb.modules[{b!r}].{name}")
         if owners:
-            return self.modules[owners[0]].__dict__[name]
-        if name in self.modules:
-            return self.modules[name]
+            return modules[owners[0]].__dict__[name]
+        if name in modules:
+            return modules[name]
         raise AttributeError(
             f"sandbox {self.id!r} has no module or top-level name {name!r} "
-            f"(modules: {', '.join(sorted(self.modules)) or 'none'})")
+            f"(modules: {', '.join(sorted(modules)) or 'none'})")
 
     def visible_names(self) -> dict[str, Any]:
         """Top-level modules and what they define (a package's submodules are
         reached through the package, as in Python)."""
-        out: dict[str, Any] = {m: mod for m, mod in self.modules.items() if "." not in m}
-        top = {m: names for m, names in self.defined.items() if "." not in m}
+        modules, defined = self._names()
+        out: dict[str, Any] = {m: mod for m, mod in modules.items() if "." not in m}
+        top = {m: names for m, names in defined.items() if "." not in m}
         counts: dict[str, int] = {}
         for names in top.values():
             for n in names:
                 counts[n] = counts.get(n, 0) + 1
         for m, names in top.items():
-            mod = self.modules.get(m)
+            mod = modules.get(m)
             for n in names:
                 if counts[n] == 1 and mod is not None and n in mod.__dict__:
                     out[n] = mod.__dict__[n]
@@ -505,7 +531,7 @@ class SandboxState:
 
     def get_module(self, module: str) -> types.ModuleType:
         try:
-            return self.modules[module]
+            return self._names()[0][module]
         except KeyError:
             raise ModuleNotFoundInSandboxError(
                 f"sandbox {self.id!r} has no module {module!r} "
@@ -572,7 +598,7 @@ class Sandbox:
 
     @property
     def modules(self) -> types.MappingProxyType[str, types.ModuleType]:
-        return types.MappingProxyType(self._state.modules)
+        return types.MappingProxyType(self._state.visible_modules())
 
     @property
     def info(self) -> SandboxInfo:
