@@ -73,3 +73,54 @@ def test_flush_pending_writes_what_waits_without_a_new_reload(store_sid):
     folder.mkdir()
     assert store.flush_pending() is True
     assert reopen(folder, sid) == [1, 2]
+
+
+def test_set_default_store_takes_over_what_a_lost_store_kept(store_sid, tmp_path):
+    """The warning says "or call set_default_store": the sandboxes of the store that cannot
+    be written move to the new store, with every version kept in memory."""
+    sid, store, folder = store_sid
+    sm.hot_reload_source(sid, SRC.format(1), module="m")
+    shutil.rmtree(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        sm.hot_reload_source(sid, SRC.format(2), module="m")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    from sandbox_magic.api import stores
+    previous = stores._default_store
+    try:
+        new = sm.set_default_store(elsewhere / "store.sqlite3")
+        from sandbox_magic.api.registry import get_state
+        assert get_state(sid).store is new and store.pending == {}
+        assert reopen(elsewhere, sid) == [1, 2]
+        r3 = sm.hot_reload_source(sid, SRC.format(3), module="m")
+        assert not any(n.startswith("not saved to disk") for n in r3.notes)
+        assert reopen(elsewhere, sid) == [1, 2, 3]
+        new.close()
+    finally:
+        stores._default_store = previous
+
+
+def test_the_panels_say_not_saved_to_disk_and_why(store_sid):
+    from sandbox_magic.jupyter.comm import handle_message as handle
+    from sandbox_magic.jupyter.widgets import HistoryPanel
+    sid, store, folder = store_sid
+    sm.hot_reload_source(sid, SRC.format(1), module="m")
+    reply = handle({"protocol": 1, "id": 1, "method": "history",
+                    "params": {"sandbox": sid, "module": "m"}})
+    assert reply["ok"] and reply["result"]["unsaved"] is None
+    panel = HistoryPanel(sid)
+    assert "not saved to disk" not in panel.notes.value
+    shutil.rmtree(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        sm.hot_reload_source(sid, SRC.format(2), module="m")
+    reply = handle({"protocol": 1, "id": 2, "method": "history",
+                    "params": {"sandbox": sid, "module": "m"}})
+    assert str(folder) in reply["result"]["unsaved"]
+    panel.refresh()
+    assert "not saved to disk" in panel.notes.value and str(folder) in panel.notes.value
+    folder.mkdir()
+    store.flush_pending()
+    panel.refresh()
+    assert "not saved to disk" not in panel.notes.value

@@ -115,6 +115,14 @@ export function listRows(history: IHistory): ListRow[] {
   return out;
 }
 
+/** "Not saved to disk: <why>; ...", or '' when the history is saved. */
+export function unsavedNote(history: IHistory): string {
+  return history.unsaved
+    ? `Not saved to disk: ${history.unsaved}. New versions are kept in the kernel's ` +
+        'memory and written when the store can be written again.'
+    : '';
+}
+
 /** "7 older versions were dropped (max_versions=10)", or '' when none were. */
 export function droppedNote(history: IHistory): string {
   const n = history.dropped;

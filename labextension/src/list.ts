@@ -9,6 +9,7 @@ import { Widget } from '@lumino/widgets';
 
 import {
   droppedNote,
+  unsavedNote,
   exactTime,
   ListRow,
   listRows,
@@ -43,6 +44,7 @@ export class VersionList extends Widget {
   readonly scroller: HTMLElement;
   private spacer: HTMLElement;
   private note: HTMLElement;
+  private unsaved: HTMLElement;
   private rows: ListRow[] = [];
   private frame = 0;
   private timer: ReturnType<typeof setInterval> | null = null;
@@ -60,7 +62,11 @@ export class VersionList extends Widget {
     this.scroller.appendChild(this.spacer);
     this.note = document.createElement('div');
     this.note.className = 'jp-SandboxPanel-note';
-    this.node.append(this.scroller, this.note);
+    this.unsaved = document.createElement('div');
+    this.unsaved.className = 'jp-SandboxPanel-note jp-SandboxPanel-unsaved';
+    this.unsaved.setAttribute('role', 'status');
+    this.unsaved.hidden = true;
+    this.node.append(this.scroller, this.unsaved, this.note);
     this.scroller.addEventListener('scroll', () => this.schedule());
     this.scroller.addEventListener('keydown', e => this.onKey(e));
     this.scroller.addEventListener('click', e => this.onClick(e));
@@ -107,6 +113,9 @@ export class VersionList extends Widget {
     const note = h ? droppedNote(h) : '';
     this.note.textContent = note;
     this.note.hidden = !note;
+    const unsaved = h ? unsavedNote(h) : '';
+    this.unsaved.textContent = unsaved;
+    this.unsaved.hidden = !unsaved;
     this.lastRender.key = '';
     this.render();
   }

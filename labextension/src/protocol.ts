@@ -50,6 +50,8 @@ export interface IHistory {
   max_versions: number | null;
   /** Failed reloads this kernel saw, newest first. */
   failed: IFailedAttempt[];
+  /** Why new versions are kept in memory only (the store cannot be written); null: saved. */
+  unsaved: string | null;
 }
 
 export interface IDiff {
@@ -165,7 +167,8 @@ export function parseHistory(result: Json): IHistory {
     !isOptional(result.redo_to, isInt) ||
     !isOptional(result.dropped, isInt) ||
     !isOptional(result.max_versions, isInt) ||
-    !(result.failed === undefined || Array.isArray(result.failed))
+    !(result.failed === undefined || Array.isArray(result.failed)) ||
+    !isOptional(result.unsaved, isString)
   ) {
     fail('history');
   }
@@ -217,7 +220,8 @@ export function parseHistory(result: Json): IHistory {
     versions,
     dropped: (result.dropped as number | undefined) ?? 0,
     max_versions: (result.max_versions as number | undefined) ?? null,
-    failed
+    failed,
+    unsaved: (result.unsaved as string | null | undefined) ?? null
   };
   if (result.undo_to !== undefined) {
     history.undo_to = result.undo_to as number | null;

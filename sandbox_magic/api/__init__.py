@@ -33,6 +33,7 @@ from .queries import (
                         load_before_change,
                         module_history,
                         sandbox_histories,
+                        unsaved_reason,
 )
 from .registry import find_host, get_host, get_state
 from .reloading import hot_reload, hot_reload_source, redo, reload_modules, rollback_module, undo
@@ -84,6 +85,7 @@ __all__ = [
                         "stored_sandbox_ids",
                         "sync_sandbox",
                         "undo",
+                        "unsaved_reason",
                         "unwatch",
                         "validate_sandbox_id",
                         "watch",

@@ -14,7 +14,7 @@ from ..errors import (
 )
 from .lifecycle import restore_sandbox
 from .registry import find_host, get_state, known_ids
-from .stores import stored_histories
+from .stores import default_store, stored_histories
 
 
 def get_module_version(sandbox_id: str, module: str) -> int:
@@ -85,6 +85,16 @@ def history_modules(sandbox_id: str) -> dict[str, int]:
     """``{module: current version}`` of every module with a history, loaded or not."""
     return {m: h.current for m, h in sorted(sandbox_histories(sandbox_id).items())
             if h.current is not None}
+
+
+def unsaved_reason(sandbox_id: str) -> str | None:
+    """Why the sandbox's new versions are kept in memory only (its history store cannot
+    be written), or None when they are saved to disk."""
+    host = find_host(sandbox_id)
+    store = host.state.store if host is not None else default_store()
+    if getattr(store, "saved_to_disk", True):
+        return None
+    return getattr(store, "failure", None) or "the history store cannot be written"
 
 
 def is_loaded(sandbox_id: str, module: str | None = None) -> bool:

@@ -113,6 +113,7 @@ class HistoryResult(TypedDict):
     dropped: int                     # versions no longer retained (max_versions)
     max_versions: int | None         # the sandbox's retention (None: all, or not loaded)
     failed: list[FailedAttempt]      # failed reloads this kernel saw, newest first
+    unsaved: str | None              # why new versions are kept in memory only, if they are
 
 
 class DiffResult(TypedDict):
@@ -280,7 +281,7 @@ def call(method: str, p: dict[str, Any]
              "state_handler": f["state_handler"]} for f in t["failed"]]
         return {"sandbox": p["sandbox"], "module": p["module"], "versions": rows,
                 "undo_to": t["undo_to"], "redo_to": t["redo_to"], "dropped": t["dropped"],
-                "max_versions": t["max_versions"], "failed": failed}
+                "max_versions": t["max_versions"], "failed": failed, "unsaved": t["unsaved"]}
     if method == "diff":
         d = api.diff_versions(p["sandbox"], p["module"], p["v1"], p["v2"])
         return {"v1": p["v1"], "v2": p["v2"], "added": d.lines_added,

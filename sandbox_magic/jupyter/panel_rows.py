@@ -64,7 +64,8 @@ def history_rows(sandbox_id: str, module: str) -> list[dict[str, Any]]:
 
 def timeline(sandbox_id: str, module: str) -> dict[str, Any]:
     """What the panels need besides the rows: undo and redo targets, dropped versions,
-    retention, failed attempts (newest first)."""
+    retention, failed attempts (newest first), and why new versions are not saved to
+    disk when they are not."""
     h = api.module_history(sandbox_id, module)
     try:
         undo_to: int | None = h.undo_target()
@@ -83,7 +84,8 @@ def timeline(sandbox_id: str, module: str) -> dict[str, Any]:
     return {"undo_to": undo_to, "redo_to": redo_to,
             "dropped": max(0, h.next_version - 1 - len(h.records)),
             "max_versions": max_versions,
-            "failed": activity.failures(sandbox_id, module)}
+            "failed": activity.failures(sandbox_id, module),
+            "unsaved": api.unsaved_reason(sandbox_id)}
 
 
 def origin_text(row: dict[str, Any]) -> str:

@@ -187,6 +187,10 @@ class HistoryPanel(w.VBox):
                          f'{"were" if n != 1 else "was"} dropped{limit}</div>')
         parts.extend(f'<div style="{_ERROR}">✗ failed at {f["at"]:%H:%M:%S}: '
                      f'{html.escape(f["message"])}</div>' for f in t["failed"][:3])
+        if t.get("unsaved"):
+            parts.append(f'<div style="{_ERROR}">⚠ not saved to disk: '
+                         f'{html.escape(t["unsaved"])}; new versions are kept in memory and '
+                         'written when the store can be written again</div>')
         self.notes.value = "".join(parts)
 
     def _update_buttons(self) -> None:

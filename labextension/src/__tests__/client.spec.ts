@@ -70,10 +70,12 @@ describe('SandboxClient', () => {
         redo_to: null,
         dropped: 7,
         max_versions: 10,
-        failed: [{ at: '2026-01-01T00:02:00+00:00', message: 'boom', state_handler: 'mig' }]
+        failed: [{ at: '2026-01-01T00:02:00+00:00', message: 'boom', state_handler: 'mig' }],
+        unsaved: 'cannot write history to /gone/history.sqlite3'
       })
     );
     const h = await now;
+    expect(h.unsaved).toBe('cannot write history to /gone/history.sqlite3');
     expect([h.undo_to, h.redo_to, h.dropped, h.max_versions]).toEqual([2, null, 7, 10]);
     expect(h.versions[0].origin).toBe('undo');
     expect(h.failed[0]).toEqual({
@@ -85,10 +87,11 @@ describe('SandboxClient', () => {
     client.receive(reply(2, { sandbox: 'demo', module: 'counter', versions: [row] }));
     const o = await older;
     expect('undo_to' in o).toBe(false);
-    expect([o.dropped, o.max_versions, o.failed, o.versions[0].origin]).toEqual([
+    expect([o.dropped, o.max_versions, o.failed, o.versions[0].origin, o.unsaved]).toEqual([
       0,
       null,
       [],
+      null,
       null
     ]);
     const bad = client.history('demo', 'counter');
@@ -96,6 +99,9 @@ describe('SandboxClient', () => {
       reply(3, { sandbox: 'demo', module: 'counter', versions: [row], failed: [{ at: 1 }] })
     );
     await expect(bad).rejects.toBeInstanceOf(ProtocolError);
+    const badUnsaved = client.history('demo', 'counter');
+    client.receive(reply(4, { sandbox: 'demo', module: 'counter', versions: [row], unsaved: 3 }));
+    await expect(badUnsaved).rejects.toBeInstanceOf(ProtocolError);
   });
 
   it('turns error replies into ProtocolErrors with their code', async () => {

@@ -1,4 +1,11 @@
-import { droppedNote, listRows, originLabel, relativeTime, rowTooltip } from '../format';
+import {
+  droppedNote,
+  listRows,
+  originLabel,
+  relativeTime,
+  rowTooltip,
+  unsavedNote
+} from '../format';
 import { IHistory, IVersionRow } from '../protocol';
 
 const T0 = Date.parse('2026-01-01T12:00:00+00:00');
@@ -30,6 +37,7 @@ function history(versions: IVersionRow[], extra: Partial<IHistory> = {}): IHisto
     dropped: 0,
     max_versions: 10,
     failed: [],
+    unsaved: null,
     ...extra
   };
 }
@@ -69,6 +77,14 @@ describe('format', () => {
     expect(
       listRows(h).map(r => (r.kind === 'version' ? `v${r.row.version}` : r.failure.message))
     ).toEqual(['after v3', 'v3', 'between v2 and v3', 'v2', 'v1', 'before v1']);
+  });
+
+  it('says when new versions are not saved to disk, and why', () => {
+    expect(unsavedNote(history([]))).toBe('');
+    expect(unsavedNote(history([], { unsaved: 'the folder /x was removed' }))).toBe(
+      'Not saved to disk: the folder /x was removed. New versions are kept in the ' +
+        "kernel's memory and written when the store can be written again."
+    );
   });
 
   it('says how many versions retention dropped', () => {
