@@ -977,7 +977,130 @@ refill_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* snapshot(states, into, seen): for every list, dict, set and bytearray reachable from
+ * the values of ``states`` (dicts, or other objects taken as one value each) through such
+ * containers, append (container, copy) to ``into``; ``seen`` (a set of ids) keeps each
+ * container once.  What migration.py's _snapshot does, at C speed. */
+static int snapshot_value(PyObject *v, PyObject *into, PyObject *seen, int depth);
+
+static int
+snapshot_items(PyObject *copy, PyObject *into, PyObject *seen, int depth)
+{
+    if (PyDict_Check(copy)) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(copy, &pos, &key, &value)) {
+            if (snapshot_value(value, into, seen, depth) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    if (PyList_Check(copy)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(copy); i++) {
+            if (snapshot_value(PyList_GET_ITEM(copy, i), into, seen, depth) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    if (PyAnySet_Check(copy)) {      /* the copy is ours: iterating it is safe */
+        PyObject *it = PyObject_GetIter(copy), *key;
+        if (it == NULL)
+            return -1;
+        while ((key = PyIter_Next(it)) != NULL) {
+            int r = snapshot_value(key, into, seen, depth);
+            Py_DECREF(key);
+            if (r < 0) {
+                Py_DECREF(it);
+                return -1;
+            }
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+static int
+snapshot_value(PyObject *v, PyObject *into, PyObject *seen, int depth)
+{
+    int is_dict = PyDict_Check(v), is_list = PyList_Check(v);
+    int is_set = PySet_Check(v), is_bytes = PyByteArray_Check(v);
+    if (!(is_dict || is_list || is_set || is_bytes))
+        return 0;
+    if (depth > 200) {
+        PyErr_SetString(PyExc_RecursionError, "snapshot: containers nested too deep");
+        return -1;
+    }
+    int r;
+    /* held once (by the container being walked): no other path reaches it, and it is
+     * in no cycle, so it cannot have been seen; the common case skips the set */
+    if (Py_REFCNT(v) > 1) {
+        PyObject *key = PyLong_FromVoidPtr(v);
+        if (key == NULL)
+            return -1;
+        int known = PySet_Contains(seen, key);
+        if (known != 0) {
+            Py_DECREF(key);
+            return known < 0 ? -1 : 0;
+        }
+        r = PySet_Add(seen, key);
+        Py_DECREF(key);
+        if (r < 0)
+            return -1;
+    }
+    PyObject *copy;
+    if (is_dict)
+        copy = PyDict_Copy(v);
+    else if (is_list)
+        copy = PyList_GetSlice(v, 0, PyList_GET_SIZE(v));
+    else if (is_set)
+        copy = PySet_New(v);
+    else
+        copy = PyByteArray_FromObject(v);
+    if (copy == NULL)
+        return -1;
+    PyObject *pair = PyTuple_Pack(2, v, copy);
+    if (pair == NULL || PyList_Append(into, pair) < 0) {
+        Py_XDECREF(pair);
+        Py_DECREF(copy);
+        return -1;
+    }
+    Py_DECREF(pair);
+    r = is_bytes ? 0 : snapshot_items(copy, into, seen, depth + 1);
+    Py_DECREF(copy);
+    return r;
+}
+
+static PyObject *
+snapshot(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_Check(args[1]) || !PySet_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "snapshot(states, into: list, seen: set)");
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(args[0]);
+    if (it == NULL)
+        return NULL;
+    PyObject *state;
+    while ((state = PyIter_Next(it)) != NULL) {
+        int r = PyDict_Check(state) ? snapshot_items(state, args[1], args[2], 0)
+                                    : snapshot_value(state, args[1], args[2], 0);
+        Py_DECREF(state);
+        if (r < 0) {
+            Py_DECREF(it);
+            return NULL;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"snapshot", (PyCFunction)(void (*)(void))snapshot, METH_FASTCALL,
+     "snapshot(states, into, seen): record the containers reachable from each state."},
     {"new", (PyCFunction)(void (*)(void))tracked_dunder_new, METH_FASTCALL | METH_KEYWORDS,
      "The __new__ of tracked classes."},
     {"hook", (PyCFunction)(void (*)(void))hook, METH_FASTCALL,

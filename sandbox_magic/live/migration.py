@@ -543,16 +543,7 @@ class LiveState:
                 raise ReloadError(f"capturing the state of {g.cls.__qualname__} instances "
                                   f"failed: {exc}", step="capture") from exc
             if g.handler is not None:
-                # what the handler may change in place, to put back if the reload is refused
-                # (the types present are collected at C speed; most states hold none)
-                values = chain.from_iterable(map(dict.values, g.old)) if g.plain else \
-                    chain.from_iterable(st.values() if isinstance(st, dict) else (st,)
-                                        for st in g.old)
-                if any(issubclass(t, _CONTAINERS) for t in set(map(type, values))):
-                    seen: set[int] = set()
-                    for st in g.old:
-                        _snapshot(st.values() if isinstance(st, dict) else (st,),
-                                  self.nested, seen)
+                self._record_nested(g)
             if g.handler is not handler:
                 fields: list[Any] = getattr(g.handler, "fields", [])
                 missing = sorted({n for st in g.old for n in missing_required(fields, st)})
@@ -580,6 +571,26 @@ class LiveState:
                 for g in active:
                     ov, nv = self.versions[g.module]
                     g.new = self._migrate_many(g.handler, g, ov, nv)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _record_nested(self, g: _ClassGroup) -> None:
+        """What the handler may change in place (the lists, dicts, sets and bytearrays
+        inside the states), to put back if the reload is refused."""
+        seen: set[int] = set()
+        paused = gc.isenabled()
+        gc.disable()      # copies of acyclic containers: nothing for the collector to find
+        try:
+            if _native is not None:
+                _native.snapshot(g.old, self.nested, seen)   # one C walk; most find nothing
+                return
+            values = chain.from_iterable(map(dict.values, g.old)) if g.plain else \
+                chain.from_iterable(st.values() if isinstance(st, dict) else (st,)
+                                    for st in g.old)
+            if any(issubclass(t, _CONTAINERS) for t in set(map(type, values))):
+                for st in g.old:
+                    _snapshot(st.values() if isinstance(st, dict) else (st,), self.nested, seen)
         finally:
             if paused:
                 gc.enable()
