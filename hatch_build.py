@@ -3,10 +3,13 @@
 The compiled tracker makes creating instances of sandbox classes nearly as
 cheap as of plain classes.  When no C compiler is available the build goes
 on without it and the package uses its pure-Python tracker (with a warning).
+With ``SANDBOX_MAGIC_PURE_WHEEL=1`` nothing is compiled: the wheel is
+``py3-none-any`` and installs on any platform and Python the package supports.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sysconfig
@@ -35,7 +38,7 @@ class TrackerBuildHook(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        if self.target_name != "wheel":
+        if self.target_name != "wheel" or os.environ.get("SANDBOX_MAGIC_PURE_WHEEL") == "1":
             return
         root = Path(self.root)
         try:

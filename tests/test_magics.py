@@ -220,11 +220,13 @@ def test_line_magics(ip, sb_id, capsys, tmp_path):
     assert "-        self.n += 1" in out and "+        self.n += 10" in out
     cell(ip, "%sandbox_list")
     assert f"{sb_id}: counter v1" in capsys.readouterr().out
-    info = ip.run_line_magic("sandbox_info", sb_id)
-    assert info.modules == {"counter": 1}
+    assert ip.run_line_magic("sandbox_info", sb_id) is None
+    out = capsys.readouterr().out          # plain words, not a repr
+    assert out.startswith(f"sandbox {sb_id} (running): modules counter v1\n")
+    assert "SandboxInfo(" not in out and "runs in kernel" in out
     assert ip.run_cell(f"%%sandbox_run {sb_id}\nCounter().inc()").result == 1
-    path = tmp_path / "history.ipynb"
-    cell(ip, f"%sandbox_export {sb_id} {path}")
+    path = tmp_path / "my history.ipynb"   # quoted as in a shell: one argument
+    cell(ip, f'%sandbox_export {sb_id} "{path}"')
     nb = nbformat.read(str(path), as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code" and "sandbox_magic" in c.metadata]
     assert [c.metadata["sandbox_magic"]["version"] for c in code] == [1, 2]

@@ -76,7 +76,7 @@ def test_rerunning_a_cell_after_restart_loads_the_stored_version(store_path):
     out = run_py(f"import sandbox_magic as sm\nsm.create_sandbox('d')\n"
                  f"r = sm.hot_reload_source('d', {code!r})\nprint(r.status, r.new_version, "
                  f"len(sm.list_module_versions('d', 'g')))", store_path)
-    assert out.strip() == "hot_reloaded 1 2"
+    assert out.strip() == "reactivated 1 2"      # stored v1 is current again, said so
 
 
 def test_forget_history_and_destroy_keeps_it_by_default(store_path):

@@ -224,3 +224,35 @@ def test_a_watched_folder_removed_is_reported_and_followed_again_when_back(sid, 
         assert w.alive
     finally:
         w.stop()
+
+
+def test_the_magic_leaves_nothing_behind_when_it_cannot_watch(new_id, tmp_path):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sandbox_magic")
+    with pytest.raises(sm.SandboxError, match="no such file or folder"):
+        ip.run_line_magic("sandbox_watch", f"{new_id} {tmp_path / 'nothere'}")
+    broken = tmp_path / "broken.py"
+    broken.write_text("def f(:\n")
+    with pytest.raises(sm.SandboxError):
+        ip.run_line_magic("sandbox_watch", f"{new_id} {broken}")
+    assert new_id not in {s.id for s in sm.list_sandboxes()}
+
+
+def test_plain_python_hears_of_failed_saves_in_its_log_and_the_summary(sid, folder, caplog):
+    events = Events()
+    w = sm.watch(sid, folder, debounce=0.05, on_event=events)
+    try:
+        with caplog.at_level("WARNING", logger="sandbox_magic.api.watching"):
+            (folder / "base.py").write_text("def base(:\n")
+            assert events.next(1).kind == "failed"
+        assert any("syntax" in r.getMessage().lower() or "compile" in r.getMessage().lower()
+                   for r in caplog.records), [r.getMessage() for r in caplog.records]
+        assert "1 failed" in w.summary() and "last:" in str(w)
+        (folder / "base.py").write_text(BASE.replace("BASE = 1", "BASE = 3"))
+        assert events.next(2).kind == "reloaded"
+        assert w.summary().startswith(f"watching {folder} for sandbox {sid}: 1 reloaded, "
+                                      "1 failed") and "last:" not in w.summary()
+    finally:
+        w.stop()

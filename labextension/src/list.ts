@@ -63,7 +63,7 @@ export class VersionList extends Widget {
     this.note = document.createElement('div');
     this.note.className = 'jp-SandboxPanel-note';
     this.unsaved = document.createElement('div');
-    this.unsaved.className = 'jp-SandboxPanel-note jp-SandboxPanel-unsaved';
+    this.unsaved.className = 'jp-SandboxPanel-unsaved';
     this.unsaved.setAttribute('role', 'status');
     this.unsaved.hidden = true;
     this.node.append(this.scroller, this.unsaved, this.note);

@@ -124,8 +124,7 @@ def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
         change = plan_change(st, art)
         if change is None:
             return no_change(st, art.module, started)
-        loaded = art.module in st.modules
-        status = "hot_reloaded" if change.action == "new" or not loaded else "rolled_back"
+        status = "hot_reloaded" if change.action == "new" else "reactivated"
         (result,) = get_host(st.id).execute([change], opts, status=status)
     emit("reloaded", sandbox_id, module=art.module, version=result.new_version,
           status=result.status)

@@ -63,6 +63,7 @@ class Watcher:
         self.on_event = on_event
         self.single = not path.is_dir()        # one file (its folder is watched)
         self.events: list[WatchEvent] = []
+        self.counts: dict[str, int] = {}       # events of each kind since the watch began
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
@@ -73,6 +74,23 @@ class Watcher:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def summary(self) -> str:
+        """One line: what the saves did so far, and the last failure if the last event
+        failed (``print(watcher)`` shows it too)."""
+        kinds = ("reloaded", "unchanged", "failed", "deleted")
+        said = ", ".join(f"{self.counts[k]} {k}" for k in kinds if self.counts.get(k))
+        state = "watching" if self.alive else "stopped watching"
+        line = f"{state} {self.path} for sandbox {self.sandbox_id}: {said or 'no saves yet'}"
+        last = self.events[-1] if self.events else None
+        if last is not None and last.kind in ("failed", "deleted"):
+            line += f"; last: {last.message}"
+        return line
+
+    def __repr__(self) -> str:
+        return f"<Watcher {self.summary()}>"
+
+    __str__ = summary
 
     def stop(self) -> None:
         self._stop.set()
@@ -208,6 +226,12 @@ class Watcher:
         raise _StillWriting(str(p))
 
     def _tell(self, event: WatchEvent) -> None:
+        self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
+        if event.kind in ("failed", "deleted"):
+            # plain Python sees it too: the logging module (a notebook shows the magic's line)
+            log.warning("sandbox %s, watching %s: %s", self.sandbox_id, self.path, event.message)
+        else:
+            log.info("sandbox %s, watching %s: %s", self.sandbox_id, self.path, event.message)
         self.events.append(event)
         del self.events[:-50]
         if self.on_event is not None:

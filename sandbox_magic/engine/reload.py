@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 class ReloadResult:
     """Outcome of a reload, rollback, undo or redo.
 
-    ``status`` is ``"hot_reloaded"``, ``"no_change"`` or ``"rolled_back"``;
+    ``status`` is ``"hot_reloaded"`` (a new version), ``"reactivated"`` (the code is
+    that of a stored version, which is current again: ``new_version`` is its number),
+    ``"rolled_back"`` (rollback, undo, redo) or ``"no_change"``;
     ``notes`` lists every fallback the patcher had to take (for example a class
     replaced because its ``__slots__`` changed); ``modules`` holds per-module
     results when several modules were loaded as one transaction.
@@ -63,7 +65,7 @@ class ReloadResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("hot_reloaded", "no_change", "rolled_back")
+        return self.status in ("hot_reloaded", "reactivated", "no_change", "rolled_back")
 
 
 @dataclass
@@ -506,7 +508,10 @@ class Transaction:
         out = []
         for c in self.changes:
             h = self.state.histories[c.module]
-            out.append(ReloadResult(status, c.module, self.old_versions.get(c.module),
+            # code identical to a stored version: that version is current again
+            says = "reactivated" if status == "hot_reloaded" and c.action == "activate" \
+                else status
+            out.append(ReloadResult(says, c.module, self.old_versions.get(c.module),
                                     h.current, self.migrated, deps,
                                     duration, notes))
         return out

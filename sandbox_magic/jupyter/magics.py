@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import itertools
 import linecache
+import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from .. import api
@@ -26,6 +28,24 @@ from .display import DiffDisplay
 
 F = TypeVar("F", bound=Callable[..., Any])
 _handler_cells = itertools.count(1)
+
+
+def parse_argstring(magic: Any, line: str) -> Any:
+    """The magic's arguments, split as a shell would (``"my history.ipynb"`` is one
+    argument, without its quotes; IPython's own splitter keeps the quotes)."""
+    try:
+        argv = shlex.split(line, posix=os.name != "nt")
+    except ValueError as exc:          # an unclosed quote
+        raise MagicError(f"cannot read the arguments ({exc}): {line.strip()}") from None
+    return magic.parser.parse_args(argv)
+
+
+def _id_module_rest(magic: Any, line: str) -> tuple[str, str, str]:
+    """``ID MODULE EXPR...`` with the expression taken as typed (Python's quotes kept)."""
+    parts = line.strip().split(None, 2)
+    if len(parts) < 3:
+        magic.parser.parse_args(parts)     # the usage error argparse gives
+    return parts[0], parts[1], _unquote(parts[2].strip())
 
 
 def _unquote(text: str) -> str:
@@ -232,7 +252,7 @@ class SandboxMagics(Magics):
                     use_state_preservation=not args.no_state,
                     coordinate_dependencies=not args.no_cascade,
                     suspend_timeout=args.suspend_timeout,
-                    check=_unquote(args.check) if args.check else None)
+                    check=args.check or None)
         except (CompileError, ReloadError) as exc:
             raise self._failure(sid, module, exc, handler, pending_key) from None
         if pending_key is not None and result.status != "no_change":
@@ -413,7 +433,8 @@ class SandboxMagics(Magics):
             raise MagicError("usage: %sandbox_info SANDBOX_ID")
         if not api.is_loaded(sid):
             raise self._not_loaded(sid)
-        return api.get_sandbox_info(sid)
+        print(info_text(api.get_sandbox_info(sid)))
+        return None
 
     @magic_arguments()
     @argument("sandbox_id")
@@ -486,19 +507,31 @@ class SandboxMagics(Magics):
             return
         if args.path is None:
             raise MagicError("usage: %sandbox_watch ID PATH [--check EXPR] | ID --stop")
-        if sid not in {s.id for s in api.list_sandboxes()}:
+        path = Path(args.path)
+        if not path.exists():
+            raise MagicError(f"cannot watch {args.path}: no such file or folder "
+                             f"(the working directory is {Path.cwd()})")
+        created = not api.is_loaded(sid)
+        if created:
             api.create_sandbox(sid)
-        self._bind_handle(sid)
-        status = display(f"{sid}: watching {args.path}", display_id=True)
+        status: Any = None
 
         def show(event: Any) -> None:
             mark = {"reloaded": "✓", "unchanged": "·", "failed": "✗", "deleted": "!"}
             text = f"{sid}: watching {args.path} — {mark.get(event.kind, '')} {event.message}"
             if status is not None:
-                status.update(text)
+                status.update({"text/plain": text}, raw=True)
 
-        api.watch(sid, args.path, debounce=args.debounce,
-                  check=_unquote(args.check) if args.check else None, on_event=show)
+        try:
+            api.watch(sid, args.path, debounce=args.debounce,
+                      check=args.check or None, on_event=show)
+        except BaseException:
+            if created:       # nothing of a failed watch stays behind
+                api.destroy_sandbox(sid)
+            raise
+        self._bind_handle(sid)
+        status = display({"text/plain": f"{sid}: watching {args.path}"}, raw=True,
+                         display_id=True)
 
     @magic_arguments()
     @argument("sandbox_id")
@@ -508,9 +541,8 @@ class SandboxMagics(Magics):
     @usage_errors
     def sandbox_probe(self, line: str) -> None:
         """Evaluate an expression under every retained version (in a scratch sandbox)."""
-        args = parse_argstring(self.sandbox_probe, line)
-        expr = _unquote(" ".join(args.expr))
-        for v, value in api.probe(args.sandbox_id, args.module, expr).items():
+        sid, module, expr = _id_module_rest(self.sandbox_probe, line)
+        for v, value in api.probe(sid, module, expr).items():
             shown = (f"{type(value).__name__}: {value}" if isinstance(value, BaseException)
                      else repr(value))
             print(f"v{v}: {shown}")
@@ -523,17 +555,16 @@ class SandboxMagics(Magics):
     @usage_errors
     def sandbox_bisect(self, line: str) -> None:
         """The first version for which an expression is false (binary search, scratch loads)."""
-        args = parse_argstring(self.sandbox_bisect, line)
-        expr = _unquote(" ".join(args.expr))
-        bad = api.bisect(args.sandbox_id, args.module, expr)
+        sid, module, expr = _id_module_rest(self.sandbox_bisect, line)
+        bad = api.bisect(sid, module, expr)
         if bad is None:
-            print(f"{expr} holds for every retained version of {args.module}")
+            print(f"{expr} holds for every retained version of {module}")
             return
-        versions = sorted(api.module_history(args.sandbox_id, args.module).records)
+        versions = sorted(api.module_history(sid, module).records)
         before = [v for v in versions if v < bad]
-        print(f"{expr} is first false in {args.module} v{bad}"
+        print(f"{expr} is first false in {module} v{bad}"
               + (f" (v{before[-1]} was the last good one); %sandbox_diff "
-                 f"{args.sandbox_id} {args.module} {before[-1]} {bad} shows the change"
+                 f"{sid} {module} {before[-1]} {bad} shows the change"
                  if before else " (the oldest retained version)"))
 
     @magic_arguments()
@@ -586,6 +617,26 @@ class SandboxMagics(Magics):
         print(f"history of {args.sandbox_id!r} written to {p}")
 
 
+def info_text(i: Any) -> str:
+    """A sandbox's :class:`SandboxInfo` in plain words, one fact per line."""
+    mods = ", ".join(f"{m} v{v}" for m, v in i.modules.items()) or "none yet"
+    lines = [f"sandbox {i.id} ({i.status}): modules {mods}",
+             f"  created {i.created_at:%Y-%m-%d %H:%M:%S} UTC; restarts: {i.restart_count}",
+             f"  keeps {i.max_versions if i.max_versions is not None else 'every'} "
+             f"version{'s' if i.max_versions != 1 else ''} per module; "
+             f"history scope {i.history_scope!r}",
+             f"  runs in {i.host}" + (f" ({len(i.engines)} engines)" if i.engines else ""),
+             f"  namespace {i.namespace}"]
+    if i.stored_modules:
+        lines.append("  stored, not loaded: "
+                     + ", ".join(f"{m} v{v}" for m, v in i.stored_modules.items()))
+    if i.sandbox_path:
+        lines.append(f"  loaded from {i.sandbox_path}")
+    if i.supervisor:
+        lines.append(f"  supervisor {i.supervisor}")
+    return "\n".join(lines)
+
+
 def summary_line(sandbox_id: str, r: Any, action: str = "reload",
                  known: dict[str, set[int]] | None = None) -> str:
     """What a reload, rollback, undo or redo did, in plain words, on one line.
@@ -619,7 +670,7 @@ def _what_happened(r: Any, action: str, known: dict[str, set[int]] | None) -> st
         return f"rolled back to v{new}{was}"
     if action in ("undo", "redo"):
         return f"{action}: v{new} is current again{was}"
-    if known is not None and new in known.get(r.module, ()):
+    if r.status == "reactivated" or (known is not None and new in known.get(r.module, ())):
         if old == new:
             return f"same code as stored v{new}, the current version; loaded it"
         return f"same code as stored v{new}; v{new} is current again{was}"
