@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import textwrap
+
+# Started from a job that ignores SIGINT (a background shell job, some CI runners), Python
+# leaves it ignored and the interrupt tests would interrupt nothing: Python's own handler
+# is what a kernel and a terminal have.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The suite keeps history in memory unless a test asks for a durable store.
 os.environ.setdefault("SANDBOX_MAGIC_STORE", ":memory:")

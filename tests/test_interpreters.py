@@ -9,6 +9,7 @@ must give the same results.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -196,3 +197,29 @@ def test_annotations_naming_later_definitions_are_never_forced(sid):
     sm.hot_reload_source(sid, code.replace("return node", "return [node]"), module="lazy")
     assert build(1) == [1]
     assert "node" in build.__annotations__
+
+
+def test_without_the_posix_only_modules_the_package_works_and_limits_say_why():
+    """What Windows lacks (resource, fcntl, termios, pty): the package imports and
+    reloads; only the process host's limits need them, and say so in one line."""
+    code = textwrap.dedent("""
+        import sys
+        for name in ("resource", "fcntl", "termios", "pty", "grp", "pwd"):
+            sys.modules[name] = None          # import name -> ImportError
+        import sandbox_magic as sm
+        sm.create_sandbox("w", store=sm.VersionStore())
+        sm.hot_reload_source("w", "def f():\\n    return 1\\n", "m")
+        sm.hot_reload_source("w", "def f():\\n    return 2\\n", "m")
+        assert sm.get_sandbox("w").f() == 2
+        from sandbox_magic.hosts.child import apply_limits
+        apply_limits(None, None)                  # no limits: nothing needed
+        try:
+            apply_limits(512 << 20, None)
+        except sm.SandboxError as exc:
+            print("refused:", exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "SANDBOX_MAGIC_STORE": ":memory:"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ("refused: memory_limit and cpu_limit need a POSIX system "
+                                  "(the resource module); on this one, use call_timeout only")

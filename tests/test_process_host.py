@@ -138,6 +138,42 @@ def test_a_crash_restarts_the_child_at_the_current_version(new_id):
     assert sm.get_module_version(new_id, "counter") == 2
 
 
+def test_the_readme_memory_limit_starts_and_a_too_small_one_says_what_is_needed(new_id):
+    """memory_limit bounds data memory (RLIMIT_DATA), which a started kernel uses
+    ~140 MB of; the address space it maps (~800 MB) would not let it start under 512M."""
+    before = set(_children())
+    with pytest.raises(sm.SandboxError) as info:
+        sm.create_sandbox(new_id, host="process", memory_limit="64M")
+    message = str(info.value)
+    assert "\n" not in message and "memory_limit 64 MB is too small" in message
+    assert "give at least" in message and new_id not in {s.id for s in sm.list_sandboxes()}
+    assert set(_children()) <= before              # the child that could not start is gone
+    sm.create_sandbox(new_id, host="process", memory_limit="512M", cpu_limit=60,
+                      call_timeout=5)
+    sm.hot_reload_source(new_id, COUNTER, module="counter")
+    c = sm.get_sandbox(new_id).Counter()
+    assert c.inc() == 1
+    with pytest.raises(MemoryError):
+        sm.run(new_id, "b = bytearray(600 << 20)")
+    assert c.inc() == 2                           # the child went on
+
+
+def _children():
+    """Live child processes of this one."""
+    me = str(os.getpid())
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me and fields[0] != "Z":
+                out.append(int(pid))
+    return out
+
+
 def test_a_memory_limit_breach_stays_in_the_child(new_id):
     sm.create_sandbox(new_id, host="process", memory_limit="1G", call_timeout=20)
     sm.hot_reload_source(new_id, "def hog():\n    return len(bytearray(4 << 30))\n",

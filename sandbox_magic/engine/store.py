@@ -93,8 +93,8 @@ def writer_identity() -> dict[str, Any]:
 
 def writer_alive(w: dict[str, Any]) -> bool:
     """Whether the process that wrote is still running (on this host; elsewhere: assumed)."""
-    if w.get("host") != _HOST:
-        return True
+    if w.get("host") != _HOST or os.name != "posix":
+        return True       # (on Windows a signal 0 would be a Ctrl+C sent to the process)
     try:
         os.kill(int(w["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):

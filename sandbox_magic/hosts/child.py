@@ -23,6 +23,7 @@ import io
 import os
 import pickle
 import signal
+import sys
 import threading
 import traceback
 import types
@@ -36,6 +37,7 @@ from ..engine.artifact import Artifact
 from ..engine.interpreter import raise_in_thread
 from ..engine.reload import Change, plan_change
 from ..engine.versions import VersionStore
+from ..errors import SandboxError
 from ..live.server import ServerRef
 from .base import options_from_payload
 
@@ -224,15 +226,58 @@ def _interrupt_worker(signum: int, frame: Any) -> None:
         raise_in_thread(_worker[0], KeyboardInterrupt)
 
 
-def serve(sandbox_id: str, authkey: bytes, memory_limit: int | None,
-          cpu_limit: float | None) -> int:
-    """Apply the limits, listen on 127.0.0.1, serve one parent; return the port."""
-    import resource
+#: Data memory a child needs beyond what it uses when the limit is applied: loading the
+#: sandbox's modules and answering calls (measured: about 20 MB for the engine's first
+#: reload; the rest is room for the sandbox code itself).
+HEADROOM = 64 << 20
+
+
+def data_in_use() -> int | None:
+    """This process's data memory (heap and private anonymous mappings, what
+    ``RLIMIT_DATA`` bounds), in bytes; None where /proc does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def apply_limits(memory_limit: int | None, cpu_limit: float | None) -> None:
+    """``memory_limit`` bounds data memory (``RLIMIT_DATA``: what Python's objects live
+    in; not the address space, of which a started kernel already maps ~800 MB);
+    ``cpu_limit`` bounds CPU seconds.  A memory limit the child cannot even work under
+    is refused in one line, naming the limit and what the child needs."""
+    if not (memory_limit or cpu_limit):
+        return
+    try:
+        import resource
+    except ImportError:
+        raise SandboxError("memory_limit and cpu_limit need a POSIX system (the resource "
+                           "module); on this one, use call_timeout only") from None
     if memory_limit:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+        used = data_in_use() if sys.platform.startswith("linux") else None
+        if used is None:
+            raise SandboxError("memory_limit needs Linux (RLIMIT_DATA, read from /proc); "
+                               "use cpu_limit and call_timeout here")
+        need = used + HEADROOM
+        if memory_limit < need:
+            raise SandboxError(
+                f"memory_limit {memory_limit >> 20} MB is too small: the child kernel "
+                f"already uses {used >> 20} MB of data memory and needs {need >> 20} MB "
+                f"to work; give at least {-(-need // (64 << 20)) * 64} MB")
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
     if cpu_limit:
         soft = max(1, int(cpu_limit))
         resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
+
+
+def serve(sandbox_id: str, authkey: bytes, memory_limit: int | None,
+          cpu_limit: float | None) -> int:
+    """Apply the limits, listen on 127.0.0.1, serve one parent; return the port."""
+    apply_limits(memory_limit, cpu_limit)
     signal.signal(signal.SIGINT, _interrupt_worker)
     # ipykernel puts back its own SIGINT handler after each execution: make it ours
     try:

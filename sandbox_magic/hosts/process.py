@@ -239,10 +239,13 @@ class ProcessHost:
             content = reply["content"]
             if content.get("status") != "ok":
                 raise SandboxError(f"the child process of sandbox {self.state.id!r} could not "
-                                   f"start: {content.get('ename')}: {content.get('evalue')}")
+                                   f"start: {content.get('evalue')}")
             port = int(content["user_expressions"]["port"]["data"]["text/plain"])
-        finally:
+        except BaseException:
             kc.stop_channels()
+            km.shutdown_kernel(now=True)      # no child left behind
+            raise
+        kc.stop_channels()
         self._km = km
         self._conn = Client(("127.0.0.1", port), authkey=authkey)
         self.generation += 1
