@@ -362,3 +362,22 @@ def test_a_module_that_binds_names_through_globals_imports_only_what_it_says(sid
     })
     r = sm.hot_reload_source(sid, edit(BASE, "LIMIT = 3", "LIMIT = 4"), "m")
     assert r.dependents == () and runs["other"] == 1
+
+
+def test_a_short_module_compiled_whole_at_first_goes_on_piece_by_piece(sid, runs):
+    """A short module's first version is compiled whole; the in-place edit compares it
+    with the new text compiled whole once, then installs the new version's own code (so
+    the next edit compares piece with piece and compiles nothing twice)."""
+    from sandbox_magic.api.registry import get_state
+    from sandbox_magic.engine import chunks
+    chunks.CACHE.clear()                       # "m" is new to the compiler: whole first
+    sm.hot_reload_source(sid, BASE, "m")
+    st = get_state(sid)
+    assert len(st.live["m"].codes) == 1
+    sm.hot_reload_source(sid, edit(BASE, "return a + 1", "return a + 2"), "m")
+    live = st.live["m"]
+    assert len(live.codes) > 1 and runs["m"] == 1
+    mod = st.modules["m"]
+    assert any(mod.f.__code__ is c for n in live.codes for c in inplace._nested(n))
+    sm.hot_reload_source(sid, edit(BASE, "return a + 1", "return a + 3"), "m")
+    assert mod.f(1) == 4 and runs["m"] == 1

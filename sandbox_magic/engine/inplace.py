@@ -24,7 +24,6 @@ state handler) takes the full path.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import logging
@@ -50,6 +49,16 @@ _SHAPE = ("co_code", "co_names", "co_varnames", "co_freevars", "co_cellvars", "c
 #: Methods that run when a class is subclassed or created.
 _CLASS_HOOKS = frozenset({"__init_subclass__", "__set_name__", "__mro_entries__",
                           "__class_getitem__"})
+
+
+def _nested(code: types.CodeType) -> list[types.CodeType]:
+    """Every code object inside ``code``, depth first, in the order they appear."""
+    out: list[types.CodeType] = []
+    for c in code.co_consts:
+        if type(c) is types.CodeType:
+            out.append(c)
+            out.extend(_nested(c))
+    return out
 
 
 def _of_metaclass(ns: Mapping[str, Any], qualname: str) -> bool:
@@ -252,15 +261,20 @@ def plan(module: str, fullname: str, live_ns: Mapping[str, Any], old: Artifact, 
     if old.checksum == new.checksum:
         return _refuse(module, "same text")
     old_codes, new_codes = old.codes, new.codes
+    to_pieces: dict[int, types.CodeType] | None = None
     if len(old_codes) == 1 and len(new_codes) > 1:
         # the running version was compiled whole (a short module's first version, see
-        # engine.chunks): compare, and install, the new one compiled whole too
+        # engine.chunks): compare with the new one compiled whole, then install the
+        # new version's own (piecewise) code, which compiles from the same text
         try:
             whole = compile(new.source, new.filename, "exec", dont_inherit=True)
         except (SyntaxError, ValueError):
             return _refuse(module, "the new text does not compile whole")
-        new = dataclasses.replace(new, code=whole, piece_texts=None)
-        new_codes = new.codes
+        a, b = _nested(whole), [c for n in new_codes for c in _nested(n)]
+        if len(a) != len(b) or any(x.co_qualname != y.co_qualname for x, y in zip(a, b)):
+            return _refuse(module, "the versions were compiled in different pieces")
+        to_pieces = {id(x): y for x, y in zip(a, b)}
+        new_codes = (whole,)
     if len(old_codes) != len(new_codes):
         return _refuse(module, "the versions were compiled in different pieces")
     p = _Plan()
@@ -273,6 +287,9 @@ def plan(module: str, fullname: str, live_ns: Mapping[str, Any], old: Artifact, 
             continue
         if not p.body(o, n):
             return _refuse(module, "a module or class body changed")
+    if to_pieces is not None:
+        p.codes = {k: to_pieces[id(v)] for k, v in p.codes.items()}
+        p.changed = [to_pieces[id(c)] for c in p.changed]
     if p.changed:
         touched = frozenset(c.co_qualname.partition(".")[0] for c in p.changed)
         # subclassing a class runs none of its methods but these
