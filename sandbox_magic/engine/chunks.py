@@ -32,6 +32,7 @@ import __future__
 import ast
 import functools
 import re
+import sys
 import threading
 import types
 from collections import OrderedDict
@@ -266,14 +267,134 @@ def _carried(text: str, first: bool, flags: int, known: dict[tuple[bool, str],
             continue
         old_text = key.partition("\0")[2] if flags else key
         if old_text.startswith(head) and old_text != text and body_edit(old_text, text):
-            try:
-                code = compile(text, _BASE_NAME, "exec", flags=flags, dont_inherit=True)
-            except (SyntaxError, ValueError):
-                return None
+            code = _spliced(old.code, old_text, text, flags)
+            if code is None:
+                try:
+                    code = compile(text, _BASE_NAME, "exec", flags=flags, dont_inherit=True)
+                except (SyntaxError, ValueError):
+                    return None
             if CARRIED is not None:
                 CARRIED(old_text, text)
             return Piece(code, text.count("\n"), old.imports, old.defines, old.futures,
                          old.opening)
+    return None
+
+
+_CLASS_LINE = re.compile(r"^([ \t]*)class[ \t]+(\w+)[ \t]*[(:]")
+_SELF_SET = re.compile(r"\bself\.(\w+)[ \t]*(?:[-+*/%&|^@]|//|\*\*|<<|>>)?=(?!=)")
+
+
+def _spliced(code: types.CodeType, old: str, new: str, flags: int) -> types.CodeType | None:
+    """``code`` (compiled from ``old``) with the one function whose body ``new`` edits
+    compiled alone and put in its place: what compiling ``new`` whole gives, for the
+    cost of that function (a one-method edit of a 1,600-line class compiles the
+    method).  None when that does not hold for sure: the line count changed, the
+    function is nested in another function, a class has type parameters, the edit
+    touches the function's last line, or (3.13+) the edit changes which ``self.``
+    attributes the method assigns."""
+    if old.count("\n") != new.count("\n"):
+        return None
+    p = _common(old, new, False)
+    start = new.rfind("\n", 0, p) + 1
+    lines = new.split("\n")
+    edit_line = new.count("\n", 0, start)               # 0-based
+    defs = list(_DEF_LINE.finditer(new, 0, start))
+    if not defs:
+        return None
+    def_at = new.count("\n", 0, defs[-1].start())
+    depth = len(defs[-1].group(1).expandtabs())
+    first = def_at
+    while first > 0 and lines[first - 1].strip().startswith("@") and \
+            len(lines[first - 1]) - len(lines[first - 1].lstrip()) == len(defs[-1].group(1)):
+        first -= 1
+    last = def_at + 1                                    # the function's lines: [first, last)
+    while last < len(lines):
+        body = lines[last].lstrip()
+        if body and not body.startswith("#") and len(lines[last]) - len(body) <= depth:
+            break
+        last += 1
+    q = _common(old[p:], new[p:], True)
+    edit_end = new.count("\n", 0, max(start, len(new) - q))
+    code_end = max(i for i in range(first, last)
+                   if lines[i].strip() and not lines[i].lstrip().startswith("#"))
+    # the statements around it record where it ends (to the column): an edit of its
+    # last line would change them too
+    if not first <= edit_line <= edit_end < code_end:
+        return None
+    # the scopes around it: classes only (a function around it would give it free
+    # variables that compiling it alone cannot)
+    chain: list[str] = []
+    want = depth
+    for i in range(first - 1, -1, -1):
+        ln = lines[i]
+        body = ln.lstrip()
+        if want == 0:
+            break
+        if not body or body.startswith("#"):
+            continue
+        indent = len(ln) - len(body)
+        if indent >= want:
+            continue
+        m = _CLASS_LINE.match(ln)
+        if m is None or "[" in ln.split("(")[0]:
+            return None
+        chain.append(ln[:indent] + f"class {m.group(2)}:")
+        want = indent
+    if want != 0:
+        return None
+    chain.reverse()
+    if len(chain) > first:
+        return None
+    func = lines[first:last]
+    if sys.version_info >= (3, 13) and chain:
+        old_func = old.split("\n")[first:last]
+        if set(_SELF_SET.findall("\n".join(func))) != set(_SELF_SET.findall("\n".join(old_func))):
+            return None
+    text = "\n" * (first - len(chain)) + "\n".join(chain + func) + "\n"
+    try:
+        alone = compile(text, _BASE_NAME, "exec", flags=flags, dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+    fresh = _find(alone, lambda c: c.co_firstlineno == first + 1 and _is_function(c))
+    if fresh is None:
+        return None
+    target = fresh.co_qualname
+    return _replace(code, lambda c: c.co_qualname == target and c.co_firstlineno == first + 1
+                    and _is_function(c), fresh)
+
+
+def _is_function(code: types.CodeType) -> bool:
+    return bool(code.co_flags & 0x1) and not code.co_name.startswith("<")
+
+
+def _find(code: types.CodeType, pred: Callable[[types.CodeType], bool]
+          ) -> types.CodeType | None:
+    for c in code.co_consts:
+        if type(c) is types.CodeType:
+            if pred(c):
+                return c
+            hit = _find(c, pred)
+            if hit is not None:
+                return hit
+    return None
+
+
+def _replace(code: types.CodeType, pred: Callable[[types.CodeType], bool],
+             new: types.CodeType) -> types.CodeType | None:
+    """``code`` with the one nested code ``pred`` selects replaced by ``new``."""
+    consts = list(code.co_consts)
+    for i, c in enumerate(consts):
+        if type(c) is not types.CodeType:
+            continue
+        if pred(c):
+            if c.co_freevars != new.co_freevars or c.co_name != new.co_name:
+                return None
+            consts[i] = new
+            return code.replace(co_consts=tuple(consts))
+        inner = _replace(c, pred, new)
+        if inner is not None:
+            consts[i] = inner
+            return code.replace(co_consts=tuple(consts))
     return None
 
 
