@@ -381,3 +381,27 @@ def test_a_short_module_compiled_whole_at_first_goes_on_piece_by_piece(sid, runs
     assert any(mod.f.__code__ is c for n in live.codes for c in inplace._nested(n))
     sm.hot_reload_source(sid, edit(BASE, "return a + 1", "return a + 3"), "m")
     assert mod.f(1) == 4 and runs["m"] == 1
+
+
+def test_a_decorator_that_used_the_function_at_import_makes_the_body_run(sid, runs):
+    """``@register`` called the function while the module imported: the value it computed
+    comes from the old body, so an edit of that body runs the module again; a decorator
+    that only holds the function (``@property``, ``@functools.lru_cache``) does not."""
+    text = src('''
+        import inplace_probe
+        inplace_probe.runs["m"] = inplace_probe.runs.get("m", 0) + 1
+        REGISTRY = {}
+
+        def register(fn):
+            REGISTRY[fn.__name__] = fn(0)
+            return fn
+
+        @register
+        def f(x):
+            return x + 1
+    ''')
+    sm.hot_reload_source(sid, text, "m")
+    mod = sm.get_sandbox(sid).modules["m"]
+    assert mod.REGISTRY == {"f": 1}
+    sm.hot_reload_source(sid, text.replace("return x + 1", "return x + 5"), "m")
+    assert runs["m"] == 2 and mod.REGISTRY == {"f": 5}

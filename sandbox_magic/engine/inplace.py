@@ -29,6 +29,7 @@ import inspect
 import logging
 import marshal
 import operator
+import re
 import types
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -49,6 +50,34 @@ _SHAPE = ("co_code", "co_names", "co_varnames", "co_freevars", "co_cellvars", "c
 #: Methods that run when a class is subclassed or created.
 _CLASS_HOOKS = frozenset({"__init_subclass__", "__set_name__", "__mro_entries__",
                           "__class_getitem__"})
+
+
+#: Decorators that only hold the function they are given (or wrap it to call it later):
+#: a body edit of a function they decorate changes nothing they computed at import.
+_HOLDING = frozenset({
+    "property", "staticmethod", "classmethod", "abstractmethod", "cached_property",
+    "lru_cache", "cache", "contextmanager", "asynccontextmanager", "overload", "final",
+    "override", "wraps", "singledispatch", "singledispatchmethod", "total_ordering"})
+#: ... and, as attributes of another object only: ``@x.setter``, ``@f.register``.
+_HOLDING_ATTRS = frozenset({"setter", "getter", "deleter", "register"})
+_DECORATOR = re.compile(r"[ \t]*@[ \t]*([\w.]+)")
+
+
+def _decorated(lines: list[str], first: int) -> str | None:
+    """The first decorator of the function starting at line ``first`` that may have used
+    it at import (not one of :data:`_HOLDING`), or None."""
+    i = first - 1
+    while 0 <= i < len(lines):
+        m = _DECORATOR.match(lines[i])
+        if m is None:
+            return None         # the ``def`` line: every decorator was one that holds
+        owner, _, name = m.group(1).rpartition(".")
+        if name not in _HOLDING and not (owner and name in _HOLDING_ATTRS):
+            return f"@{m.group(1)}"
+        i += 1
+        while i < len(lines) and lines[i - 1].rstrip().endswith((",", "(", "\\")):
+            i += 1              # a decorator call spread over lines
+    return None
 
 
 def _nested(code: types.CodeType) -> list[types.CodeType]:
@@ -291,6 +320,12 @@ def plan(module: str, fullname: str, live_ns: Mapping[str, Any], old: Artifact, 
         p.codes = {k: to_pieces[id(v)] for k, v in p.codes.items()}
         p.changed = [to_pieces[id(c)] for c in p.changed]
     if p.changed:
+        lines = new.source.split("\n")
+        for c in p.changed:
+            why = _decorated(lines, c.co_firstlineno)
+            if why:
+                return _refuse(module, f"{c.co_qualname} is decorated with {why}, which "
+                                       "received it at import")
         touched = frozenset(c.co_qualname.partition(".")[0] for c in p.changed)
         # subclassing a class runs none of its methods but these
         # (any method of a metaclass may run then)
