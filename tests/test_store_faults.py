@@ -34,6 +34,15 @@ def reopen(folder, new_id, module="m"):
         fresh.close()
 
 
+def two_versions_one_lost(sid, folder):
+    """v1 saved; the folder removed; v2 kept in memory only (its warning silenced)."""
+    sm.hot_reload_source(sid, SRC.format(1), module="m")
+    shutil.rmtree(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        sm.hot_reload_source(sid, SRC.format(2), module="m")
+
+
 @pytest.mark.parametrize("fault", ["folder removed", "folder replaced by a file"])
 def test_versions_made_while_the_store_is_gone_are_kept_said_and_written_later(
         store_sid, fault):
@@ -64,11 +73,7 @@ def test_versions_made_while_the_store_is_gone_are_kept_said_and_written_later(
 
 def test_flush_pending_writes_what_waits_without_a_new_reload(store_sid):
     sid, store, folder = store_sid
-    sm.hot_reload_source(sid, SRC.format(1), module="m")
-    shutil.rmtree(folder)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", StoreWarning)
-        sm.hot_reload_source(sid, SRC.format(2), module="m")
+    two_versions_one_lost(sid, folder)
     assert store.flush_pending() is False                 # still no folder
     folder.mkdir()
     assert store.flush_pending() is True
@@ -79,11 +84,7 @@ def test_set_default_store_takes_over_what_a_lost_store_kept(store_sid, tmp_path
     """The warning says "or call set_default_store": the sandboxes of the store that cannot
     be written move to the new store, with every version kept in memory."""
     sid, store, folder = store_sid
-    sm.hot_reload_source(sid, SRC.format(1), module="m")
-    shutil.rmtree(folder)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", StoreWarning)
-        sm.hot_reload_source(sid, SRC.format(2), module="m")
+    two_versions_one_lost(sid, folder)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     from sandbox_magic.api import stores
