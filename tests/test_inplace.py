@@ -13,7 +13,7 @@ import pytest
 from conftest import src
 
 import sandbox_magic as sm
-from sandbox_magic.engine import inplace
+from sandbox_magic.engine import importtime, inplace
 
 
 @pytest.fixture
@@ -316,25 +316,95 @@ def test_a_class_creation_hook_edit_runs_the_body(sid, runs):
     assert runs["m"] == 2 and mod.Child.tag == "hooked"
 
 
-def test_a_metaclass_method_edit_runs_the_body(sid, runs):
-    text = src('''
-        import inplace_probe
-        inplace_probe.runs["m"] = inplace_probe.runs.get("m", 0) + 1
+METACLASS = src('''
+    import inplace_probe
+    inplace_probe.runs["m"] = inplace_probe.runs.get("m", 0) + 1
 
-        class Meta(type):
-            def describe(cls):
-                return "one"
+    class Meta(type):
+        def __init__(cls, name, bases, ns):
+            super().__init__(name, bases, ns)
+            cls.tag = "made one"
 
-        class Base(metaclass=Meta):
-            pass
+        def describe(cls):
+            return "one"
 
-        class Child(Base):
-            pass
-    ''')
-    sm.hot_reload_source(sid, text, "m")
+    class Base(metaclass=Meta):
+        pass
+
+    class Child(Base):
+        pass
+''')
+
+
+def test_a_metaclass_method_that_ran_at_import_runs_the_body(sid, runs):
+    sm.hot_reload_source(sid, METACLASS, "m")
     mod = sm.get_sandbox(sid).modules["m"]
-    sm.hot_reload_source(sid, text.replace('"one"', '"two"'), "m")
-    assert runs["m"] == 2 and mod.Child.describe() == "two"
+    sm.hot_reload_source(sid, METACLASS.replace('"made one"', '"made two"'), "m")
+    assert runs["m"] == 2 and mod.Child.tag == "made two"
+
+
+def test_a_metaclass_method_no_body_called_is_edited_in_place(sid, runs):
+    sm.hot_reload_source(sid, METACLASS, "m")
+    mod = sm.get_sandbox(sid).modules["m"]
+    sm.hot_reload_source(sid, METACLASS.replace('"one"', '"two"'), "m")
+    expected = 1 if importtime.ENABLED else 2     # the static reading assumes the worst
+    assert runs["m"] == expected and mod.Child.describe() == "two"
+
+
+HELD = {
+    "lib": src('''
+        import inplace_probe
+        inplace_probe.runs["lib"] = inplace_probe.runs.get("lib", 0) + 1
+
+        def helper():
+            return "one"
+
+        def compute():
+            return helper() + "!"
+    '''),
+    "keeper": src('''
+        import functools
+        import inplace_probe
+        from lib import helper
+        inplace_probe.runs["keeper"] = inplace_probe.runs.get("keeper", 0) + 1
+
+        LATER = functools.partial(helper)     # kept to call later: no body calls it
+    '''),
+    "waiter": src('''
+        import threading
+        import inplace_probe
+        from lib import compute
+        inplace_probe.runs["waiter"] = inplace_probe.runs.get("waiter", 0) + 1
+
+        # called while the body runs, in a thread the body waits for
+        RESULTS = []
+        t = threading.Thread(target=lambda: RESULTS.append(compute()))
+        t.start()
+        t.join()
+    '''),
+}
+
+
+@pytest.mark.skipif(not importtime.ENABLED, reason="needs the compiled tracker's profile hook")
+def test_a_function_an_importer_keeps_but_never_calls_is_edited_in_place(sid, runs):
+    # A static reading cannot tell partial(helper) from helper(): it would run both
+    # bodies again.  No body called helper, so the edit goes in place.
+    sm.hot_reload_source(sid, {m: HELD[m] for m in ("lib", "keeper")}, None)
+    keeper = sm.get_sandbox(sid).modules["keeper"]
+    edited = HELD["lib"].replace('return "one"', 'return "two"')
+    r = sm.hot_reload_source(sid, edited, "lib")
+    assert r.dependents == () and runs == {"lib": 1, "keeper": 1}
+    assert keeper.LATER() == "two"
+
+
+def test_a_value_computed_in_a_thread_the_body_waited_for_is_computed_again(sid, runs):
+    # compute() ran in another thread, unseen by the record of what the body called:
+    # the record says "incomplete" and the static reading re-runs the importer
+    sm.hot_reload_source(sid, {m: HELD[m] for m in ("lib", "waiter")}, None)
+    waiter = sm.get_sandbox(sid).modules["waiter"]
+    assert waiter.RESULTS == ["one!"]
+    sm.hot_reload_source(sid, HELD["lib"].replace('+ "!"', '+ "?"'), "lib")
+    assert runs == {"lib": 2, "waiter": 2} and waiter.RESULTS == ["one?"]
 
 
 def test_a_name_re_exported_by_a_package_reaches_its_importers(sid, runs):

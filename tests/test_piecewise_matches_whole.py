@@ -33,6 +33,8 @@ STATEMENTS = [
     "if X:\n    W = 1\nelse:\n    W = 2\n",
     "try:\n    V = 1\nexcept Exception:\n    V = 2\n",
     'T = """\ntext at column 0\n"""\n',
+    "S = '''\n# not a comment: inside a string\n'''\n",
+    "Q = '''\n#q'''\n",
     "for _i in range(2):\n    U = _i\n",
     "def annotated(a: Later) -> Later:\n    return a\nANN = annotated.__annotations__\n",
     "from __future__ import annotations\n",
@@ -74,10 +76,11 @@ def _run(codes: tuple[types.CodeType, ...]) -> object:
             and not callable(v) and not isinstance(v, type)}
 
 
-def _check(source: str, name: str) -> None:
+def _check(source: str, name: str, cache: chunks.PieceCache | None = None) -> None:
     filename = f"<{name}>"
-    cache = chunks.PieceCache()
-    cache.keep(name, {})            # seen: compiled piece by piece whatever its length
+    if cache is None:
+        cache = chunks.PieceCache()
+        cache.keep(name, {})        # seen: compiled piece by piece whatever its length
     pieces = chunks.compile_pieces(source, filename, name, cache)
     whole = _whole(source, filename)
     if pieces is None:
@@ -93,6 +96,32 @@ def _check(source: str, name: str) -> None:
 def test_generated_modules_compile_the_same_piece_by_piece(header, doc, future, body):
     pad = "".join(f"def pad{i}():\n    return {i}\n" for i in range(12))
     _check(header + doc + future + "".join(body) + pad, "gen")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(STATEMENTS), min_size=0, max_size=14),
+       st.sampled_from(["# edited\n", "\n# two\n# lines\n", "", "#\n\n"]))
+def test_a_second_version_with_other_comments_compiles_the_same(body, comment):
+    # pieces are found again by their text without the comment lines that end it
+    # (chunks.stem): every comment edited, added or removed must still give the code
+    # compiling the whole new text gives
+    pad = "".join(f"def pad{i}():\n    return {i}\n" for i in range(12))
+    v1 = "".join(body) + pad
+    v2 = "".join(s.replace("# a comment\n", comment) + comment for s in body) + pad + comment
+    cache = chunks.PieceCache()
+    cache.keep("gen", {})
+    chunks.compile_pieces(v1, "<v1>", "gen", cache)
+    _check(v2, "gen", cache)
+
+
+def test_a_trailing_comment_edit_compiles_nothing():
+    pad = "".join(f"class K{i}:\n    def m(self):\n        return {i}\n\n" for i in range(30))
+    cache = chunks.PieceCache()
+    chunks.compile_pieces(pad, "<v0>", "m", cache)
+    v1 = chunks.compile_pieces(pad + "# one\n", "<v1>", "m", cache)
+    assert v1 is not None
+    v2 = chunks.compile_pieces(pad + "# two\n# three\n", "<v2>", "m", cache)
+    assert v2 is not None and v2.reused == len(v2.codes) == 30
 
 
 def test_a_docstring_after_a_licence_header_is_the_module_doc():

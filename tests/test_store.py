@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import SCOPE
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sandbox_magic as sm
 from sandbox_magic.engine.store import TAIL_BYTES, TAIL_MAX, SQLiteVersionStore, StoreWarning
@@ -138,6 +140,41 @@ def test_a_thousand_one_line_edits_cost_at_most_three_copies(tmp_path):
     assert len(back.records) == 1001 and back.current == 1001
     assert back.records[777].source == _module(500, 776)
     assert back.records[1001].source == _module(500, 1000)
+
+
+def test_a_new_version_is_stored_as_a_delta_from_the_one_before(tmp_path):
+    from sandbox_magic.engine.versions import ModuleHistory
+    store = SQLiteVersionStore(tmp_path / "delta.sqlite3")
+    h = ModuleHistory("big")
+    h.add(sm.compile_source(_module(500, 0), "big").artifacts[0], None)
+    store.save("d", h)
+    for e in (1, 2):
+        h.records[e + 1] = VersionRecord(e + 1, None, utcnow(), None, module="big",
+                                         source=_module(500, e) + f"# edit {e}\n")
+        h.next_version = e + 2
+        h.activate(e + 1)
+        store.save("d", h)
+    rows = store.conn.execute("SELECT version, entry FROM tail ORDER BY version").fetchall()
+    sizes = {v: len(entry) for v, entry in rows}
+    assert sizes[1] > len(_module(500, 0)) and sizes[2] < 200 and sizes[3] < 200, sizes
+    store.close()
+    back = SQLiteVersionStore(tmp_path / "delta.sqlite3").load("d")["big"]
+    assert back.records[3].source == _module(500, 2) + "# edit 2\n"
+    assert back.records[2].source == _module(500, 1) + "# edit 1\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["def f():\n", "    x = 1\n", "class A:\n", "\n", "y = 'é'\n",
+                                 "# c\n", "import os\n", "    '''\n", "@d\n", "\t\n"]),
+                max_size=30),
+       st.lists(st.sampled_from(["def g():\n", "    x = 2\n", "\n", "z = '%'\n", "# d\n"]),
+                max_size=8),
+       st.integers(0, 30), st.integers(0, 8))
+def test_quick_deltas_rebuild_the_new_source_exactly(old, inserted, at, removed):
+    from sandbox_magic.engine.store import apply_delta, quick_delta
+    a = "".join(old)
+    b = "".join(old[:at] + inserted + old[at + removed:])
+    assert apply_delta(a, quick_delta(a, b)) == b
 
 
 def test_killing_the_process_mid_reload_never_loses_a_reported_version(tmp_path):

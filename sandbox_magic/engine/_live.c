@@ -1098,7 +1098,99 @@ snapshot(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* The code objects that start running in this thread between calls_start and
+ * calls_stop (a module body's import-time calls), through the profile hook:
+ * a set add per call, no Python frame.  A call of one of `markers` (thread
+ * starts) adds None to the set.  The previous profile function is put back by
+ * calls_stop, which says whether the hook stayed in place all along. */
+
+typedef struct {
+    Py_tracefunc func;
+    PyObject *obj;          /* strong, may be NULL */
+    PyObject *mine;         /* the (set, markers) tuple installed */
+} CallsToken;
+
+static int
+calls_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    PyObject *seen = PyTuple_GET_ITEM(obj, 0);
+    if (what == PyTrace_CALL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int r = PySet_Add(seen, (PyObject *)code);
+        Py_DECREF(code);
+        return r;
+    }
+    if (what == PyTrace_C_CALL) {
+        PyObject *markers = PyTuple_GET_ITEM(obj, 1);
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(markers); i++) {
+            if (PyTuple_GET_ITEM(markers, i) == arg)
+                return PySet_Add(seen, Py_None);
+        }
+    }
+    return 0;
+}
+
+static void
+calls_token_free(PyObject *capsule)
+{
+    CallsToken *t = PyCapsule_GetPointer(capsule, "sandbox_magic.calls");
+    if (t != NULL) {
+        Py_XDECREF(t->obj);
+        Py_XDECREF(t->mine);
+        PyMem_Free(t);
+    }
+}
+
+static PyObject *
+calls_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PySet_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "calls_start(set, markers: tuple)");
+        return NULL;
+    }
+    CallsToken *t = PyMem_Calloc(1, sizeof(CallsToken));
+    if (t == NULL)
+        return PyErr_NoMemory();
+    t->mine = PyTuple_Pack(2, args[0], args[1]);
+    if (t->mine == NULL) {
+        PyMem_Free(t);
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(t, "sandbox_magic.calls", calls_token_free);
+    if (capsule == NULL) {
+        Py_DECREF(t->mine);
+        PyMem_Free(t);
+        return NULL;
+    }
+    PyThreadState *ts = PyThreadState_Get();
+    t->func = ts->c_profilefunc;
+    t->obj = Py_XNewRef(ts->c_profileobj);
+    PyEval_SetProfile(calls_profile, t->mine);
+    return capsule;
+}
+
+static PyObject *
+calls_stop(PyObject *Py_UNUSED(module), PyObject *capsule)
+{
+    CallsToken *t = PyCapsule_GetPointer(capsule, "sandbox_magic.calls");
+    if (t == NULL)
+        return NULL;
+    PyThreadState *ts = PyThreadState_Get();
+    int kept = ts->c_profilefunc == calls_profile && ts->c_profileobj == t->mine;
+    if (kept)
+        PyEval_SetProfile(t->func, t->obj);
+    /* else: the body set a profile function of its own; it stays */
+    Py_CLEAR(t->obj);
+    return PyBool_FromLong(kept);
+}
+
 static PyMethodDef module_methods[] = {
+    {"calls_start", (PyCFunction)(void (*)(void))calls_start, METH_FASTCALL,
+     "calls_start(seen, markers) -> token: add to seen each code object that starts in "
+     "this thread (None for a call of one of markers) until calls_stop(token)."},
+    {"calls_stop", calls_stop, METH_O,
+     "calls_stop(token) -> bool: put the previous profile function back; False when "
+     "the hook was replaced meanwhile (the record is incomplete)."},
     {"snapshot", (PyCFunction)(void (*)(void))snapshot, METH_FASTCALL,
      "snapshot(states, into, seen): record the containers reachable from each state."},
     {"new", (PyCFunction)(void (*)(void))tracked_dunder_new, METH_FASTCALL | METH_KEYWORDS,

@@ -54,6 +54,8 @@ MAX_JOIN = 64
 #: Modules whose pieces are kept (least recently compiled out first).
 CACHE_MODULES = 256
 _CUT = re.compile(r"^(?![\s#)\]}]|(?:else|elif|except|finally)\b)", re.M)
+#: The same cut found from the newline before it (a literal the search can skip to).
+_CUT_AFTER_NEWLINE = re.compile(r"\n(?![\s#)\]}]|(?:else|elif|except|finally)\b)")
 _BASE_NAME = "<sandbox piece>"
 #: Called with (text, tree) of each piece parsed here (set by ``engine.impact``).
 ANALYSED: Callable[[str, ast.Module, types.CodeType], None] | None = None
@@ -132,12 +134,28 @@ CACHE = PieceCache()
 def _fragments(source: str) -> tuple[str, ...]:
     """The source cut before each line that may start a top-level statement (cached:
     a reload cuts the same source for compiling and for ``engine.impact``)."""
-    starts = [m.start() for m in _CUT.finditer(source)]
-    if not starts:
-        starts = [0]
-    starts[0] = 0     # leading comments and blank lines go with the first statement
+    starts = [m.start() + 1 for m in _CUT_AFTER_NEWLINE.finditer(source)]
+    if not starts or _CUT.match(source):
+        starts.insert(0, 0)
+    else:
+        starts[0] = 0     # leading comments and blank lines go with the first statement
     ends = starts[1:] + [len(source)]
     return tuple(source[a:b] for a, b in zip(starts, ends) if b > a)
+
+
+def stem(text: str) -> str:
+    """``text`` without the comment and blank lines that end it (``text`` itself, the
+    same object, when there are none).  When the stem parses, those lines are
+    comments after complete statements: the text compiles to the stem's code, so an
+    edit of a trailing comment compiles nothing."""
+    end = len(text)
+    while end:
+        start = text.rfind("\n", 0, end - 1) + 1
+        line = text[start:end].lstrip()
+        if line and not line.startswith("#"):
+            break
+        end = start
+    return text if end == len(text) or not end else text[:end]
 
 
 def _is_future(node: ast.stmt) -> bool:
@@ -497,10 +515,25 @@ def compile_pieces(source: str, filename: str, module: str,
         text = pending + frag if pending else frag
         key = (not codes, f"{flags:x}\0{text}" if flags else text)
         piece = known.get(key)
+        core, fresh = text, False
         if piece is None:
-            piece = (_carried(text, key[0], flags, known) or _compile_piece(text, key[0], flags)
-                     or INCOMPLETE)
-        else:
+            core = stem(text)
+            if core is not text:
+                # trailing comment lines: the stem's code, if the stem parses
+                ckey = (key[0], f"{flags:x}\0{core}" if flags else core)
+                found = known.get(ckey)
+                if found is None:
+                    found = _carried(core, key[0], flags, known) or _compile_piece(
+                        core, key[0], flags)
+                    fresh = True
+                if isinstance(found, Piece):
+                    piece, key = found, ckey
+                else:
+                    core, fresh = text, False
+        if piece is None:
+            piece = (_carried(text, key[0], flags, known)
+                     or _compile_piece(text, key[0], flags) or INCOMPLETE)
+        elif not fresh:
             reused += isinstance(piece, Piece)
         used[key] = piece
         if isinstance(piece, _Incomplete):
@@ -515,7 +548,7 @@ def compile_pieces(source: str, filename: str, module: str,
         opening = opening and piece.opening
         codes.append(_moved(piece.code, filename, line))
         texts.append(text)
-        line += piece.lines
+        line += piece.lines if core is text else text.count("\n")
         imports |= piece.imports
         defines |= piece.defines
     if pending:

@@ -136,22 +136,32 @@ def graph_of(imports: Mapping[str, frozenset[str]], *,
     package ``a`` too, except for a module's own packages (Python has started
     them before the module runs).
     """
-    names = set(imports)
-    packages = packages_of(names)
-    graph: dict[str, set[str]] = {}
-    for m, specs in imports.items():
-        deps: set[str] = set()
-        for spec in specs:
-            if spec.startswith(DEFERRED) and not deferred:
-                continue
-            target = resolve_import(spec, m, packages)
-            if target is None:
-                continue
-            for name in _prefixes(target):
-                if name in names and name != m and not m.startswith(name + "."):
-                    deps.add(name)
-        graph[m] = deps
-    return graph
+    names = frozenset(imports)
+    return {m: set(_deps(m, specs, names, deferred)) for m, specs in imports.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _deps(m: str, specs: frozenset[str], names: frozenset[str],
+          deferred: bool) -> frozenset[str]:
+    """The modules among ``names`` that ``m`` imports (cached: a reload asks again for
+    every module whose imports did not change)."""
+    packages = _packages(names)
+    deps: set[str] = set()
+    for spec in specs:
+        if spec.startswith(DEFERRED) and not deferred:
+            continue
+        target = resolve_import(spec, m, packages)
+        if target is None:
+            continue
+        for name in _prefixes(target):
+            if name in names and name != m and not m.startswith(name + "."):
+                deps.add(name)
+    return frozenset(deps)
+
+
+@functools.lru_cache(maxsize=64)
+def _packages(names: frozenset[str]) -> frozenset[str]:
+    return frozenset(packages_of(names))
 
 
 def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:

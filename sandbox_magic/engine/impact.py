@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from . import chunks
-from .chunks import MAX_JOIN, _fragments, body_edit
+from .chunks import MAX_JOIN, _fragments, body_edit, stem
 from .deps import resolve_import
 
 # Analyses by statement text: those of each module's newest compiled version (kept
@@ -229,7 +229,17 @@ _UNPARSED = object()
 
 def analyze(text: str) -> Stmt | object | None:
     """The statement's analysis; ``_UNPARSED`` if the text does not parse alone, None if
-    it parses but cannot be analysed.  Cached by text."""
+    it parses but cannot be analysed.  Cached by text (comment lines that end a text
+    that parses without them change nothing: see ``chunks.stem``)."""
+    core = stem(text)
+    if core is not text:
+        result = _analyze(core)
+        if result is not _UNPARSED:
+            return result
+    return _analyze(text)
+
+
+def _analyze(text: str) -> Stmt | object | None:
     with _lock:
         if text in _cache:
             _cache.move_to_end(text)

@@ -80,6 +80,19 @@ def _decorated(lines: list[str], first: int) -> str | None:
     return None
 
 
+def _lines_at(art: Artifact, first: int) -> tuple[list[str], int]:
+    """Lines of the artifact's source holding line ``first``, and ``first`` counted in
+    them: the lines of the statement it is in when the source was compiled piece by
+    piece (a decorated function's decorators are in the same piece as its ``def``)."""
+    line = 1
+    for text in art.piece_texts or ():
+        n = text.count("\n")
+        if first < line + n:
+            return text.split("\n"), first - line + 1
+        line += n
+    return art.source.split("\n"), first
+
+
 def _nested(code: types.CodeType) -> list[types.CodeType]:
     """Every code object inside ``code``, depth first, in the order they appear."""
     out: list[types.CodeType] = []
@@ -143,6 +156,7 @@ class _Plan:
         self.codes: dict[int, types.CodeType] = {}     # id(old code) -> new code
         self.keep: list[types.CodeType] = []           # the old codes (ids stay valid)
         self.changed: list[types.CodeType] = []        # new code of changed functions
+        self.changed_old: list[types.CodeType] = []    # ... and their old code
         self.first_lines: dict[str, int] = {}          # class qualname -> new first line
 
     def pair(self, old: types.CodeType, new: types.CodeType) -> None:
@@ -186,6 +200,7 @@ class _Plan:
                         self.nested(x, y)
                     else:
                         self.changed.append(y)
+                        self.changed_old.append(x)
                 elif not self.body(x, y):
                     return False
             elif not _same_const(x, y):
@@ -278,6 +293,49 @@ def _set_function(fn: types.FunctionType, code: types.CodeType,
         undo.append(partial(setattr, fn, "__doc__", old_doc))
 
 
+_SIGNATURE_FLAGS = (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS | inspect.CO_GENERATOR
+                    | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR)
+
+
+def _doc(code: types.CodeType) -> object:
+    first = code.co_consts[0] if code.co_consts else None
+    return first if isinstance(first, str) else None
+
+
+def _same_interface(a: types.CodeType, b: types.CodeType) -> bool:
+    """What code can read of a function without calling it is the same: its signature
+    (parameter names, kinds, flags) and its docstring."""
+    n = a.co_argcount + a.co_kwonlyargcount + bool(a.co_flags & inspect.CO_VARARGS) \
+        + bool(a.co_flags & inspect.CO_VARKEYWORDS)
+    return (a.co_argcount, a.co_posonlyargcount, a.co_kwonlyargcount,
+            a.co_flags & _SIGNATURE_FLAGS, a.co_varnames[:n], _doc(a)) == \
+        (b.co_argcount, b.co_posonlyargcount, b.co_kwonlyargcount,
+         b.co_flags & _SIGNATURE_FLAGS, b.co_varnames[:n], _doc(b))
+
+
+def _reached_at_import(module: str, live_ns: Mapping[str, Any], new: Artifact,
+                       changed: list[types.CodeType], graph: Mapping[str, set[str]],
+                       sources: Mapping[str, str], packages: frozenset[str],
+                       importers_matter: bool) -> bool:
+    """The static reading: whether the module's import-time code, or an importer's, could
+    call or read a changed function (directly, or through functions and classes that
+    reach it)."""
+    touched = frozenset(c.co_qualname.partition(".")[0] for c in changed)
+    # subclassing a class runs none of its methods but these
+    # (any method of a metaclass may run then)
+    bases_safe = not any(c.co_name in _CLASS_HOOKS or _of_metaclass(live_ns, c.co_qualname)
+                         for c in changed)
+    reach = reach_at_import(new.source, touched, bases_safe)
+    if reach is None:
+        log.debug("%s: the module's import-time code reaches the change", module)
+        return True
+    if importers_matter and cascade(graph, sources, {}, (), packages,
+                                    in_place={module: reach}, bases_safe=bases_safe):
+        log.debug("%s: an importer's import-time code reaches the change", module)
+        return True
+    return False
+
+
 def _refuse(module: str, why: str) -> InPlace | None:
     log.debug("%s: a full reload (%s)", module, why)
     return None
@@ -285,8 +343,12 @@ def _refuse(module: str, why: str) -> InPlace | None:
 
 def plan(module: str, fullname: str, live_ns: Mapping[str, Any], old: Artifact, new: Artifact,
          sources: Mapping[str, str], graph: Mapping[str, set[str]],
-         packages: frozenset[str], importers_matter: bool) -> InPlace | None:
-    """The in-place commit of ``old`` -> ``new`` for ``module``, or None (full reload)."""
+         packages: frozenset[str], importers_matter: bool,
+         called: Callable[[list[types.CodeType]], bool | None] | None = None
+         ) -> InPlace | None:
+    """The in-place commit of ``old`` -> ``new`` for ``module``, or None (full reload).
+    ``called(old codes)``: whether a module body called one of them when it last ran
+    (see :mod:`.importtime`; None: not known, the static reading decides)."""
     if old.checksum == new.checksum:
         return _refuse(module, "same text")
     old_codes, new_codes = old.codes, new.codes
@@ -320,23 +382,19 @@ def plan(module: str, fullname: str, live_ns: Mapping[str, Any], old: Artifact, 
         p.codes = {k: to_pieces[id(v)] for k, v in p.codes.items()}
         p.changed = [to_pieces[id(c)] for c in p.changed]
     if p.changed:
-        lines = new.source.split("\n")
         for c in p.changed:
-            why = _decorated(lines, c.co_firstlineno)
+            why = _decorated(*_lines_at(new, c.co_firstlineno))
             if why:
                 return _refuse(module, f"{c.co_qualname} is decorated with {why}, which "
                                        "received it at import")
-        touched = frozenset(c.co_qualname.partition(".")[0] for c in p.changed)
-        # subclassing a class runs none of its methods but these
-        # (any method of a metaclass may run then)
-        bases_safe = not any(c.co_name in _CLASS_HOOKS or _of_metaclass(live_ns, c.co_qualname)
-                             for c in p.changed)
-        reach = reach_at_import(new.source, touched, bases_safe)
-        if reach is None:
-            return _refuse(module, "the module's import-time code reaches the change")
-        if importers_matter and cascade(graph, sources, {}, (), packages,
-                                        in_place={module: reach}, bases_safe=bases_safe):
-            return _refuse(module, "an importer's import-time code reaches the change")
+        ran = None
+        if called is not None and all(map(_same_interface, p.changed_old, p.changed)):
+            ran = called(p.changed_old)
+        if ran:
+            return _refuse(module, "a module body called a changed function while it ran")
+        if ran is None and _reached_at_import(module, live_ns, new, p.changed, graph,
+                                              sources, packages, importers_matter):
+            return _refuse(module, "import-time code may reach the change")
     funcs, classes, caches = _live_objects(live_ns, fullname)
     ops: list[Callable[[], Any]] = []
     undo: list[Callable[[], Any]] = []

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import CallsInFlight, CircularDependencyError, ReloadError, SandboxError
+from . import importtime
 from .artifact import Artifact
-from .deps import find_cycles, graph_of, load_order, resolve_import
-from .impact import cascade, statements
+from .deps import DEFERRED, find_cycles, graph_of, load_order, resolve_import
+from .impact import cascade
 from .inplace import InPlace
 from .inplace import plan as plan_in_place
 from .interrupts import InterruptGuard, user_code
@@ -156,7 +157,7 @@ def _levels(order: list[str], graph: dict[str, set[str]]) -> list[list[str]]:
 def _run_body(state: SandboxState, m: str, art: Artifact, smod: types.ModuleType,
               running: dict[str, types.ModuleType] | None = None) -> None:
     try:
-        with user_code():
+        with user_code(), importtime.recording(smod):
             art.run(smod.__dict__)
     except CircularDependencyError:
         raise
@@ -279,12 +280,14 @@ class Transaction:
         if any(p.alive and p.cls.__module__ == real.__name__ for p in state.servers):
             log.debug("%s: a full reload (its servers' code_change runs)", m)
             return None
-        if self._inputs_ran_since(m, real, running.source):
+        if self._inputs_ran_since(m, real, running):
             log.debug("%s: a full reload (a module it imports ran again since)", m)
             return None
+        mods = list(state.modules.values())
         return plan_in_place(m, real.__name__, real.__dict__, running, change.artifact,
                              {n: a.source for n, a in self.code_for.items()}, self.graph,
-                             self.packages, self.options.coordinate_dependencies)
+                             self.packages, self.options.coordinate_dependencies,
+                             lambda codes: importtime.called(codes, mods))
 
     def _cascade(self) -> set[str]:
         """Importers that must run again: those whose import-time code can see the
@@ -296,23 +299,22 @@ class Transaction:
         return cascade(self.graph, {m: a.source for m, a in self.code_for.items()}, old,
                        self.changed, packages_of(list(self.code_for)))
 
-    def _inputs_ran_since(self, m: str, real: types.ModuleType, source: str) -> bool:
+    def _inputs_ran_since(self, m: str, real: types.ModuleType, running: Artifact) -> bool:
         """Whether a module that ``m``'s body imports (in this sandbox or not) ran
         again since ``m``'s body last ran (its values may be others now)."""
         mine = RAN.get(real)
-        st = statements(source)
-        if mine is None or st is None:
+        if mine is None:
             return True
         state = self.state
-        for _, s in st:
-            for spec, name, _alias in s.imports:
-                target = resolve_import(spec, m, self.packages)
-                if target is None:
-                    return True
-                for t in (target, f"{target}.{name}") if name not in (None, "*") else (target,):
-                    mod = state.modules.get(t) or sys.modules.get(t)
-                    if mod is not None and RAN.get(mod, 0) > mine:
-                        return True
+        for spec in running.imports:
+            if spec.startswith(DEFERRED):
+                continue        # imported inside a function: nothing the body kept
+            target = resolve_import(spec, m, self.packages)
+            if target is None:
+                return True
+            mod = state.modules.get(target) or sys.modules.get(target)
+            if mod is not None and RAN.get(mod, 0) > mine:
+                return True
         return False
 
     def stage(self, parallel: bool, timeout: float | None) -> None:
@@ -556,6 +558,7 @@ class Transaction:
                 real = self.reals.get(m)
                 if real is not None:
                     RAN[real] = serial
+                    importtime.adopt(self.staged.get(m), real)
         if ok and self.patcher is not None:
             # The version is live and recorded: a failure from here on is reported
             # in the result's notes, never raised as if the reload had failed, and

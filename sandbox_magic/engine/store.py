@@ -215,6 +215,41 @@ def _diff_region(old: str, new: str) -> list[tuple[int, str]]:
     return out
 
 
+def quick_delta(old: str, new: str) -> str:
+    """An exact delta from ``old`` to ``new`` made without diffing: cut into top-level
+    statements (``engine.chunks``, which cut both to compile them), each statement
+    that differs is replaced between its common head and tail; when the statements do
+    not pair up, the whole changed region is.  Larger than :func:`encode_delta`'s for
+    some edits, and costs a few string comparisons: what a reload stores."""
+    a, b = _fragments(old), _fragments(new)
+    pairs: Iterable[tuple[str, str]] = zip(a, b)
+    if len(a) != len(b):
+        # statements added or removed: the same ones at both ends, one region between
+        n = min(len(a), len(b))
+        i = next((k for k in range(n) if a[k] != b[k]), n)
+        j = next((k for k in range(n - i) if a[-1 - k] != b[-1 - k]), n - i)
+        pairs = [*zip(a[:i], b[:i]), ("".join(a[i:len(a) - j]), "".join(b[i:len(b) - j])),
+                 *zip(a[len(a) - j:], b[len(b) - j:])]
+    d = _DMP
+    diffs: list[tuple[int, str]] = []
+    pos = same = 0          # where the pair starts in old; where the unchanged run does
+    for x, y in pairs:
+        if x != y:
+            head = d.diff_commonPrefix(x, y)
+            tail = d.diff_commonSuffix(x[head:], y[head:])
+            if pos + head > same:
+                diffs.append((0, old[same:pos + head]))
+            for op, text in ((-1, x[head:len(x) - tail]), (1, y[head:len(y) - tail])):
+                if text:
+                    diffs.append((op, text))
+            same = pos + len(x) - tail
+        pos += len(x)
+    if len(old) > same:
+        diffs.append((0, old[same:]))
+    delta: str = d.diff_toDelta(diffs)
+    return delta
+
+
 def forget_deltas(checksums: Iterable[str]) -> None:
     """Drop cached deltas from or to these sources (versions nobody retains)."""
     gone = set(checksums)
@@ -742,18 +777,25 @@ class SQLiteVersionStore(VersionStore):
                 kind, payload]
 
     def _append(self, cache: _Tail, rec: VersionRecord) -> None:
-        """One new version as one row holding its whole source: no diff on the reload path.
+        """One new version as one row: a quick delta from the version before it (see
+        :func:`quick_delta`), or its whole source when the one before is not known here.
 
-        The fold turns these rows into deltas (every TAIL_MAX versions, when the
-        tail holds TAIL_BYTES of source, and when the store closes).
+        The fold moves these rows into compressed segments (every TAIL_MAX versions,
+        when the tail holds TAIL_BYTES, and when the store closes).
         """
         assert self.conn is not None
-        entry = self._entry(rec, "full", rec.source)
+        prev = cache.last_source
+        if prev is not None and cache.last < rec.version:
+            payload = quick_delta(prev, rec.source)
+            entry = self._entry(rec, "delta", payload)
+        else:
+            payload = rec.source
+            entry = self._entry(rec, "full", payload)
         self.conn.execute("INSERT OR REPLACE INTO tail VALUES (?, ?, ?)",
                           (cache.mid, rec.version, json.dumps(entry, separators=(",", ":"))))
         cache.last, cache.last_source, cache.tail = rec.version, rec.source, cache.tail + 1
         cache.last_checksum = rec.checksum
-        cache.tail_bytes += len(rec.source)
+        cache.tail_bytes += len(payload)
 
     def _tail_full(self, cache: _Tail) -> bool:
         return cache.tail >= TAIL_MAX or cache.tail_bytes >= TAIL_BYTES
