@@ -16,7 +16,7 @@ import pickle
 import pytest
 
 import sandbox_magic as sm
-from sandbox_magic.engine import tracking
+from sandbox_magic.engine import patch, tracking
 
 KINDS = '''
 import abc, typing, collections, dataclasses, enum
@@ -258,8 +258,12 @@ def test_removing_a_new_method_keeps_the_constructor_working(sid):
     assert sm.get_sandbox(sid).K(3).v == 3
 
 
-@pytest.mark.needs_native
-def test_a_class_with_a_name_property_reloads_and_rolls_back(sid):
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+def test_a_class_with_a_name_property_reloads_and_rolls_back(sid, compiled, monkeypatch):
+    if compiled and patch.native_module is None:
+        pytest.skip("the compiled part is not built")
+    if not compiled:
+        monkeypatch.setattr(patch, "native_module", None)
     src = ("class Compose:\n    def __init__(self, f):\n        self.f = f\n"
            "    @property\n    def __name__(self):\n        return 'compose'\n")
     sm.hot_reload_source(sid, src, "comp")

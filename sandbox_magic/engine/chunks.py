@@ -30,6 +30,7 @@ from __future__ import annotations
 import __future__
 
 import ast
+import collections
 import functools
 import re
 import sys
@@ -145,17 +146,19 @@ def _fragments(source: str) -> tuple[str, ...]:
 
 def stem(text: str) -> str:
     """``text`` without the comment and blank lines that end it (``text`` itself, the
-    same object, when there are none).  When the stem parses, those lines are
+    same object, when no comment ends it).  When the stem parses, those lines are
     comments after complete statements: the text compiles to the stem's code, so an
     edit of a trailing comment compiles nothing."""
     end = len(text)
+    comment = False
     while end:
         start = text.rfind("\n", 0, end - 1) + 1
         line = text[start:end].lstrip()
         if line and not line.startswith("#"):
             break
+        comment = comment or bool(line)
         end = start
-    return text if end == len(text) or not end else text[:end]
+    return text[:end] if comment and end else text
 
 
 def _is_future(node: ast.stmt) -> bool:
@@ -231,12 +234,39 @@ def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
     return out
 
 
+_BLOCK = 2048
+
+
+def _last_def(text: str, end: int) -> re.Match[str] | None:
+    """The last line before ``end`` that opens a ``def`` (found from the end: no scan of
+    every line above)."""
+    pos = end
+    while True:
+        i = text.rfind("def", 0, pos)
+        if i < 0:
+            return None
+        m = _DEF_LINE.match(text, text.rfind("\n", 0, i) + 1, end)
+        if m is not None:
+            return m
+        pos = i
+
+
 def _common(a: str, b: str, suffix: bool) -> int:
-    """Length of the common prefix (or suffix) of two strings (binary search on slices)."""
-    lo, hi = 0, min(len(a), len(b))
+    """Length of the common prefix (or suffix) of two strings: block by block, then a
+    binary search inside the first block that differs (each slice copied once)."""
+    n = min(len(a), len(b))
+    la, lb = len(a), len(b)
+    k = 0
+    if suffix:
+        while k < n and a[la - min(n, k + _BLOCK):la - k] == b[lb - min(n, k + _BLOCK):lb - k]:
+            k = min(n, k + _BLOCK)
+    else:
+        while k < n and a[k:k + _BLOCK] == b[k:k + _BLOCK]:
+            k = min(n, k + _BLOCK)
+    lo, hi = k, min(n, k + _BLOCK)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        same = a[len(a) - mid:] == b[len(b) - mid:] if suffix else a[:mid] == b[:mid]
+        same = a[la - mid:la - k] == b[lb - mid:lb - k] if suffix else a[k:mid] == b[k:mid]
         lo, hi = (mid, hi) if same else (lo, mid - 1)
     return lo
 
@@ -248,10 +278,9 @@ def body_edit(old: str, new: str) -> bool:
     p = _common(old, new, False)
     q = _common(old[p:], new[p:], True)
     start = new.rfind("\n", 0, p) + 1
-    defs = list(_DEF_LINE.finditer(new, 0, start))
-    if not defs:
+    above = _last_def(new, start)
+    if above is None:
         return False
-    above = defs[-1]
     depth = len(above.group(1).expandtabs())
     # still inside that function: no line between its header and the edit is back at
     # its own depth (a one-line def followed by a class-level statement is not)
@@ -302,6 +331,13 @@ _CLASS_LINE = re.compile(r"^([ \t]*)class[ \t]+(\w+)[ \t]*[(:]")
 _SELF_SET = re.compile(r"\bself\.(\w+)[ \t]*(?:[-+*/%&|^@]|//|\*\*|<<|>>)?=(?!=)")
 
 
+@functools.lru_cache(maxsize=16)
+def _less_indented(depth: int) -> re.Pattern[str]:
+    """Lines indented by fewer than ``depth`` characters, up to their first character
+    (blank and comment lines left out)."""
+    return re.compile(r"^[ \t]{0,%d}(?=[^ \t\r\n#])" % (depth - 1), re.M)
+
+
 def _spliced(code: types.CodeType, old: str, new: str, flags: int) -> types.CodeType | None:
     """``code`` (compiled from ``old``) with the one function whose body ``new`` edits
     compiled alone and put in its place: what compiling ``new`` whole gives, for the
@@ -316,14 +352,14 @@ def _spliced(code: types.CodeType, old: str, new: str, flags: int) -> types.Code
     start = new.rfind("\n", 0, p) + 1
     lines = new.split("\n")
     edit_line = new.count("\n", 0, start)               # 0-based
-    defs = list(_DEF_LINE.finditer(new, 0, start))
-    if not defs:
+    above = _last_def(new, start)
+    if above is None:
         return None
-    def_at = new.count("\n", 0, defs[-1].start())
-    depth = len(defs[-1].group(1).expandtabs())
+    def_at = new.count("\n", 0, above.start())
+    depth = len(above.group(1).expandtabs())
     first = def_at
     while first > 0 and lines[first - 1].strip().startswith("@") and \
-            len(lines[first - 1]) - len(lines[first - 1].lstrip()) == len(defs[-1].group(1)):
+            len(lines[first - 1]) - len(lines[first - 1].lstrip()) == len(above.group(1)):
         first -= 1
     last = def_at + 1                                    # the function's lines: [first, last)
     while last < len(lines):
@@ -343,23 +379,20 @@ def _spliced(code: types.CodeType, old: str, new: str, flags: int) -> types.Code
     # variables that compiling it alone cannot)
     chain: list[str] = []
     want = depth
-    for i in range(first - 1, -1, -1):
-        ln = lines[i]
-        body = ln.lstrip()
-        if want == 0:
-            break
-        if not body or body.startswith("#"):
-            continue
-        indent = len(ln) - len(body)
-        if indent >= want:
-            continue
+    end = above.start() - sum(len(lines[i]) + 1 for i in range(first, def_at))
+    while want:
+        # the nearest line above that is less indented (not blank, not a comment)
+        found = collections.deque(_less_indented(want).finditer(new, 0, end), maxlen=1)
+        if not found:
+            return None
+        at = found[0].start()
+        ln = new[at:new.find("\n", at)]
+        indent = found[0].end() - at
         m = _CLASS_LINE.match(ln)
         if m is None or "[" in ln.split("(")[0]:
             return None
         chain.append(ln[:indent] + f"class {m.group(2)}:")
-        want = indent
-    if want != 0:
-        return None
+        want, end = indent, at
     chain.reverse()
     if len(chain) > first:
         return None

@@ -10,9 +10,13 @@ the running version's, tree by tree:
   code objects of the functions they define (so decorators, defaults,
   annotations, class attributes and the module's statements are unchanged);
 * a function whose code differs (ignoring line numbers and the file name) is
-  *changed*; if the module's own import-time code, or an importer's, could call
-  it (directly, or through functions and classes that reach it), the edit could
-  change what a body computed, and the reload runs bodies as usual.
+  *changed*; if a module body called it when it last ran (the record kept by
+  :mod:`.importtime`), the edit could change what that body computed, and the
+  reload runs bodies as usual.  Where that record is incomplete, or the edit
+  changes what code can read without calling the function (its signature or
+  docstring), a static reading decides: whether the module's own import-time
+  code, or an importer's, could call or read it (directly, or through functions
+  and classes that reach it).
 
 When both hold, every live function of the module gets its code object from the
 new version (so line numbers and the version's file name follow the edit) in

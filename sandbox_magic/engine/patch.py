@@ -114,15 +114,35 @@ def _class_del(cls: type, name: str) -> None:
 def _class_set_op(cls: type, name: str, value: Any) -> Callable[[], Any]:
     """The C-level call that sets ``name`` in a class (for the commit's loop: no
     bytecode may run between its steps, or another thread could run meanwhile)."""
-    if name in _TYPE_NAMES and not isinstance(value, str) and native_module is not None:
-        return partial(native_module.class_dict_set, cls, name, value)
+    if name in _TYPE_NAMES and not isinstance(value, str):
+        if native_module is not None:
+            return partial(native_module.class_dict_set, cls, name, value)
+        return partial(_class_dict_set, cls, name, value)
     return partial(type.__setattr__, cls, name, value)
 
 
 def _class_del_op(cls: type, name: str) -> Callable[[], Any]:
-    if name in _TYPE_NAMES and native_module is not None:
-        return partial(native_module.class_dict_set, cls, name)
+    if name in _TYPE_NAMES:
+        if native_module is not None:
+            return partial(native_module.class_dict_set, cls, name)
+        return partial(_class_dict_set, cls, name)
     return partial(type.__delattr__, cls, name)
+
+
+_MISSING = object()
+
+
+def _class_dict_set(cls: type, name: str, value: Any = _MISSING) -> None:
+    """What ``class_dict_set`` of the compiled part does, without it: the class's own
+    dict (behind its read-only proxy) changed, then any attribute set and deleted
+    on the class, which drops the lookups the interpreter cached for it."""
+    own = gc.get_referents(cls.__dict__)[0]
+    if value is _MISSING:
+        del own[name]
+    else:
+        own[name] = value
+    type.__setattr__(cls, "__sandbox_modified__", None)
+    type.__delattr__(cls, "__sandbox_modified__")
 
 
 class Patcher(Pairing):
