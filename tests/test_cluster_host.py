@@ -72,6 +72,22 @@ def test_one_engine_refusing_changes_no_engine(client, csb):
     assert _on_engines(client, csb, "HELD.inc()") == {e: 2 for e in client.ids}
 
 
+def test_a_dry_run_asks_every_engine_and_changes_none(client, csb):
+    edit = V1.replace("STEP = 1", "STEP = 5")
+    d = sm.hot_reload_source(csb, edit, module="counter", dry_run=True)
+    assert not d.refused and d.to_versions == {"counter": 2}
+    refuser = client.ids[-1]
+    client[refuser].execute("import os; os.environ['SANDBOX_TEST_REFUSE'] = '1'", block=True)
+    try:
+        d = sm.hot_reload_source(csb, edit, module="counter", dry_run=True)
+    finally:
+        client[refuser].execute("import os; os.environ.pop('SANDBOX_TEST_REFUSE', None)",
+                                block=True)
+    assert d.refused and f"engine {refuser}" in d.reason and "refuses" in d.reason
+    assert sm.get_module_version(csb, "counter") == 1
+    assert _on_engines(client, csb, "HELD.inc()") == {e: 2 for e in client.ids}
+
+
 def test_a_commit_failing_on_one_engine_rolls_back_the_others(client, csb):
     failer = client.ids[0]
 

@@ -459,3 +459,29 @@ def test_magics_work_in_a_cell_that_also_awaits(ip, sb_id):
     assert r.success, r.error_in_exec
     assert r.result == 1
     assert sm.get_module_version(sb_id, "counter") == 1
+
+
+def test_dry_run_prints_what_the_reload_would_do_and_changes_nothing(ip, sb_id, capsys):
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V1}")
+    cell(ip, f"c = {sb_id}.Counter(); c.inc()")
+    cell(ip, f"%%sandbox_state_handler {sb_id} counter\n"
+             "def add_log(state, old, new):\n    return {**state, 'log': [old, new]}\n")
+    capsys.readouterr()
+    r = cell(ip, f"%%sandbox_reload {sb_id} --dry-run --check \"Counter().inc() == 10\"\n{V2}")
+    assert r.success
+    out = capsys.readouterr().out
+    assert "dry run: counter v1 -> v2: would be applied" in out
+    assert "functions changed: counter.Counter.inc" in out
+    assert "migrate 1 counter.Counter instance (adds log)" in out
+    assert "check: passed" in out and "nothing was changed" in out
+    assert sm.get_module_version(sb_id, "counter") == 1 and ip.user_ns["c"].inc() == 2
+    # the handler waits for the real reload
+    cell(ip, f"%%sandbox_reload {sb_id}\n{V2}")
+    assert ip.user_ns["c"].inc() == 12 and vars(ip.user_ns["c"])["log"] == [1, 2]
+    cell(ip, f"%sandbox_rollback {sb_id} counter 1 --dry-run")
+    out = capsys.readouterr().out
+    assert "dry run: counter v2 -> v1: would be applied" in out
+    assert sm.get_module_version(sb_id, "counter") == 2
+    cell(ip, f"%%sandbox_reload {sb_id} --dry-run\n{V2}raise ValueError('late')\n")
+    out = capsys.readouterr().out
+    assert "would be REFUSED (execute)" in out and "ValueError" in out

@@ -107,6 +107,23 @@ def test_a_failing_reload_in_the_child_changes_nothing(proc):
     assert c.inc() == 1
 
 
+def test_a_dry_run_runs_in_the_child_and_changes_nothing(proc):
+    sb = sm.get_sandbox(proc)
+    c = sb.Counter()
+    c.inc()
+    v = sm.get_module_version(proc, "counter")
+    d = sm.hot_reload_source(proc, COUNTER.replace("STEP = 1", "STEP = 10"), module="counter",
+                             state_handler=lambda old, ov, nv: {**old, "seen": nv},
+                             dry_run=True)
+    assert not d.refused and d.from_versions == {"counter": v}
+    assert d.to_versions == {"counter": v + 1}
+    assert any(m.cls == "counter.Counter" and m.added == ("seen",) for m in d.migrations)
+    refused = sm.hot_reload_source(proc, COUNTER + "1 / 0\n", module="counter", dry_run=True)
+    assert refused.refused and "ZeroDivisionError" in refused.reason
+    assert sm.get_module_version(proc, "counter") == v and c.inc() == 2
+    assert not hasattr(c, "seen")
+
+
 def test_a_runaway_loop_is_stopped_by_the_timeout_and_the_sandbox_goes_on(new_id):
     sm.create_sandbox(new_id, host="process", call_timeout=1.0)
     sm.hot_reload_source(new_id, COUNTER + "def spin():\n    while True:\n        pass\n",

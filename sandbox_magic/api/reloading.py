@@ -7,9 +7,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from ..engine.artifact import Artifact, CompileInfo, compile_artifact
+from ..engine.dryrun import DryRun
 from ..engine.layout import path_to_module
 from ..engine.reload import (
     Change,
@@ -28,7 +29,7 @@ from ..errors import (
 from .events import emit
 from .registry import get_host, get_state
 
-_F = TypeVar("_F", bound=Callable[..., ReloadResult])
+_F = TypeVar("_F", bound=Callable[..., Any])
 _calls = threading.local()
 
 
@@ -40,7 +41,7 @@ def _reports_failures(fn: _F) -> _F:
     point of a thread announces it (``hot_reload_source`` calls ``hot_reload``).
     """
     @functools.wraps(fn)
-    def wrapper(sandbox_id: str, *args: Any, **kwargs: Any) -> ReloadResult:
+    def wrapper(sandbox_id: str, *args: Any, **kwargs: Any) -> Any:
         depth = getattr(_calls, "depth", 0)
         _calls.depth = depth + 1
         try:
@@ -93,11 +94,36 @@ def _options(state_handler: StateHandler | None, use_state_preservation: bool,
                          float(suspend_timeout), check)
 
 
+@overload
+def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
+               state_handler: StateHandler | None = ..., use_state_preservation: bool = ...,
+               coordinate_dependencies: bool = ..., suspend_timeout: float = ...,
+               check: Callable[[Any], Any] | str | None = ...,
+    dry_run: Literal[False] = ...) -> ReloadResult: ...
+
+
+@overload
+def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
+               state_handler: StateHandler | None = ..., use_state_preservation: bool = ...,
+               coordinate_dependencies: bool = ..., suspend_timeout: float = ...,
+               check: Callable[[Any], Any] | str | None = ...,
+    dry_run: Literal[True]) -> DryRun: ...
+
+
+@overload
+def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
+               state_handler: StateHandler | None = ..., use_state_preservation: bool = ...,
+               coordinate_dependencies: bool = ..., suspend_timeout: float = ...,
+               check: Callable[[Any], Any] | str | None = ...,
+    dry_run: bool) -> ReloadResult | DryRun: ...
+
+
 @_reports_failures
 def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
                state_handler: StateHandler | None = None, use_state_preservation: bool = True,
                coordinate_dependencies: bool = True, suspend_timeout: float = 5.0,
-               check: Callable[[Any], Any] | str | None = None) -> ReloadResult:
+               check: Callable[[Any], Any] | str | None = None,
+               dry_run: bool = False) -> ReloadResult | DryRun:
     """Load compiled code into a sandbox, in place, as a new version.
 
     ``artifact`` is an :class:`Artifact`, its bytes, or a :class:`CompileInfo`
@@ -111,19 +137,28 @@ def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
     names) runs on the new code before the version is recorded; ``False`` or an
     exception refuses the reload (``ReloadError`` with ``step="check"``) and
     everything is as before.
+
+    ``dry_run=True`` does everything up to the switch (compile, module bodies in
+    staging, pairing, the state handler on copies of the states, the check) and then
+    undoes it as for a refused reload: it returns a :class:`DryRun` saying what the
+    reload would change, migrate, suspend and re-run, or why it would be refused.
     """
     started = time.perf_counter()
     opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
                     suspend_timeout, check)
     if isinstance(artifact, CompileInfo) and len(artifact.artifacts) != 1:
         get_state(sandbox_id)
-        return _load_many(sandbox_id, artifact.artifacts, opts, started)
+        return _load_many(sandbox_id, artifact.artifacts, opts, started, dry_run)
     art = Artifact.coerce(artifact)
     st = get_state(sandbox_id)
     with st.lock:
         change = plan_change(st, art)
         if change is None:
-            return no_change(st, art.module, started)
+            return _unchanged(st, [art.module], started) if dry_run \
+                else no_change(st, art.module, started)
+        if dry_run:
+            found: DryRun = get_host(st.id).dry_run([change], opts)
+            return found
         status = "hot_reloaded" if change.action == "new" else "reactivated"
         (result,) = get_host(st.id).execute([change], opts, status=status)
     emit("reloaded", sandbox_id, module=art.module, version=result.new_version,
@@ -131,32 +166,61 @@ def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
     return result
 
 
+@overload
+def hot_reload_source(sandbox_id: str, source: str | Mapping[str, str],
+                      module: str | None = ..., *, state_handler: StateHandler | None = ...,
+                      use_state_preservation: bool = ..., coordinate_dependencies: bool = ...,
+                      suspend_timeout: float = ...,
+                      check: Callable[[Any], Any] | str | None = ...,
+    dry_run: Literal[False] = ...) -> ReloadResult: ...
+
+
+@overload
+def hot_reload_source(sandbox_id: str, source: str | Mapping[str, str],
+                      module: str | None = ..., *, state_handler: StateHandler | None = ...,
+                      use_state_preservation: bool = ..., coordinate_dependencies: bool = ...,
+                      suspend_timeout: float = ...,
+                      check: Callable[[Any], Any] | str | None = ...,
+    dry_run: Literal[True]) -> DryRun: ...
+
+
+@overload
+def hot_reload_source(sandbox_id: str, source: str | Mapping[str, str],
+                      module: str | None = ..., *, state_handler: StateHandler | None = ...,
+                      use_state_preservation: bool = ..., coordinate_dependencies: bool = ...,
+                      suspend_timeout: float = ...,
+                      check: Callable[[Any], Any] | str | None = ...,
+    dry_run: bool) -> ReloadResult | DryRun: ...
+
+
 @_reports_failures
 def hot_reload_source(sandbox_id: str, source: str | Mapping[str, str],
                       module: str | None = None, *, state_handler: StateHandler | None = None,
                       use_state_preservation: bool = True, coordinate_dependencies: bool = True,
                       suspend_timeout: float = 5.0,
-                      check: Callable[[Any], Any] | str | None = None) -> ReloadResult:
+                      check: Callable[[Any], Any] | str | None = None,
+                      dry_run: bool = False) -> ReloadResult | DryRun:
     """Compile and load source; a ``{module: source}`` dict loads as one transaction.
 
-    ``check`` as for :func:`hot_reload`.
+    ``check`` and ``dry_run`` as for :func:`hot_reload`.
     """
     if isinstance(source, Mapping):
         if module is not None:
             raise SandboxError("pass module= only with a single source string")
         return _reload_many(sandbox_id, source, state_handler, use_state_preservation,
-                            coordinate_dependencies, suspend_timeout, check)
+                            coordinate_dependencies, suspend_timeout, check, dry_run)
     get_state(sandbox_id)
     art = compile_artifact(source, module)
     return hot_reload(sandbox_id, art, state_handler=state_handler,
                       use_state_preservation=use_state_preservation,
                       coordinate_dependencies=coordinate_dependencies,
-                      suspend_timeout=suspend_timeout, check=check)
+                      suspend_timeout=suspend_timeout, check=check, dry_run=dry_run)
 
 
 def _reload_many(sandbox_id: str, sources: Mapping[str, str], state_handler: Any,
                  use_state_preservation: bool, coordinate_dependencies: bool,
-                 suspend_timeout: float, check: Any = None) -> ReloadResult:
+                 suspend_timeout: float, check: Any = None, dry_run: bool = False
+                 ) -> ReloadResult | DryRun:
     started = time.perf_counter()
     get_state(sandbox_id)
     if not sources:
@@ -164,7 +228,7 @@ def _reload_many(sandbox_id: str, sources: Mapping[str, str], state_handler: Any
     opts = _options(state_handler, use_state_preservation, coordinate_dependencies,
                     suspend_timeout, check)
     arts = [compile_artifact(src, _dict_key_module(name)) for name, src in sources.items()]
-    return _load_many(sandbox_id, arts, opts, started)
+    return _load_many(sandbox_id, arts, opts, started, dry_run)
 
 
 def _dict_key_module(key: str) -> str:
@@ -179,7 +243,7 @@ def _dict_key_module(key: str) -> str:
 
 
 def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,
-               started: float) -> ReloadResult:
+               started: float, dry_run: bool = False) -> ReloadResult | DryRun:
     """Load several modules' artifacts as one transaction."""
     st = get_state(sandbox_id)
     if not arts:
@@ -192,6 +256,11 @@ def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,
         for art in arts:
             ch = plan_change(st, art)
             (changes.append(ch) if ch is not None else unchanged.append(art.module))
+        if dry_run:
+            if not changes:
+                return _unchanged(st, unchanged, started)
+            found: DryRun = get_host(st.id).dry_run(changes, opts)
+            return found
         results = get_host(st.id).execute(changes, opts) if changes else []
         results += [no_change(st, m, started) for m in unchanged]
     order = {a.module: i for i, a in enumerate(arts)}
@@ -203,15 +272,44 @@ def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,
     return combine(results, started)
 
 
+@overload
+def rollback_module(sandbox_id: str, module: str, version: int, *,
+                    state_handler: StateHandler | None = ...,
+                    use_state_preservation: bool = ..., coordinate_dependencies: bool = ...,
+                    suspend_timeout: float = ...,
+                    check: Callable[[Any], Any] | str | None = ...,
+    dry_run: Literal[False] = ...) -> ReloadResult: ...
+
+
+@overload
+def rollback_module(sandbox_id: str, module: str, version: int, *,
+                    state_handler: StateHandler | None = ...,
+                    use_state_preservation: bool = ..., coordinate_dependencies: bool = ...,
+                    suspend_timeout: float = ...,
+                    check: Callable[[Any], Any] | str | None = ...,
+    dry_run: Literal[True]) -> DryRun: ...
+
+
+@overload
+def rollback_module(sandbox_id: str, module: str, version: int, *,
+                    state_handler: StateHandler | None = ...,
+                    use_state_preservation: bool = ..., coordinate_dependencies: bool = ...,
+                    suspend_timeout: float = ...,
+                    check: Callable[[Any], Any] | str | None = ...,
+    dry_run: bool) -> ReloadResult | DryRun: ...
+
+
 @_reports_failures
 def rollback_module(sandbox_id: str, module: str, version: int, *,
                     state_handler: StateHandler | None = None,
                     use_state_preservation: bool = True, coordinate_dependencies: bool = True,
                     suspend_timeout: float = 5.0,
-                    check: Callable[[Any], Any] | str | None = None) -> ReloadResult:
+                    check: Callable[[Any], Any] | str | None = None,
+                    dry_run: bool = False) -> ReloadResult | DryRun:
     """Run ``version``'s code again; afterwards ``get_module_version`` returns ``version``.
 
     ``check`` as for :func:`hot_reload`: a rollback whose check fails changes nothing.
+    ``dry_run=True``: what the rollback would do, nothing changed (see :func:`hot_reload`).
     """
     started = time.perf_counter()
     st = get_state(sandbox_id)
@@ -223,11 +321,21 @@ def rollback_module(sandbox_id: str, module: str, version: int, *,
             raise SandboxError(f"version must be an int, got {version!r}")
         rec = h.record(version)
         if version == h.current:
-            return no_change(st, module, started)
-        (result,) = get_host(st.id).execute([Change(module, rec.artifact, "activate", version=version)],
-                            opts, status="rolled_back")
+            return _unchanged(st, [module], started) if dry_run \
+                else no_change(st, module, started)
+        change = Change(module, rec.artifact, "activate", version=version)
+        if dry_run:
+            found: DryRun = get_host(st.id).dry_run([change], opts)
+            return found
+        (result,) = get_host(st.id).execute([change], opts, status="rolled_back")
     emit("rolled_back", sandbox_id, module=module, version=version)
     return result
+
+
+def _unchanged(st: Any, modules: list[str], started: float) -> DryRun:
+    versions = {m: st.histories[m].current if m in st.histories else None for m in modules}
+    return DryRun(tuple(modules), versions, dict(versions), no_change=True,
+                  duration=time.perf_counter() - started)
 
 
 def _step(sandbox_id: str, module: str, delta: int, event: str) -> ReloadResult:

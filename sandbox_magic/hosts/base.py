@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from ..engine.dryrun import DryRun
     from ..engine.reload import Change, ReloadOptions, ReloadResult
     from ..engine.sandbox import Sandbox, SandboxInfo, SandboxState
     from ..live.server import Server
@@ -33,6 +34,10 @@ class SandboxHost(Protocol):
                 fresh: bool = ..., rerun: Iterable[str] = ..., parallel: bool = ...,
                 timeout: float | None = ...) -> list[ReloadResult]:
         """Apply one reload transaction, all or nothing, and record its versions."""
+        ...
+
+    def dry_run(self, changes: list[Change], options: ReloadOptions) -> DryRun:
+        """What :meth:`execute` would do, everything undone before the commit."""
         ...
 
     def run(self, code: str | Callable[[Sandbox], Any], timeout: float | None) -> Any:

@@ -151,6 +151,20 @@ def _reload(sandbox_id: str, artifacts: list[tuple[str, bytes]], options: dict[s
                 [c.module for c in changes] + [d for r in results for d in r.dependents]))}
 
 
+def _dry_run(sandbox_id: str, artifacts: list[tuple[str, bytes]],
+             options: dict[str, Any]) -> dict[str, Any]:
+    """What reloading ``artifacts`` would do here (the parent numbers the versions)."""
+    _sandbox(sandbox_id)
+    host = api.get_host(sandbox_id)
+    st = host.state
+    with st.lock:
+        changes = [Change(m, Artifact.from_bytes(blob), "new") for m, blob in artifacts]
+        changes = [c for c in changes if plan_change(st, c.artifact) is not None]
+        if not changes:
+            return {"no_change": True}
+        return host.dry_run(changes, options_from_payload(options)).to_dict()
+
+
 def _handle(sandbox_id: str, req: tuple[Any, ...]) -> Any:
     op = req[0]
     if op == "ping":
@@ -158,6 +172,8 @@ def _handle(sandbox_id: str, req: tuple[Any, ...]) -> Any:
     _sandbox(sandbox_id)            # the child's own sandbox, made on first use
     if op == "reload":
         return _reload(sandbox_id, req[1], req[2], req[3])
+    if op == "dry_run":
+        return _dry_run(sandbox_id, req[1], req[2])
     if op == "resolve":
         return getattr(_sandbox(sandbox_id), req[1])
     if op == "module":

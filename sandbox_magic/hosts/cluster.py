@@ -27,6 +27,7 @@ from typing import Any
 
 import cloudpickle
 
+from ..engine.dryrun import DryRun, numbered_here
 from ..engine.reload import Change, ReloadOptions, ReloadResult, Transaction
 from ..engine.sandbox import SandboxInfo, SandboxState
 from ..errors import ReloadError, SandboxError
@@ -157,6 +158,31 @@ class ClusterHost:
     @property
     def handle(self) -> ClusterSandbox:
         return self._handle
+
+    def dry_run(self, changes: list[Change], options: ReloadOptions) -> DryRun:
+        """Every engine runs the transaction up to its commit and undoes it: the report of
+        the first engine, refused if any engine would refuse (naming those engines)."""
+        started = time.perf_counter()
+        st = self.state
+        with st.lock:
+            send = current_artifacts(st)           # catch-up for new or restarted engines
+            send.update({c.module: c.artifact.to_bytes() for c in changes})
+            engines = self.targets()
+            replies = self._apply(engine_side.dry_run, st.id, list(send.items()),
+                                  options_payload(options), engines=engines)
+            failed = self._failed(replies)
+            ok = [r for r in replies.values() if not isinstance(r, BaseException)]
+            reply = dict(ok[0]) if ok else {}
+            refusing = {e: r for e, r in replies.items()
+                        if not isinstance(r, BaseException) and r.get("refused")}
+            if failed or refusing:
+                why = "; ".join([self._say(failed)] if failed else [])
+                why += "; ".join(f"engine {e}: {r.get('reason')}" for e, r in
+                                 sorted(refusing.items()))
+                reply.update(refused=True, reason=f"refused on {len(failed) + len(refusing)} "
+                             f"of {len(engines)} engines: {why}",
+                             step=reply.get("step") or "prepare")
+            return numbered_here(st, changes, reply, started)
 
     def execute(self, changes: list[Change], options: ReloadOptions, *,
                 status: str = "hot_reloaded", fresh: bool = False, rerun: Iterable[str] = (),

@@ -52,6 +52,19 @@ def prepare(sandbox_id: str, txid: str, artifacts: list[tuple[str, bytes]],
     return {"changes": len(changes), "seconds": time.perf_counter() - started}
 
 
+def dry_run(sandbox_id: str, artifacts: list[tuple[str, bytes]],
+            options: dict[str, Any]) -> dict[str, Any]:
+    """What this engine would do for the reload, everything undone (a dict, see DryRun)."""
+    ensure(sandbox_id)
+    st = api.get_state(sandbox_id)
+    host = api.get_host(sandbox_id)
+    changes = [Change(m, Artifact.from_bytes(blob), "new") for m, blob in artifacts]
+    changes = [c for c in changes if plan_change(st, c.artifact) is not None]
+    if not changes:
+        return {"no_change": True}
+    return dict(host.dry_run(changes, options_from_payload(options)).to_dict())
+
+
 def commit(txid: str) -> dict[str, Any]:
     """Phase two: apply (the transaction stays open until :func:`end`)."""
     started = time.perf_counter()

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..engine.dryrun import DryRun, dry_run
 from ..engine.interpreter import raise_in_thread, thread_interrupts_ok
 from ..engine.reload import Change, ReloadOptions, ReloadResult, execute
 from ..engine.sandbox import Sandbox, SandboxInfo, SandboxState
@@ -33,6 +34,9 @@ class KernelHost:
                 parallel: bool = False, timeout: float | None = None) -> list[ReloadResult]:
         return execute(self.state, changes, options, status=status, fresh=fresh, rerun=rerun,
                        parallel=parallel, timeout=timeout)
+
+    def dry_run(self, changes: list[Change], options: ReloadOptions) -> DryRun:
+        return dry_run(self.state, changes, options)
 
     def run(self, code: str | Callable[[Sandbox], Any], timeout: float | None) -> Any:
         st = self.state

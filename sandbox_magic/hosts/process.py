@@ -41,6 +41,7 @@ from typing import Any
 
 import cloudpickle
 
+from ..engine.dryrun import DryRun, numbered_here
 from ..engine.reload import Change, ReloadOptions, ReloadResult, Transaction
 from ..engine.sandbox import SandboxInfo, SandboxState
 from ..errors import (
@@ -413,6 +414,16 @@ class ProcessHost:
                     st.modules[m] = types.ModuleType(st.fullname(m))
                     st.defined[m] = rec.artifact.defines
             return tx.results(status, started)
+
+    def dry_run(self, changes: list[Change], options: ReloadOptions) -> DryRun:
+        """The child runs the transaction up to its commit and undoes it; the version
+        numbers are this kernel's."""
+        started = time.perf_counter()
+        st = self.state
+        with st.lock:
+            sent = [(c.module, c.artifact.to_bytes()) for c in changes]
+            reply = self.request(("dry_run", sent, options_payload(options)))
+            return numbered_here(st, changes, reply, started)
 
     def run(self, code: str | Callable[..., Any], timeout: float | None) -> Any:
         payload = code if isinstance(code, str) else cloudpickle.dumps(code)

@@ -230,6 +230,10 @@ class SandboxMagics(Magics):
               help="an expression over the sandbox's names that must not be False on the "
                    "new code, e.g. --check \"add_tax(100) == 110\"; otherwise the reload is "
                    "refused and nothing changes")
+    @argument("--dry-run", dest="dry_run", action="store_true",
+              help="do everything up to the switch, print what the reload would change, "
+                   "migrate, suspend and re-run (or why it would be refused), and change "
+                   "nothing")
     @cell_magic
     @usage_errors
     def sandbox_reload(self, line: str, cell: str) -> None:
@@ -244,6 +248,17 @@ class SandboxMagics(Magics):
         self._bind_handle(sid)
         handler, pending_key = (None, None) if args.no_state else self._handler(
             sid, module or "", args.state_handler)
+        if args.dry_run:
+            try:
+                d = api.hot_reload_source(sid, cell, module, state_handler=handler,
+                                          use_state_preservation=not args.no_state,
+                                          coordinate_dependencies=not args.no_cascade,
+                                          suspend_timeout=args.suspend_timeout,
+                                          check=args.check or None, dry_run=True)
+            except CompileError as exc:
+                raise MagicError(_compile_message(exc)) from None
+            print(d.summary())     # the handler stays pending for the real reload
+            return
         known = {m: set(h.records) for m, h in api.sandbox_histories(sid).items()}
         try:
             with activity.from_cell(sid):
@@ -324,12 +339,19 @@ class SandboxMagics(Magics):
     @argument("sandbox_id")
     @argument("module")
     @argument("version", type=int)
+    @argument("--dry-run", dest="dry_run", action="store_true",
+              help="print what the rollback would do, and change nothing")
     @line_magic
     @usage_errors
     def sandbox_rollback(self, line: str) -> None:
         """Make an earlier version current again (restoring the sandbox first after a restart)."""
         args = parse_argstring(self.sandbox_rollback, line)
         sid, mod = args.sandbox_id, args.module
+        if args.dry_run:
+            if not api.is_loaded(sid):
+                raise self._not_loaded(sid)
+            print(api.rollback_module(sid, mod, args.version, dry_run=True).summary())
+            return
         self._change(sid, mod, "rollback",
                      lambda: api.rollback_module(sid, mod, args.version), version=args.version)
 
