@@ -12,6 +12,7 @@ from typing import Any
 from . import api  # noqa: F401  (sandbox_magic.api: the API by concern)
 from .api import (
     bisect,
+    cell_provenance,
     create_sandbox,
     destroy_sandbox,
     diff_versions,
@@ -43,6 +44,8 @@ from .api.manager import ModuleVersionManager
 from .api.preservation import CapturedState, PreserveResult, StatePreservation
 from .engine.artifact import Artifact, CompileInfo, compile_file, compile_sandbox, compile_source
 from .engine.diff import VersionDiff
+from .engine.dryrun import ClassMigration, DryRun
+from .engine.provenance import CellRun, RanModule
 from .engine.reload import ReloadResult
 from .engine.sandbox import Sandbox, SandboxInfo
 from .engine.scope import current_scope, set_history_scope
@@ -80,16 +83,20 @@ __all__ = [
     "ArtifactError",
     "CallsInFlight",
     "CapturedState",
+    "CellRun",
     "ChildSpec",
     "CircularDependencyError",
+    "ClassMigration",
     "CompileError",
     "CompileInfo",
+    "DryRun",
     "HistoryError",
     "IncompatibleStateError",
     "InvalidSandboxIdError",
     "ModuleNotFoundInSandboxError",
     "ModuleVersionManager",
     "PreserveResult",
+    "RanModule",
     "ReloadError",
     "ReloadResult",
     "RemoteError",
@@ -116,6 +123,7 @@ __all__ = [
     "VersionStore",
     "batch_hot_reload",
     "bisect",
+    "cell_provenance",
     "compile_file",
     "compile_sandbox",
     "compile_source",

@@ -231,3 +231,35 @@ def test_probe_refuses_what_is_not_an_expression(sid):
         assert not err["ok"] and err["error"]["code"] == "bad_params", expr
     err = handle_message(req("probe", sandbox="nope", module="f", expr="1"))
     assert err["error"]["code"] == "not_found"
+
+
+def test_cells_that_ran_sandbox_code_are_pushed_and_listed(sid):
+    from sandbox_magic.engine.provenance import RUNS, CellRun, RanModule
+
+    sent = []
+
+    class FakeComm:
+        def on_msg(self, fn):
+            self.msg = fn
+
+        def on_close(self, fn):
+            pass
+
+        def send(self, data):
+            sent.append(data)
+
+    hub = CommHub()
+    comm = FakeComm()
+    hub.opened(comm, {})
+    run = CellRun(4, "cell-abc", (RanModule(sid, "m", 2),), 0.0, 1.0)
+    RUNS.append(run)
+    try:
+        hub.push_ran(run)
+        assert sent[-1] == {"protocol": 1, "event": "ran", "execution_count": 4,
+                            "cell_id": "cell-abc",
+                            "modules": [{"sandbox": sid, "module": "m", "version": 2}]}
+        comm.msg({"content": {"data": req("ran", rid=3)}})
+        assert sent[-1]["result"]["runs"][-1] == run.to_dict()
+        assert handle_message(req("ran", extra=1))["error"]["code"] == "bad_params"
+    finally:
+        RUNS.remove(run)

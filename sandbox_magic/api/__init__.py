@@ -23,6 +23,7 @@ from .lifecycle import (
                         stored_history_origin,
                         sync_sandbox,
 )
+from .provenance import cell_provenance
 from .queries import (
                         diff_versions,
                         get_module_version,
@@ -45,6 +46,7 @@ __all__ = [
                         "WatchEvent",
                         "Watcher",
                         "bisect",
+                        "cell_provenance",
                         "create_sandbox",
                         "current_scope",
                         "default_store",

@@ -1102,7 +1102,8 @@ snapshot(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * calls_stop (a module body's import-time calls), through the profile hook:
  * a set add per call, no Python frame.  A call of one of `markers` (thread
  * starts) adds None to the set.  The previous profile function is put back by
- * calls_stop, which says whether the hook stayed in place all along. */
+ * calls_stop, which says whether the hook stayed in place all along; when it was
+ * this hook too, its set keeps receiving the code objects meanwhile. */
 
 typedef struct {
     Py_tracefunc func;
@@ -1116,7 +1117,10 @@ calls_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     PyObject *seen = PyTuple_GET_ITEM(obj, 0);
     if (what == PyTrace_CALL) {
         PyCodeObject *code = PyFrame_GetCode(frame);
+        PyObject *outer = PyTuple_GET_ITEM(obj, 2);
         int r = PySet_Add(seen, (PyObject *)code);
+        if (r == 0 && outer != Py_None)
+            r = PySet_Add(outer, (PyObject *)code);
         Py_DECREF(code);
         return r;
     }
@@ -1151,7 +1155,12 @@ calls_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     CallsToken *t = PyMem_Calloc(1, sizeof(CallsToken));
     if (t == NULL)
         return PyErr_NoMemory();
-    t->mine = PyTuple_Pack(2, args[0], args[1]);
+    /* a recording already running in this thread (a cell's, around a module body's)
+     * keeps seeing what starts: the inner one adds to both sets */
+    PyThreadState *now = PyThreadState_Get();
+    PyObject *outer = (now->c_profilefunc == calls_profile && now->c_profileobj != NULL)
+        ? PyTuple_GET_ITEM(now->c_profileobj, 0) : Py_None;
+    t->mine = PyTuple_Pack(3, args[0], args[1], outer);
     if (t->mine == NULL) {
         PyMem_Free(t);
         return NULL;

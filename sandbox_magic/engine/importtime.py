@@ -26,6 +26,7 @@ import threading
 import types
 import weakref
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 try:
     from . import _live as _native_module  # type: ignore[attr-defined]
@@ -48,6 +49,8 @@ _WAITS = frozenset({threading.Condition.wait.__code__, threading.Thread.join.__c
                     threading.Event.wait.__code__})
 _PREFIX = "<sandbox "
 
+#: The compiled part (None when not built).
+NATIVE: Any = _native_module
 ENABLED = (_native_module is not None and hasattr(_native_module, "calls_start")
            and os.environ.get("SANDBOX_MAGIC_NATIVE", "1") != "0")
 

@@ -33,6 +33,7 @@ from ..errors import (
 )
 from .artifact import Artifact, artifact_filename
 from .layout import package_of, packages_of
+from .provenance import RECORDER
 from .tracking import build_class
 from .versions import ModuleHistory, VersionRecord, VersionStore, utcnow
 
@@ -116,6 +117,7 @@ def register_source(artifact: Artifact) -> None:
             _unheld.move_to_end(name)
             while len(_unheld) > _UNHELD_MAX:
                 linecache.cache.pop(_unheld.popitem(last=False)[0], None)
+    RECORDER.watch(artifact)      # which cells run this version's code (engine.provenance)
 
 
 def hold_sources(sandbox_id: str, module: str, records: Iterable[VersionRecord]) -> None:

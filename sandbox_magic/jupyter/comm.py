@@ -27,6 +27,7 @@ import threading
 from typing import Any, Literal, TypedDict
 
 from .. import api
+from ..api.provenance import cell_provenance
 from ..engine.sandbox import is_sandbox_id
 from ..errors import (
     HistoryError,
@@ -56,7 +57,10 @@ METHODS: dict[str, dict[str, str]] = {
     "undo": {"sandbox": "sandbox", "module": "module"},
     "redo": {"sandbox": "sandbox", "module": "module"},
     "probe": {"sandbox": "sandbox", "module": "module", "expr": "expression"},
+    "ran": {},
 }
+#: Most cells a ``ran`` reply lists (the newest).
+RAN_MAX = 200
 #: Longest probe expression, and longest value text, in characters.
 MAX_EXPR = 2000
 MAX_VALUE = 200
@@ -142,6 +146,10 @@ class ProbeValue(TypedDict):
 class ProbeResult(TypedDict):
     expr: str
     values: list[ProbeValue]         # every retained version, newest first
+
+
+class RanResult(TypedDict):
+    runs: list[dict[str, Any]]       # {"execution_count", "cell_id", "modules": [...]}
 
 
 class ChangedEvent(TypedDict):
@@ -264,7 +272,9 @@ def _probe(sandbox_id: str, module: str, expr: str) -> ProbeResult:
 
 
 def call(method: str, p: dict[str, Any]
-         ) -> ListResult | HistoryResult | DiffResult | ActionResult | ProbeResult:
+         ) -> ListResult | HistoryResult | DiffResult | ActionResult | ProbeResult | RanResult:
+    if method == "ran":
+        return {"runs": [r.to_dict() for r in cell_provenance(last=RAN_MAX)]}
     if method in ("hello", "list"):
         out: ListResult = {"sandboxes": _sandboxes()}
         if method == "hello":
@@ -355,6 +365,18 @@ class CommHub:
                 c.send(msg)
             except Exception:   # a closed frontend must not break a reload
                 log.debug("could not push %s to a panel", msg.get("event"), exc_info=True)
+
+
+    def push_ran(self, run: Any) -> None:
+        """A cell ran sandbox code: which versions (the panel marks the cell's outputs)."""
+        msg = {"protocol": PROTOCOL, "event": "ran", **run.to_dict()}
+        with self.lock:
+            comms = list(self.comms)
+        for c in comms:
+            try:
+                c.send(msg)
+            except Exception:
+                log.debug("could not push a cell's provenance to a panel", exc_info=True)
 
 
 hub = CommHub()

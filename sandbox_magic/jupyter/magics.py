@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import linecache
+import logging
 import os
 import shlex
 import sys
@@ -18,6 +19,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from .. import api
+from ..api import provenance
 from ..engine.artifact import infer_module_name
 from ..engine.sandbox import Sandbox
 from ..engine.scope import describe
@@ -25,6 +27,8 @@ from ..errors import CompileError, ReloadError, SandboxError, SandboxNotFoundErr
 from ..hosts.process import RemoteSandbox
 from . import activity
 from .display import DiffDisplay
+
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 _handler_cells = itertools.count(1)
@@ -321,6 +325,32 @@ class SandboxMagics(Magics):
         return api.run(sid, cell)   # the cell's own errors keep their traceback
 
     # --------------------------------------------------------- line magics
+    @magic_arguments()
+    @argument("count", nargs="?", type=int, default=5,
+              help="how many of the last cells that ran sandbox code (default 5)")
+    @line_magic
+    @usage_errors
+    def sandbox_ran(self, line: str) -> None:
+        """Which sandbox modules, at which versions, the last cells ran (newest last)."""
+        args = parse_argstring(self.sandbox_ran, line)
+        runs = api.cell_provenance(last=max(1, args.count))
+        if not runs:
+            print("no cell has run sandbox code since %load_ext sandbox_magic"
+                  + ("" if sys.version_info >= (3, 12) else
+                     " (on Python 3.11 only cells whose text names a sandbox object are "
+                     "watched)"))
+            return
+        for r in runs:
+            parts = []
+            for m in r.modules:
+                now = None
+                if api.find_host(m.sandbox) is not None:
+                    h = api.sandbox_histories(m.sandbox).get(m.module)
+                    now = h.current if h is not None else None
+                parts.append(m.label() + (f" (now v{now})" if now is not None and
+                                          now != m.version else ""))
+            print(f"[{r.execution_count}] " + ", ".join(parts))
+
     @magic_arguments()
     @argument("sandbox_id")
     @argument("module", nargs="?", default=None)
@@ -760,15 +790,61 @@ def _handler_message(exc: ReloadError, handler: Any, *, pending: bool, dropped: 
     return text
 
 
-def _show_magic_error(shell: Any, etype: type, value: BaseException, tb: Any,
-                      tb_offset: Any = None) -> None:
-    print(f"SandboxError: {value}", file=sys.stderr)
+def _show_error(shell: Any, etype: type, value: BaseException, tb: Any,
+                tb_offset: Any = None) -> None:
+    """A magic's error in one line; any other error as IPython shows it, with a note
+    naming the module and version of each sandbox frame of its traceback."""
+    if isinstance(value, MagicError):
+        print(f"SandboxError: {value}", file=sys.stderr)
+        return
+    try:
+        provenance.name_versions(value)
+    except Exception:      # naming versions must never hide the user's error
+        log.debug("could not name the versions in a traceback", exc_info=True)
+    shell.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)
+
+
+class _CellHooks:
+    """Record which sandbox code each cell runs (see sandbox_magic.engine.provenance)."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+
+    def pre(self, info: Any) -> None:
+        try:
+            provenance.begin_cell(self.shell.execution_count, getattr(info, "cell_id", None),
+                                  getattr(info, "raw_cell", "") or "", self.shell.user_ns)
+        except Exception:
+            log.debug("could not start recording a cell", exc_info=True)
+
+    def post(self, result: Any) -> None:
+        from . import comm as _comm
+        try:
+            run = provenance.end_cell(getattr(result, "execution_count", None))
+        except Exception:
+            log.debug("could not finish recording a cell", exc_info=True)
+            return
+        if run is not None:
+            _comm.hub.push_ran(run)
+
+
+_hooks: list[_CellHooks] = []
 
 
 def load_ipython_extension(ipython: Any) -> None:
     magics = SandboxMagics(ipython)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.remember_cell)
-    ipython.set_custom_exc((MagicError,), _show_magic_error)
+    ipython.set_custom_exc((MagicError, Exception), _show_error)
+    for old in _hooks:
+        for event, cb in (("pre_run_cell", old.pre), ("post_run_cell", old.post)):
+            try:
+                ipython.events.unregister(event, cb)
+            except ValueError:
+                pass
+    _hooks[:] = [_CellHooks(ipython)]
+    provenance.start_recording()
+    ipython.events.register("pre_run_cell", _hooks[0].pre)
+    ipython.events.register("post_run_cell", _hooks[0].post)
     from . import comm as _comm
     _comm.register(ipython)

@@ -1,0 +1,122 @@
+"""Which versions' code ran in each cell, and which version raised in a traceback.
+
+The recording itself is :mod:`sandbox_magic.engine.provenance`; this module names
+what it found in terms of sandboxes and version numbers.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import types
+from collections.abc import Iterable
+from typing import Any
+
+from ..engine.provenance import RECORDER, RUNS, CellRun, RanModule, names_sandbox_code
+from .registry import all_hosts
+
+_PREFIX = "<sandbox "
+
+
+def version_of(module: str, checksum: str) -> list[RanModule]:
+    """The sandboxes holding a version of ``module`` whose checksum starts with
+    ``checksum``, and that version (the current one when it matches)."""
+    out = []
+    for host in all_hosts():
+        st = host.state
+        h = st.histories.get(module)
+        if h is None:
+            continue
+        versions = [v for v, rec in h.records.items() if rec.checksum.startswith(checksum)]
+        if versions:
+            out.append(RanModule(st.id, module, h.current if h.current in versions
+                                 else max(versions)))
+        elif module in st.modules and h.current is not None and \
+                h.current_record().checksum.startswith(checksum):
+            out.append(RanModule(st.id, module, h.current))
+    return out
+
+
+def _from_filename(filename: str) -> tuple[str, str] | None:
+    if filename.startswith(_PREFIX) and filename.endswith(">"):
+        module, _, checksum = filename[len(_PREFIX):-1].rpartition(" ")
+        if module and checksum:
+            return module, checksum
+    return None
+
+
+def _resolve(found: Iterable[tuple[str, str]]) -> tuple[RanModule, ...]:
+    out: dict[tuple[str, str], RanModule] = {}
+    for module, checksum in found:
+        for r in version_of(module, checksum):
+            key = (r.sandbox, r.module)
+            if key not in out or (r.version or 0) > (out[key].version or 0):
+                out[key] = r
+    return tuple(sorted(out.values(), key=lambda r: (r.sandbox, r.module)))
+
+
+def start_recording() -> bool:
+    """Record which sandbox code each cell runs from now on (the IPython extension
+    calls this); False when this interpreter cannot (another tool holds the ids)."""
+    loaded = [h.state.histories[m].current_record().artifact
+              for h in all_hosts() for m in h.state.modules
+              if m in h.state.histories and h.state.histories[m].current is not None]
+    return RECORDER.activate(loaded)
+
+
+def begin_cell(execution_count: int | None, cell_id: str | None, cell: str,
+               namespace: dict[str, Any]) -> None:
+    uses = RECORDER.monitor is not None or names_sandbox_code(cell, namespace)
+    RECORDER.begin_cell(execution_count, cell_id, uses)
+
+
+def end_cell(execution_count: int | None = None) -> CellRun | None:
+    """Close the cell's record; the record if it ran sandbox code."""
+    current = RECORDER.current
+    found = RECORDER.end_cell()
+    RECORDER.current = None
+    if found is None or current is None:
+        return None
+    count, cell_id, started = current
+    modules = _resolve(found)
+    if not modules:
+        return None
+    run = CellRun(execution_count if execution_count is not None else count, cell_id,
+                  modules, started, time.time())
+    RUNS.append(run)
+    return run
+
+
+def cell_provenance(last: int | None = None, cell_id: str | None = None) -> list[CellRun]:
+    """The cells that ran sandbox code, oldest first: the last ``last`` of them, or those
+    of one cell (``cell_id``, as the notebook names its cells).  Each lists the
+    sandbox modules whose code ran and at which version."""
+    runs = [r for r in RUNS if cell_id is None or r.cell_id == cell_id]
+    return runs[-last:] if last else runs
+
+
+def sandbox_frames(tb: types.TracebackType | None) -> list[str]:
+    """One line per sandbox frame of a traceback: module, version, line, function."""
+    lines = []
+    for frame, lineno in traceback.walk_tb(tb):
+        where = _from_filename(frame.f_code.co_filename)
+        if where is None:
+            continue
+        found = version_of(*where)
+        name = ", ".join(f"{r.sandbox}.{r.module} v{r.version}" for r in found) or \
+            f"{where[0]} (a version no sandbox retains)"
+        lines.append(f"  {name}, line {lineno}, in {frame.f_code.co_name}")
+    return lines
+
+
+def name_versions(exc: BaseException) -> bool:
+    """Add a note to ``exc`` naming the module and version of each sandbox frame of its
+    traceback (once); True if it has such frames."""
+    lines = sandbox_frames(exc.__traceback__)
+    if not lines:
+        return False
+    note = "sandbox code in this traceback (module and version, newest call last):\n" + \
+        "\n".join(lines)
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
+    return True
