@@ -33,12 +33,12 @@ try:
 except ImportError:   # not built (no C compiler at install time)
     _native_module = None
 
-#: Per live module: the sandbox code objects its body called when it last ran, or
-#: None when that record is incomplete.  No entry: never recorded.
-CALLED: weakref.WeakKeyDictionary[types.ModuleType, frozenset[types.CodeType] | None] = \
+#: Per live module: the sandbox functions (module, qualified name) its body called
+#: when it last ran, or None when that record is incomplete.  No entry: never recorded.
+CALLED: weakref.WeakKeyDictionary[types.ModuleType, frozenset[tuple[str, str]] | None] = \
     weakref.WeakKeyDictionary()
 #: The same for staging modules, until their transaction commits (see :func:`adopt`).
-_STAGED: weakref.WeakKeyDictionary[types.ModuleType, frozenset[types.CodeType] | None] = \
+_STAGED: weakref.WeakKeyDictionary[types.ModuleType, frozenset[tuple[str, str]] | None] = \
     weakref.WeakKeyDictionary()
 
 _STARTS = tuple(f for f in (getattr(_thread, "start_new_thread", None),
@@ -71,7 +71,7 @@ def recording(module: types.ModuleType) -> Iterator[None]:
             _STAGED[module] = None
         else:
             _STAGED[module] = frozenset(
-                c for c in seen
+                _key(c) for c in seen
                 if type(c) is types.CodeType and c.co_filename.startswith(_PREFIX))
 
 
@@ -86,19 +86,30 @@ def adopt(staged: types.ModuleType | None, real: types.ModuleType | None) -> Non
 
 
 def called(codes: Iterable[types.CodeType], modules: Iterable[types.ModuleType]) -> bool | None:
-    """Whether a body called one of ``codes`` (or code nested in them) when it last ran:
-    every live module's record is searched; None when one of ``modules`` (those that
-    could have called them: the defining module and its importers) has no complete
-    record."""
+    """Whether the body of one of ``modules`` (the modules of the sandbox that defines
+    ``codes``) called one of those functions (or code nested in them) when it last ran;
+    None when one of them has no complete record."""
     if not ENABLED:
         return None
+    records = []
     for m in modules:
-        if CALLED.get(m) is None:
+        rec = CALLED.get(m)
+        if rec is None:
             return None
-    wanted: set[types.CodeType] = set()
+        records.append(rec)
+    wanted: set[tuple[str, str]] = set()
     todo = list(codes)
     while todo:
         c = todo.pop()
-        wanted.add(c)
+        wanted.add(_key(c))
         todo.extend(k for k in c.co_consts if type(k) is types.CodeType)
-    return any(not wanted.isdisjoint(rec) for rec in list(CALLED.values()) if rec)
+    return any(not wanted.isdisjoint(rec) for rec in records)
+
+
+def _key(code: types.CodeType) -> tuple[str, str]:
+    """A function as records name it: its module (from the version's file name) and
+    qualified name, so that a record still names it after a reload gave the function
+    other code (its importer's body did not run again then: what it computed came
+    from the function whatever its code is now)."""
+    module = code.co_filename[len(_PREFIX):-1].rpartition(" ")[0]
+    return module, code.co_qualname
