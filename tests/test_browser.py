@@ -695,7 +695,8 @@ CONTRAST = f"""() => {{
                '.jp-SandboxPanel-following', '.jp-SandboxPanel-pinned',
                '.jp-SandboxPanel-note', '.jp-SandboxPanel-notebook', '.jp-SandboxPanel-line',
                '.jp-SandboxPanel-heading', '.jp-SandboxPanel-probebar label',
-               '.jp-SandboxPanel-probebar button'].map(s => '{PANEL} ' + s).join(',');
+               '.jp-SandboxPanel-probebar button'].map(s => '{PANEL} ' + s).join(',')
+    + ', .jp-SandboxBadge';
   return [...document.querySelectorAll(sel)]
     .filter(e => e.textContent.trim() && e.getBoundingClientRect().height > 0)
     .map(e => {{
@@ -778,3 +779,97 @@ def record(key: str, what: str, seconds: list[float]) -> None:
     results[key] = {"what": what, "seconds": statistics.median(seconds), "min": min(seconds),
                     "max": max(seconds), "runs": len(seconds)}
     path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+
+
+BADGES = """() => [...(window.__smBadgeCell?.node.querySelectorAll('.jp-SandboxBadge') ?? [])]
+  .map(b => b.textContent + (b.classList.contains('jp-SandboxBadge-stale') ? ' (stale)' : ''))"""
+
+
+def wait_badges(page, expected: list[str], what: str) -> float:
+    try:
+        return wait_for(page, f"e => JSON.stringify(({BADGES})()) === JSON.stringify(e)",
+                        f"the output's badges to read {expected} ({what})", arg=expected)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nbadges shown: {page.evaluate(BADGES)}") from None
+
+
+def test_an_output_names_the_version_that_made_it_and_turns_stale(demo, lab):
+    page = demo
+    timings = []
+    for attempt in range(3):          # the first cell also pays for the first badge's layout
+        start_cell(page, "demo.greet()")
+        assert "hello from v3" in finish_cell(page)
+        page.evaluate("window.__smBadgeCell = window.__smCell")
+        timings.append(wait_badges(page, ["demo.greet v3"], "the version that ran"))
+    record("badge", "a cell's end (its execution count shown) -> its provenance badge shown",
+           timings)
+    # a cell that runs no sandbox code gets nothing
+    run(page, "1 + 1")
+    assert page.evaluate("window.__smCell.node.querySelector('.jp-SandboxBadge')") is None
+    # another version becomes current: the output is marked stale
+    run(page, "%sandbox_rollback demo greet 2")
+    wait_badges(page, ["demo.greet v3 → now v2 (stale)"], "after a rollback")
+    wait_for(page, """() => window.jupyterapp.commands.isEnabled('sandbox-magic:rerun-stale')""",
+             "the re-run command to be enabled")
+    # the badge is a button: the keyboard reaches it, Enter opens the diff v2 -> v3
+    page.evaluate("window.__smBadgeCell.node.querySelector('.jp-SandboxBadge').focus()")
+    page.keyboard.press("Enter")
+    wait_diff(page, (2, 3), pinned=True, added="hello from v3")
+    # saved in the cell's metadata (nbformat)
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+    path = lab.root / "test_an_output_names_the_version_that_made_it_and_turns_stale" / \
+        "panel.ipynb"
+
+    def saved():
+        nb = nbformat.read(str(path), as_version=4)
+        return [c.metadata.get("sandbox_magic") for c in nb.cells if c.cell_type == "code"]
+
+    deadline = time.monotonic() + PANEL_S
+    while not any(saved()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    meta = [m for m in saved() if m]
+    assert meta[-1]["ran"] == [{"sandbox": "demo", "module": "greet", "version": 3}], meta
+    assert sum(1 for m in saved() if m is None) >= 4      # %load_ext, reloads, 1 + 1: nothing
+    nbformat.validate(nbformat.read(str(path), as_version=4))
+    # light and dark pictures of a stale badge
+    page.add_style_tag(content=".Toastify { display: none !important; }")
+    page.mouse.move(0, 0)
+    try:
+        for key, theme in THEMES.items():
+            page.evaluate("t => window.jupyterapp.commands.execute('apputils:change-theme',"
+                          " {theme: t})", theme)
+            wait_for(page, "t => document.body.dataset.jpThemeName === t"
+                           " && document.getElementById('jupyterlab-splash') === null",
+                     f"JupyterLab to load the theme {theme!r}", arg=theme)
+            wait_badges(page, ["demo.greet v3 → now v2 (stale)"], f"in the {key} theme")
+            low = [m for m in page.evaluate(CONTRAST)
+                   if "jp-SandboxBadge" in m["cls"] and m["ratio"] < 4.5]
+            assert not low, f"badge text below WCAG AA (4.5:1) in the {key} theme: {low}"
+            page.evaluate("window.__smBadgeCell.node.scrollIntoView({block: 'center'})")
+            box = page.evaluate("""() => { const r = window.__smBadgeCell.node
+                .getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }""")
+            page.screenshot(path=str(RESULTS / f"badge-{key}.png"),
+                            clip={"x": box[0], "y": max(0, box[1] - 8), "width": min(box[2], 700),
+                                  "height": box[3] + 16})
+    finally:
+        page.evaluate("t => window.jupyterapp.commands.execute('apputils:change-theme',"
+                      " {theme: t})", THEMES["light"])
+    # the command re-runs every stale cell: their outputs come from v2 now
+    page.evaluate("window.jupyterapp.commands.execute('sandbox-magic:rerun-stale')")
+    wait_badges(page, ["demo.greet v2"], "after re-running the stale cells")
+    wait_for(page, "() => !window.jupyterapp.commands.isEnabled('sandbox-magic:rerun-stale')",
+             "nothing stale left")
+    assert "hello from v2" in page.evaluate(
+        "window.__smBadgeCell.model.outputs.toJSON().map(o => o.data?.['text/plain'] ?? '')"
+        ".join('')")
+    # saved and opened again (a new page): the badges come back from the metadata
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+    deadline = time.monotonic() + PANEL_S
+    while time.monotonic() < deadline and [m["ran"][0]["version"] for m in saved() if m] \
+            != [2, 2, 2]:
+        time.sleep(0.2)
+    page.reload()
+    wait_for(page, """() => [...document.querySelectorAll('.jp-SandboxBadge')]
+        .filter(b => b.textContent === 'demo.greet v2').length === 3""",
+             "the three badges to be shown again after opening the saved notebook",
+             PAGE_LOAD_S)

@@ -261,5 +261,12 @@ def test_cells_that_ran_sandbox_code_are_pushed_and_listed(sid):
         comm.msg({"content": {"data": req("ran", rid=3)}})
         assert sent[-1]["result"]["runs"][-1] == run.to_dict()
         assert handle_message(req("ran", extra=1))["error"]["code"] == "bad_params"
+        reload_cell = CellRun(5, "cell-def", (RanModule(sid, "m", 3),), 0.0, 1.0, True)
+        RUNS.append(reload_cell)
+        n = len(sent)
+        hub.push_ran(reload_cell)                 # loading versions makes no output: no badge
+        assert len(sent) == n
+        assert all(r["cell_id"] != "cell-def" for r in ok(handle_message(req("ran")))["runs"])
+        RUNS.remove(reload_cell)
     finally:
         RUNS.remove(run)

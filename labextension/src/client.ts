@@ -8,13 +8,16 @@ import {
   IDiff,
   IHistory,
   IProbe,
+  IRan,
   ISandboxSummary,
   parseAction,
   parseDiff,
   parseEvent,
   parseHistory,
   parseProbe,
+  parseRanEvent,
   parseReply,
+  parseRuns,
   parseSandboxes,
   PROTOCOL,
   ProtocolError
@@ -41,6 +44,7 @@ export class SandboxClient {
   private nextId = 1;
   private pending = new Map<number, IPending>();
   private listeners: ((e: IChangedEvent) => void)[] = [];
+  private ranListeners: ((e: IRan) => void)[] = [];
   private closed = false;
 
   /** Feed every message that arrives on the comm into the client. */
@@ -48,6 +52,11 @@ export class SandboxClient {
     const event = parseEvent(data);
     if (event) {
       this.listeners.forEach(l => l(event));
+      return;
+    }
+    const ran = parseRanEvent(data);
+    if (ran) {
+      this.ranListeners.forEach(l => l(ran));
       return;
     }
     const reply = parseReply(data);
@@ -70,6 +79,11 @@ export class SandboxClient {
 
   onChanged(listener: (e: IChangedEvent) => void): void {
     this.listeners.push(listener);
+  }
+
+  /** A cell ran sandbox code (which modules, at which versions). */
+  onRan(listener: (e: IRan) => void): void {
+    this.ranListeners.push(listener);
   }
 
   /** The comm closed (kernel restart or shutdown): fail everything pending. */
@@ -127,6 +141,18 @@ export class SandboxClient {
 
   async redo(sandbox: string, module: string): Promise<IActionResult> {
     return parseAction(await this.request('redo', { sandbox, module }));
+  }
+
+  /** The newest cells that ran sandbox code (kernels without the method: none). */
+  async ran(): Promise<IRan[]> {
+    try {
+      return parseRuns(await this.request('ran'));
+    } catch (e) {
+      if (e instanceof ProtocolError && e.code === 'unknown_method') {
+        return [];
+      }
+      throw e;
+    }
   }
 
   async probe(sandbox: string, module: string, expr: string): Promise<IProbe> {

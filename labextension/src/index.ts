@@ -5,18 +5,28 @@
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, ISessionContext, Notification } from '@jupyterlab/apputils';
-import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel } from '@jupyterlab/services';
-import { listIcon, redoIcon, undoIcon } from '@jupyterlab/ui-components';
+import {
+  CommandToolbarButton,
+  listIcon,
+  redoIcon,
+  refreshIcon,
+  undoIcon
+} from '@jupyterlab/ui-components';
 
 import { SandboxClient } from './client';
 import { HistoryModel } from './model';
 import { COMMANDS, SandboxPanel } from './panel';
+import { Badges } from './provenance';
 import { FRONTEND_TARGET, KERNEL_TARGET } from './protocol';
 
 /** Keeps one comm open to the kernel of the notebook the user is looking at. */
 class KernelConnector {
-  constructor(private model: HistoryModel) {}
+  constructor(
+    private model: HistoryModel,
+    private badges: Badges
+  ) {}
 
   private context: ISessionContext | null = null;
   private comm: Kernel.IComm | null = null;
@@ -95,6 +105,7 @@ class KernelConnector {
       this.model.detach('connecting', name);
       const comm = kernel.createComm(KERNEL_TARGET);
       const client = new SandboxClient(comm);
+      client.onRan(run => this.badges.record(run));
       comm.onMsg = msg => client.receive(msg.content.data);
       comm.onClose = () => {
         client.dispose();
@@ -108,6 +119,11 @@ class KernelConnector {
       const sandboxes = await client.hello();
       if (this.comm === comm) {
         this.model.attach(client, sandboxes);
+        // cells that ran sandbox code while this notebook was not followed
+        void client.ran().then(
+          runs => this.badges.recordMissing(runs),
+          () => undefined
+        );
       }
     } catch {
       this.comm = null;
@@ -135,6 +151,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
       Notification.emit(message, kind, { autoClose: kind === 'error' ? 10000 : 5000 });
     };
     let panel: SandboxPanel | null = null;
+    let followed: NotebookPanel | null = null;
+    const badges = new Badges((m, now) => {
+      void (async () => {
+        if (panel) {
+          app.shell.activateById(panel.id);
+        }
+        await model.select(m.sandbox, m.module);
+        if (m.version !== null && now !== undefined && now !== m.version) {
+          await model.selectDiff(Math.min(m.version, now), Math.max(m.version, now));
+        }
+        panel?.list.focus();
+      })();
+    });
+    model.onChange(() => badges.setVersions(model.sandboxes));
+    badges.changed = () => commands.notifyCommandChanged(COMMANDS.rerunStale);
 
     /** Run an action; when it loses the keyboard focus (a button it disables), give the
      * focus back to that button or to the version list, but never take it from where
@@ -216,6 +247,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
       isEnabled: () => model.state === 'ready' && model.pinned,
       execute: () => run(() => model.follow())
     });
+    commands.addCommand(COMMANDS.rerunStale, {
+      describedBy: NO_ARGS,
+      label: 'Re-run Cells with Stale Sandbox Outputs',
+      caption: () => {
+        const n = badges.staleCells().length;
+        return n
+          ? `Run again the ${n} cell${n === 1 ? '' : 's'} whose output a version that is no longer current made`
+          : 'No output of this notebook comes from a version that is no longer current';
+      },
+      icon: refreshIcon,
+      isEnabled: () => !!followed && badges.staleCells().length > 0,
+      execute: async () => {
+        const nb = followed;
+        const cells = badges.staleCells();
+        if (nb && cells.length) {
+          await NotebookActions.runCells(nb.content, cells, nb.sessionContext);
+        }
+      }
+    });
     model.onChange(() => {
       for (const id of [COMMANDS.undo, COMMANDS.redo, COMMANDS.rollback, COMMANDS.follow]) {
         commands.notifyCommandChanged(id);
@@ -243,8 +293,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     }
 
-    const connector = new KernelConnector(model);
-    let followed: NotebookPanel | null = null;
+    const connector = new KernelConnector(model, badges);
     const showName = () => {
       const path = followed?.context.path ?? '';
       model.setNotebook(path.split('/').pop() ?? '', path);
@@ -254,8 +303,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
       followed = nb;
       nb?.context.pathChanged.connect(showName);
       showName();
+      badges.follow(nb);
       connector.follow(nb ? nb.sessionContext : null);
     };
+    tracker.widgetAdded.connect((_, nb) => {
+      nb.toolbar.insertItem(
+        10,
+        'sandbox-rerun-stale',
+        new CommandToolbarButton({ commands, id: COMMANDS.rerunStale, label: '' })
+      );
+    });
     tracker.currentChanged.connect((_, nb) => onCurrent(nb));
     onCurrent(tracker.currentWidget);
   }

@@ -21,7 +21,8 @@ export const COMMANDS = {
   undo: 'sandbox-magic:undo',
   redo: 'sandbox-magic:redo',
   rollback: 'sandbox-magic:rollback',
-  follow: 'sandbox-magic:follow-current'
+  follow: 'sandbox-magic:follow-current',
+  rerunStale: 'sandbox-magic:rerun-stale'
 };
 
 function el<K extends keyof HTMLElementTagNameMap>(

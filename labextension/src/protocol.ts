@@ -312,6 +312,87 @@ export function parseEvent(data: Json): IChangedEvent | null {
   };
 }
 
+/** A sandbox module whose code a cell ran, at `version` (null: no longer retained). */
+export interface IRanModule {
+  sandbox: string;
+  module: string;
+  version: number | null;
+}
+
+/** Which sandbox code one cell ran (the `ran` event, and each entry of the `ran` reply). */
+export interface IRan {
+  execution_count: number | null;
+  cell_id: string | null;
+  modules: IRanModule[];
+}
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,199}$/;
+
+/** The modules of a `ran` record, or null when malformed. */
+export function parseRanModules(data: Json): IRanModule[] | null {
+  if (!Array.isArray(data) || data.length > 1000) {
+    return null;
+  }
+  const out: IRanModule[] = [];
+  for (const m of data) {
+    if (
+      !isObject(m) ||
+      typeof m.sandbox !== 'string' ||
+      typeof m.module !== 'string' ||
+      !NAME.test(m.sandbox) ||
+      !NAME.test(m.module) ||
+      !(m.version === null || isInt(m.version))
+    ) {
+      return null;
+    }
+    out.push({ sandbox: m.sandbox, module: m.module, version: m.version as number | null });
+  }
+  return out;
+}
+
+function parseRanRecord(data: Json): IRan | null {
+  if (!isObject(data)) {
+    return null;
+  }
+  const modules = parseRanModules(data.modules);
+  const count = data.execution_count;
+  const cell = data.cell_id;
+  if (
+    !modules ||
+    !(count === null || count === undefined || isInt(count)) ||
+    !(cell === null || cell === undefined || (typeof cell === 'string' && cell.length <= 200))
+  ) {
+    return null;
+  }
+  return {
+    execution_count: isInt(count) ? count : null,
+    cell_id: typeof cell === 'string' ? cell : null,
+    modules
+  };
+}
+
+/** The `ran` event (a cell ran sandbox code), or null for any other message. */
+export function parseRanEvent(data: Json): IRan | null {
+  if (!isObject(data) || data.protocol !== PROTOCOL || data.event !== 'ran') {
+    return null;
+  }
+  return parseRanRecord(data);
+}
+
+/** The `ran` reply: the newest cells that ran sandbox code. */
+export function parseRuns(result: Json): IRan[] {
+  if (!isObject(result) || !Array.isArray(result.runs)) {
+    throw new ProtocolError('bad_reply', 'malformed ran reply');
+  }
+  return result.runs.map(r => {
+    const run = parseRanRecord(r);
+    if (!run) {
+      throw new ProtocolError('bad_reply', 'malformed ran reply');
+    }
+    return run;
+  });
+}
+
 export interface IReply {
   id: number | string;
   ok: boolean;

@@ -12,7 +12,14 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
-from ..engine.provenance import RECORDER, RUNS, CellRun, RanModule, names_sandbox_code
+from ..engine.provenance import (
+    RECORDER,
+    RUNS,
+    CellRun,
+    RanModule,
+    changes_versions,
+    names_sandbox_code,
+)
 from .registry import all_hosts
 
 _PREFIX = "<sandbox "
@@ -64,9 +71,13 @@ def start_recording() -> bool:
     return RECORDER.activate(loaded)
 
 
+_versioning: list[bool] = [False]
+
+
 def begin_cell(execution_count: int | None, cell_id: str | None, cell: str,
                namespace: dict[str, Any]) -> None:
     uses = RECORDER.monitor is not None or names_sandbox_code(cell, namespace)
+    _versioning[0] = changes_versions(cell)
     RECORDER.begin_cell(execution_count, cell_id, uses)
 
 
@@ -82,7 +93,7 @@ def end_cell(execution_count: int | None = None) -> CellRun | None:
     if not modules:
         return None
     run = CellRun(execution_count if execution_count is not None else count, cell_id,
-                  modules, started, time.time())
+                  modules, started, time.time(), _versioning[0])
     RUNS.append(run)
     return run
 

@@ -61,6 +61,9 @@ class CellRun:
     modules: tuple[RanModule, ...]
     started: float
     finished: float
+    #: The cell changes versions (``%%sandbox_reload``, ``%sandbox_rollback``...): the
+    #: code it ran is the module bodies of the versions it loaded, not an output's maker.
+    versioning: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"execution_count": self.execution_count, "cell_id": self.cell_id,
@@ -212,6 +215,12 @@ class Recorder:
 RECORDER = Recorder()
 
 _NAME = re.compile(r"[A-Za-z_]\w*")
+_VERSIONING = re.compile(r"\s*%%?sandbox_(reload|state_handler|rollback|undo|redo|restore|sync)\b")
+
+
+def changes_versions(cell: str) -> bool:
+    """Whether a cell is a magic that loads or switches versions."""
+    return _VERSIONING.match(cell) is not None
 _SANDBOX_MODULES = "sandbox_magic.sandboxes."
 
 

@@ -274,7 +274,9 @@ def _probe(sandbox_id: str, module: str, expr: str) -> ProbeResult:
 def call(method: str, p: dict[str, Any]
          ) -> ListResult | HistoryResult | DiffResult | ActionResult | ProbeResult | RanResult:
     if method == "ran":
-        return {"runs": [r.to_dict() for r in cell_provenance(last=RAN_MAX)]}
+        # cells that load or switch versions are not outputs' makers: no badges
+        return {"runs": [r.to_dict() for r in cell_provenance()
+                         if not r.versioning][-RAN_MAX:]}
     if method in ("hello", "list"):
         out: ListResult = {"sandboxes": _sandboxes()}
         if method == "hello":
@@ -369,6 +371,8 @@ class CommHub:
 
     def push_ran(self, run: Any) -> None:
         """A cell ran sandbox code: which versions (the panel marks the cell's outputs)."""
+        if run.versioning:
+            return
         msg = {"protocol": PROTOCOL, "event": "ran", **run.to_dict()}
         with self.lock:
             comms = list(self.comms)
