@@ -146,3 +146,34 @@ def test_the_shell_shows_the_versions_under_the_error(ip, sb, capsys):
     text = out.out + out.err
     assert "sandbox code in this traceback" in text and f"{sb}.c v2, line 2, in h" in text
     assert sys.last_value is r.error_in_exec           # %debug still finds it
+
+
+def test_a_limited_recording_leaves_after_its_calls_and_puts_back_the_profiler():
+    from sandbox_magic.engine import importtime
+
+    def f():
+        return 1
+
+    def mine(frame, event, arg):
+        return None
+
+    sys.setprofile(mine)
+    try:
+        seen: set = set()
+        token = importtime.NATIVE.calls_start(seen, (), 5)
+        for _ in range(10):
+            f()
+        assert importtime.NATIVE.calls_stop(token) is False     # incomplete: it left
+        assert ... in seen and f.__code__ in seen
+        assert sys.getprofile() is mine
+    finally:
+        sys.setprofile(None)
+
+
+def test_3_11_watches_a_cells_first_calls_only(ip, sb):
+    ip.user_ns["_pv_h"] = sm.get_sandbox(sb).modules["c"].h
+    run = last(ip, "def _pv_plain():\n    pass\nfor _ in range(30_000):\n    _pv_plain()\n_pv_h()\n")
+    if MONITORING:
+        assert labels(run) == ["c v1"]
+    else:
+        assert run is None          # _pv_h was called after the first 20,000 calls

@@ -1111,10 +1111,19 @@ typedef struct {
     PyObject *mine;         /* the (set, markers) tuple installed */
 } CallsToken;
 
+/* Calls a limited recording still sees (see calls_start's limit). */
+static Py_ssize_t calls_budget = 0;
+
 static int
 calls_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
     PyObject *seen = PyTuple_GET_ITEM(obj, 0);
+    if (what == PyTrace_CALL && PyTuple_GET_ITEM(obj, 3) == Py_True && --calls_budget < 0) {
+        /* spent: the hook leaves (calls_stop puts back what was there before) */
+        int r = PySet_Add(seen, Py_Ellipsis);
+        PyEval_SetProfile(NULL, NULL);
+        return r;
+    }
     if (what == PyTrace_CALL) {
         PyCodeObject *code = PyFrame_GetCode(frame);
         PyObject *outer = PyTuple_GET_ITEM(obj, 2);
@@ -1148,9 +1157,18 @@ calls_token_free(PyObject *capsule)
 static PyObject *
 calls_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PySet_Check(args[0]) || !PyTuple_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "calls_start(set, markers: tuple)");
+    Py_ssize_t limit = 0;
+    if (nargs < 2 || nargs > 3 || !PySet_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "calls_start(set, markers: tuple[, limit: int])");
         return NULL;
+    }
+    if (nargs == 3) {
+        limit = PyLong_AsSsize_t(args[2]);
+        if (limit < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "limit must be >= 0");
+            return NULL;
+        }
     }
     CallsToken *t = PyMem_Calloc(1, sizeof(CallsToken));
     if (t == NULL)
@@ -1160,7 +1178,9 @@ calls_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     PyThreadState *now = PyThreadState_Get();
     PyObject *outer = (now->c_profilefunc == calls_profile && now->c_profileobj != NULL)
         ? PyTuple_GET_ITEM(now->c_profileobj, 0) : Py_None;
-    t->mine = PyTuple_Pack(3, args[0], args[1], outer);
+    t->mine = PyTuple_Pack(4, args[0], args[1], outer, limit ? Py_True : Py_False);
+    if (limit)
+        calls_budget = limit;
     if (t->mine == NULL) {
         PyMem_Free(t);
         return NULL;
@@ -1186,7 +1206,9 @@ calls_stop(PyObject *Py_UNUSED(module), PyObject *capsule)
         return NULL;
     PyThreadState *ts = PyThreadState_Get();
     int kept = ts->c_profilefunc == calls_profile && ts->c_profileobj == t->mine;
-    if (kept)
+    int spent = !kept && ts->c_profilefunc == NULL && t->mine != NULL
+        && PySet_Contains(PyTuple_GET_ITEM(t->mine, 0), Py_Ellipsis) == 1;
+    if (kept || spent)
         PyEval_SetProfile(t->func, t->obj);
     /* else: the body set a profile function of its own; it stays */
     Py_CLEAR(t->obj);
@@ -1195,8 +1217,9 @@ calls_stop(PyObject *Py_UNUSED(module), PyObject *capsule)
 
 static PyMethodDef module_methods[] = {
     {"calls_start", (PyCFunction)(void (*)(void))calls_start, METH_FASTCALL,
-     "calls_start(seen, markers) -> token: add to seen each code object that starts in "
-     "this thread (None for a call of one of markers) until calls_stop(token)."},
+     "calls_start(seen, markers[, limit]) -> token: add to seen each code object that "
+     "starts in this thread (None for a call of one of markers) until calls_stop(token), "
+     "or (limit) for that many calls, then ... is added and the hook leaves."},
     {"calls_stop", calls_stop, METH_O,
      "calls_stop(token) -> bool: put the previous profile function back; False when "
      "the hook was replaced meanwhile (the record is incomplete)."},

@@ -158,10 +158,13 @@ def _migrations(participants: list[Any]) -> list[ClassMigration]:
         for g in getattr(p, "groups", ()):
             if getattr(g, "handler", None) is None or not g.objs:
                 continue
-            old = [s for s in (g.old or ()) if isinstance(s, dict)]
-            new = [s for s in (g.new or ()) if isinstance(s, dict)]
-            added = set().union(*(n.keys() - o.keys() for o, n in zip(old, new)))
-            dropped = set().union(*(o.keys() - n.keys() for o, n in zip(old, new)))
+            pairs = [(o, n) for o, n in zip(g.old or (), g.new or ())
+                     if isinstance(o, dict) and isinstance(n, dict)]
+            # the distinct (old keys, new keys) shapes, found in C: usually one
+            shapes = set(zip(map(frozenset, (o for o, _ in pairs)),
+                             map(frozenset, (n for _, n in pairs))))
+            added = set().union(*(n - o for o, n in shapes))
+            dropped = set().union(*(o - n for o, n in shapes))
             out.append(ClassMigration(f"{g.module}.{g.cls.__qualname__}", len(g.objs),
                                       tuple(sorted(added)), tuple(sorted(dropped))))
         moved: dict[str, int] = {}

@@ -15,9 +15,11 @@ cell runs:
 * Python 3.11: a profile hook in the compiled part (a set insertion per call
   of any function) while a cell runs whose text names a sandbox object (a
   sandbox handle, a module, function, class or instance of one) or is a
-  ``%%sandbox`` cell; other cells are not watched, and code run by other
-  threads is not seen.  So on 3.11 a cell that reaches sandbox code only
-  through a notebook function of its own records nothing.
+  ``%%sandbox`` cell, for the cell's first 20,000 function calls (the hook
+  then leaves, so a long loop pays for those only); other cells are not
+  watched, and code run by other threads is not seen.  So on 3.11 a cell that
+  reaches sandbox code only through a notebook function of its own, or only
+  after its first 20,000 calls, records nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ _PREFIX = "<sandbox "
 MONITORING = sys.version_info >= (3, 12)
 #: How many cells are remembered.
 KEEP = 500
+#: On 3.11, the calls of a cell that are watched (the first ones).
+CALLS_311 = 20_000
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ class _Hook:
         if not importtime.ENABLED or self.token is not None:
             return
         self.seen = set()
-        self.token = importtime.NATIVE.calls_start(self.seen, ())
+        self.token = importtime.NATIVE.calls_start(self.seen, (), CALLS_311)
 
     def end(self) -> set[types.CodeType]:
         from . import importtime
