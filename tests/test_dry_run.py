@@ -19,7 +19,7 @@ def test_a_dry_run_reports_the_reload_and_changes_nothing(sid):
     assert d.functions_added == () and d.functions_removed == ()
     (box,) = [g for g in d.migrations if g.cls == "m.Box"]
     assert box.instances == 3 and box.added == ("extra",) and box.dropped == ()
-    assert d.servers == ("ctr#1",)
+    assert len(d.servers) == 1 and d.servers[0].startswith("ctr#")
     assert "would be applied" in d.summary() and "migrate 3 m.Box instances" in d.summary()
     _assert_v1(sid, sb, boxes, server)
     # and the reload it described goes through as described

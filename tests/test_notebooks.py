@@ -70,6 +70,14 @@ def check_tour(nb) -> None:
     assert "19 updated; failed: ['tenant13']" in batch and "45.0" in batch
     cascade = text(nb, "cascade-manager")
     assert "['tax', 'pricing']" in cascade and "(('pricing',), 12.5)" in cascade
+    dry = text(nb, "dry-run")
+    assert "dry run: tax v5 -> v6: would be applied" in dry and "check: passed" in dry
+    assert "dependents re-run: pricing" in dry and "nothing was changed" in dry
+    assert text(nb, "price-then").strip() == "125.0"        # the dry run changed nothing
+    assert text(nb, "price-now").strip() == "108.0"
+    ran = text(nb, "ran").splitlines()
+    assert ran[0].endswith("store.pricing v1, store.tax v5 (now v6)"), ran
+    assert ran[1].endswith("store.pricing v1, store.tax v6"), ran
 
 
 def test_tour(tmp_path):
