@@ -759,6 +759,8 @@ def test_the_panel_in_jupyter_notebook_7(notebook7, browser):
         page.click(command_button("undo"))
         wait_versions(page, ["2", "1*"])
         assert "hello from v1" in run(page, "demo.greet()")
+        page.evaluate("window.__smBadgeCell = window.__smCell")
+        wait_badges(page, ["demo.greet v1"], "in Notebook 7")
         in_view = page.evaluate(IN_VIEW)
         assert all(v for k, v in in_view.items() if k != "note"), in_view
         page.mouse.move(0, 0)

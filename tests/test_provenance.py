@@ -119,6 +119,11 @@ def test_provenance_says_which_version_ran_after_a_reload(ip, sb, capsys):
     runs = sm.cell_provenance(last=2)
     assert [labels(r) for r in runs] == [["c v1"], ["c v2"]]
     assert runs[-1].to_dict()["modules"] == [{"sandbox": sb, "module": "c", "version": 2}]
+    ip.run_line_magic("sandbox_undo", f"{sb} c")          # v1 current again: v2 is stale
+    capsys.readouterr()
+    ip.run_line_magic("sandbox_ran", "2")
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].endswith(f"{sb}.c v1") and out[-1].endswith(f"{sb}.c v2 (now v1)"), out
 
 
 def test_a_traceback_names_the_version_that_raised_also_after_a_reload(ip, sb):
