@@ -103,3 +103,107 @@ def test_bad_code_is_a_refusal_or_a_compile_error(sid, bad):
         assert sm.hot_reload_source(sid, bad, "m", dry_run=True).refused
     assert sm.get_sandbox(sid).modules["m"].X == 1
 
+
+
+SHARED = """LOG = []
+def record(x):
+    LOG.append(x)
+class Job:
+    def __init__(self):
+        self.log = LOG
+        self.opts = Opts()
+class Opts:
+    def __init__(self):
+        self.level = 1
+"""
+
+
+def test_the_handler_gets_copies_so_a_dry_run_never_touches_live_data(sid):
+    import threading
+
+    sm.hot_reload_source(sid, SHARED, "m")
+    mod = sm.get_sandbox(sid).modules["m"]
+    jobs = [mod.Job() for _ in range(50)]
+    stop, n = threading.Event(), [0]
+
+    def worker():                       # writes all along to a list the states hold
+        while not stop.is_set() and n[0] < 200_000:
+            mod.record(n[0])
+            n[0] += 1
+
+    def handler(state, old, new):
+        if "log" not in state:           # an Opts instance
+            return state
+        state["log"].append("from the handler")
+        state["opts"].level = 99         # an object held in the state
+        return {**state, "seen": new}
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        for i in range(5):
+            d = sm.hot_reload_source(sid, SHARED + f"X = {i}\n", "m", state_handler=handler,
+                                     dry_run=True)
+            assert not d.refused, d.reason
+            assert [g.added for g in d.migrations if g.cls == "m.Job"] == [("seen",)]
+    finally:
+        stop.set()
+        t.join()
+    assert len(mod.LOG) == n[0] and "from the handler" not in mod.LOG   # nothing lost, nothing added
+    assert all(j.opts.level == 1 and "seen" not in vars(j) for j in jobs)
+
+
+def test_a_server_state_and_a_replaced_class_are_not_touched_by_a_dry_run(sid):
+    src = ("from sandbox_magic import Server\n"
+           "class S(Server):\n    def init(self):\n        return {'items': [1, 2]}\n"
+           "    def handle_call(self, req, state):\n        return state['items'], state\n"
+           "class Slotted:\n    __slots__ = ('items',)\n    def __init__(self):\n"
+           "        self.items = [1, 2]\n")
+    sm.hot_reload_source(sid, src, "m")
+    server = sm.start_server(sid, "S", name="s")
+    obj = sm.get_sandbox(sid).Slotted()
+
+    def handler(state, old, new):
+        state["items"].append(99)
+        return state
+
+    d = sm.hot_reload_source(sid, src.replace("('items',)", "('items', 'more')"), "m",
+                             state_handler=handler, dry_run=True)
+    assert not d.refused, d.reason
+    assert server.call("x", timeout=2) == [1, 2] and obj.items == [1, 2]
+
+
+def test_the_magic_dry_run_of_a_new_sandbox_leaves_no_sandbox(tmp_path):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sandbox_magic")
+    r = ip.run_cell("%%sandbox_reload brandnew m --dry-run\ndef f():\n    return 1\n")
+    assert r.success
+    assert "brandnew" not in {s.id for s in sm.list_sandboxes()}
+    assert "brandnew" not in ip.user_ns
+
+
+def test_a_dry_run_announces_no_failed_reload(sid):
+    seen = []
+    listener = lambda event, sandbox, payload: seen.append(event)   # noqa: E731
+    sm.api.listeners.append(listener)
+    try:
+        sm.hot_reload_source(sid, "X = 1\n", "m")
+        with pytest.raises(sm.CompileError):
+            sm.hot_reload_source(sid, "X = (", "m", dry_run=True)
+        assert sm.hot_reload_source(sid, "raise ValueError\n", "m", dry_run=True).refused
+    finally:
+        sm.api.listeners.remove(listener)
+    assert "reload_failed" not in seen
+
+
+def test_without_state_preservation_no_server_is_said_to_pause(sid):
+    sm.hot_reload_source(sid, "from sandbox_magic import Server\nclass S(Server):\n"
+                              "    def init(self):\n        return 0\n", "m")
+    sm.start_server(sid, "S", name="s")
+    d = sm.hot_reload_source(sid, "from sandbox_magic import Server\nclass S(Server):\n"
+                                  "    def init(self):\n        return 1\n", "m",
+                             use_state_preservation=False, dry_run=True)
+    assert d.servers == ()

@@ -182,3 +182,81 @@ def test_3_11_watches_a_cells_first_calls_only(ip, sb):
         assert labels(run) == ["c v1"]
     else:
         assert run is None          # _pv_h was called after the first 20,000 calls
+
+
+def test_chained_errors_are_named_and_a_second_raise_replaces_the_note(ip, sb):
+    ip.run_cell(f"%%sandbox_reload {sb} c\ndef h():\n    raise KeyError('inner')\n")
+    h = sm.get_sandbox(sb).modules["c"].h
+    try:
+        try:
+            h()
+        except KeyError as inner:
+            raise RuntimeError("outer") from inner
+    except RuntimeError as exc:
+        outer = exc
+    assert provenance.name_versions(outer)
+    assert f"{sb}.c v2, line 2, in h" in outer.__cause__.__notes__[-1]
+    err = ValueError("again")
+    for _ in range(2):
+        try:
+            raise err
+        except ValueError:
+            pass
+    provenance.name_versions(err)
+    provenance.name_versions(err)
+    assert len(getattr(err, "__notes__", [])) <= 1
+
+
+def test_syntax_errors_look_as_they_do_without_the_extension(ip, capsys):
+    capsys.readouterr()
+    ip.run_cell("def f(:\n  pass")
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "SyntaxError" in text and "run_cell_async" not in text and "ast_parse" not in text
+
+
+def test_the_users_own_profiler_keeps_its_events_and_can_be_saved_and_restored(ip, sb):
+    ip.user_ns["_pv_c"] = sm.get_sandbox(sb).modules["c"].h
+    events = []
+
+    def mine(frame, event, arg):
+        if event == "call":
+            events.append(frame.f_code.co_name)
+
+    sys.setprofile(mine)
+    try:
+        r = ip.run_cell("def _pv_user():\n    return 1\nfor _ in range(30_000):\n    _pv_user()\n"
+                        "_pv_c()\n")
+        assert r.success and events.count("_pv_user") == 30_000
+    finally:
+        sys.setprofile(None)
+    # code that saves "the profiler" while a cell is watched, and puts it back later
+    r = ip.run_cell("import sys\nsaved = sys.getprofile()\n_pv_c()\nsys.setprofile(saved)\n"
+                    "_pv_c()\nsys.setprofile(None)\n")
+    assert r.success, r.error_in_exec
+
+
+def test_equal_modules_of_two_sandboxes_are_told_apart(ip):
+    ip.run_cell("%%sandbox_reload pvalpha m\ndef f():\n    return 1\n")
+    ip.run_cell("%%sandbox_reload pvbeta m\ndef f():\n    return 5\n")
+    ip.run_cell("%%sandbox_reload pvbeta m\ndef f():\n    return 1\n")   # v2: alpha's code
+    try:
+        run = last(ip, "pvalpha.modules['m'].f()")
+        assert [m.label() for m in run.modules] == ["pvalpha.m v1"]
+        run = last(ip, "pvbeta.modules['m'].f()")
+        assert [m.label() for m in run.modules] == ["pvbeta.m v2"]
+    finally:
+        for name in ("pvalpha", "pvbeta"):
+            sm.destroy_sandbox(name)
+            ip.user_ns.pop(name, None)
+
+
+def test_a_dry_run_records_nothing_and_a_cell_that_ran_two_versions_names_both(ip, sb):
+    assert last(ip, f"%sandbox_rollback {sb} c 1 --dry-run") is None
+    ip.run_cell(f"%%sandbox_reload {sb} c\ndef h():\n    return 2\n")
+    ip.run_cell(f"%sandbox_rollback {sb} c 1")
+    run = last(ip, f"import sandbox_magic as sm\n{sb}.modules['c'].h()\n"
+                   f"sm.rollback_module({sb!r}, 'c', 2, dry_run=True)\n"
+                   f"sm.hot_reload_source({sb!r}, 'X = 1\\ndef h():\\n    return 3\\n', 'c')\n"
+                   f"{sb}.modules['c'].h()\n")
+    assert labels(run) == ["c v1", "c v3"]

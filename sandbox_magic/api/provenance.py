@@ -25,12 +25,15 @@ from .registry import all_hosts
 _PREFIX = "<sandbox "
 
 
-def version_of(module: str, checksum: str) -> list[RanModule]:
-    """The sandboxes holding a version of ``module`` whose checksum starts with
-    ``checksum``, and that version (the current one when it matches)."""
+def version_of(module: str, checksum: str, sandbox: str | None = None) -> list[RanModule]:
+    """The sandboxes (``sandbox`` only, when the code's owner is known) holding a version
+    of ``module`` whose checksum starts with ``checksum``, and that version (the current
+    one when it matches)."""
     out = []
     for host in all_hosts():
         st = host.state
+        if sandbox is not None and st.id != sandbox:
+            continue
         h = st.histories.get(module)
         if h is None:
             continue
@@ -38,9 +41,8 @@ def version_of(module: str, checksum: str) -> list[RanModule]:
         if versions:
             out.append(RanModule(st.id, module, h.current if h.current in versions
                                  else max(versions)))
-        elif module in st.modules and h.current is not None and \
-                h.current_record().checksum.startswith(checksum):
-            out.append(RanModule(st.id, module, h.current))
+        elif sandbox is not None:
+            out.append(RanModule(st.id, module, None))     # a version no longer retained
     return out
 
 
@@ -52,23 +54,30 @@ def _from_filename(filename: str) -> tuple[str, str] | None:
     return None
 
 
-def _resolve(found: Iterable[tuple[str, str]]) -> tuple[RanModule, ...]:
-    out: dict[tuple[str, str], RanModule] = {}
-    for module, checksum in found:
-        for r in version_of(module, checksum):
-            key = (r.sandbox, r.module)
-            if key not in out or (r.version or 0) > (out[key].version or 0):
-                out[key] = r
-    return tuple(sorted(out.values(), key=lambda r: (r.sandbox, r.module)))
+def _resolve(found: Iterable[tuple[str, str, str | None]]) -> tuple[RanModule, ...]:
+    """Every (sandbox, module, version) whose code ran: two versions of one module both
+    count (a cell that ran v1's code and then reloaded to v2 made outputs of both)."""
+    out = {(r.sandbox, r.module, r.version)
+           for module, checksum, owner in found
+           for r in version_of(module, checksum, owner)}
+    return tuple(RanModule(*k) for k in sorted(out, key=lambda k: (k[0], k[1], k[2] or 0)))
 
 
 def start_recording() -> bool:
     """Record which sandbox code each cell runs from now on (the IPython extension
     calls this); False when this interpreter cannot (another tool holds the ids)."""
-    loaded = [h.state.histories[m].current_record().artifact
+    loaded = [(h.state.histories[m].current_record().artifact, h.state.id)
               for h in all_hosts() for m in h.state.modules
               if m in h.state.histories and h.state.histories[m].current is not None]
     return RECORDER.activate(loaded)
+
+
+def recording_unavailable() -> str | None:
+    """Why cells are not recorded in this kernel, or None when they are."""
+    if RECORDER.available:
+        return None
+    return ("provenance is off in this kernel: sys.monitoring tool ids 3 and 4 are both "
+            "in use by other tools")
 
 
 _versioning: list[bool] = [False]
@@ -76,8 +85,11 @@ _versioning: list[bool] = [False]
 
 def begin_cell(execution_count: int | None, cell_id: str | None, cell: str,
                namespace: dict[str, Any]) -> None:
-    uses = RECORDER.monitor is not None or names_sandbox_code(cell, namespace)
     _versioning[0] = changes_versions(cell)
+    if _versioning[0] and "--dry-run" in cell.split("\n", 1)[0]:
+        RECORDER.current = None
+        return              # a dry run makes nothing: nothing to record
+    uses = RECORDER.monitor is not None or names_sandbox_code(cell, namespace)
     RECORDER.begin_cell(execution_count, cell_id, uses)
 
 
@@ -113,21 +125,36 @@ def sandbox_frames(tb: types.TracebackType | None) -> list[str]:
         where = _from_filename(frame.f_code.co_filename)
         if where is None:
             continue
-        found = version_of(*where)
+        found = version_of(*where, RECORDER.owner_of(frame.f_code))
         name = ", ".join(f"{r.sandbox}.{r.module} v{r.version}" for r in found) or \
             f"{where[0]} (a version no sandbox retains)"
         lines.append(f"  {name}, line {lineno}, in {frame.f_code.co_name}")
     return lines
 
 
+_NOTE = "sandbox code in this traceback (module and version, newest call last):"
+
+
 def name_versions(exc: BaseException) -> bool:
-    """Add a note to ``exc`` naming the module and version of each sandbox frame of its
-    traceback (once); True if it has such frames."""
-    lines = sandbox_frames(exc.__traceback__)
-    if not lines:
-        return False
-    note = "sandbox code in this traceback (module and version, newest call last):\n" + \
-        "\n".join(lines)
-    if note not in getattr(exc, "__notes__", ()):
-        exc.add_note(note)
-    return True
+    """Add a note to ``exc`` (and to the errors it chains, and an exception group's
+    members) naming the module and version of each sandbox frame of its traceback;
+    a note from an earlier raise of the same object is replaced.  True if any has
+    such frames."""
+    found = False
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        notes = getattr(e, "__notes__", None)
+        if notes:
+            notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(_NOTE))]
+        lines = sandbox_frames(e.__traceback__)
+        if lines:
+            e.add_note(_NOTE + "\n" + "\n".join(lines))
+            found = True
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+        todo.extend(getattr(e, "exceptions", ()) or ())
+    return found

@@ -47,7 +47,7 @@ def _reports_failures(fn: _F) -> _F:
         try:
             return fn(sandbox_id, *args, **kwargs)
         except (ReloadError, CompileError) as exc:
-            if depth == 0:
+            if depth == 0 and not kwargs.get("dry_run"):    # a dry run tries nothing
                 _announce(fn.__name__, sandbox_id, exc, args, kwargs)
             raise
         finally:

@@ -1108,15 +1108,32 @@ snapshot(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 typedef struct {
     Py_tracefunc func;
     PyObject *obj;          /* strong, may be NULL */
-    PyObject *mine;         /* the (set, markers) tuple installed */
+    PyObject *mine;         /* the (seen, markers, outer, limited) state */
+    PyObject *installed;    /* what the hook gets: the state, or a function holding it */
 } CallsToken;
+
+/* The hook's state: the object itself, or the first default of a function that
+ * holds it (what sys.getprofile() then returns is a harmless callable: code that
+ * saves and later re-installs "the profiler" gets a function that does nothing). */
+static PyObject *
+calls_state(PyObject *obj)
+{
+    if (PyFunction_Check(obj)) {
+        PyObject *d = PyFunction_GET_DEFAULTS(obj);
+        return (d != NULL && PyTuple_GET_SIZE(d) == 1) ? PyTuple_GET_ITEM(d, 0) : NULL;
+    }
+    return obj;
+}
 
 /* Calls a limited recording still sees (see calls_start's limit). */
 static Py_ssize_t calls_budget = 0;
 
 static int
-calls_profile(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+calls_profile(PyObject *holder, PyFrameObject *frame, int what, PyObject *arg)
 {
+    PyObject *obj = calls_state(holder);
+    if (obj == NULL || !PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 4)
+        return 0;
     PyObject *seen = PyTuple_GET_ITEM(obj, 0);
     if (what == PyTrace_CALL && PyTuple_GET_ITEM(obj, 3) == Py_True && --calls_budget < 0) {
         /* spent: the hook leaves (calls_stop puts back what was there before) */
@@ -1150,6 +1167,7 @@ calls_token_free(PyObject *capsule)
     if (t != NULL) {
         Py_XDECREF(t->obj);
         Py_XDECREF(t->mine);
+        Py_XDECREF(t->installed);
         PyMem_Free(t);
     }
 }
@@ -1158,11 +1176,13 @@ static PyObject *
 calls_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t limit = 0;
-    if (nargs < 2 || nargs > 3 || !PySet_Check(args[0]) || !PyTuple_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "calls_start(set, markers: tuple[, limit: int])");
+    if (nargs < 2 || nargs > 4 || !PySet_Check(args[0]) || !PyTuple_Check(args[1])
+            || (nargs == 4 && !PyFunction_Check(args[3]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "calls_start(set, markers: tuple[, limit: int[, holder: function]])");
         return NULL;
     }
-    if (nargs == 3) {
+    if (nargs >= 3) {
         limit = PyLong_AsSsize_t(args[2]);
         if (limit < 0) {
             if (!PyErr_Occurred())
@@ -1176,8 +1196,10 @@ calls_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     /* a recording already running in this thread (a cell's, around a module body's)
      * keeps seeing what starts: the inner one adds to both sets */
     PyThreadState *now = PyThreadState_Get();
-    PyObject *outer = (now->c_profilefunc == calls_profile && now->c_profileobj != NULL)
-        ? PyTuple_GET_ITEM(now->c_profileobj, 0) : Py_None;
+    PyObject *running = (now->c_profilefunc == calls_profile && now->c_profileobj != NULL)
+        ? calls_state(now->c_profileobj) : NULL;
+    PyObject *outer = (running != NULL && PyTuple_Check(running) && PyTuple_GET_SIZE(running) == 4)
+        ? PyTuple_GET_ITEM(running, 0) : Py_None;
     t->mine = PyTuple_Pack(4, args[0], args[1], outer, limit ? Py_True : Py_False);
     if (limit)
         calls_budget = limit;
@@ -1191,10 +1213,23 @@ calls_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         PyMem_Free(t);
         return NULL;
     }
+    if (nargs == 4) {
+        PyObject *defaults = PyTuple_Pack(1, t->mine);
+        if (defaults == NULL || PyFunction_SetDefaults(args[3], defaults) < 0) {
+            Py_XDECREF(defaults);
+            Py_DECREF(capsule);
+            return NULL;
+        }
+        Py_DECREF(defaults);
+        t->installed = Py_NewRef(args[3]);
+    }
+    else {
+        t->installed = Py_NewRef(t->mine);
+    }
     PyThreadState *ts = PyThreadState_Get();
     t->func = ts->c_profilefunc;
     t->obj = Py_XNewRef(ts->c_profileobj);
-    PyEval_SetProfile(calls_profile, t->mine);
+    PyEval_SetProfile(calls_profile, t->installed);
     return capsule;
 }
 
@@ -1205,7 +1240,7 @@ calls_stop(PyObject *Py_UNUSED(module), PyObject *capsule)
     if (t == NULL)
         return NULL;
     PyThreadState *ts = PyThreadState_Get();
-    int kept = ts->c_profilefunc == calls_profile && ts->c_profileobj == t->mine;
+    int kept = ts->c_profilefunc == calls_profile && ts->c_profileobj == t->installed;
     int spent = !kept && ts->c_profilefunc == NULL && t->mine != NULL
         && PySet_Contains(PyTuple_GET_ITEM(t->mine, 0), Py_Ellipsis) == 1;
     if (kept || spent)

@@ -8,11 +8,18 @@ refused reload.  What each step found is kept in a :class:`DryRun`.
 
 Like a refused reload, a dry run does run the new module bodies (their side
 effects outside the sandbox are theirs) and, while it lasts, pauses the
-module's servers and the callers of classes whose instances it migrates.
+module's servers and the callers of classes whose instances it migrates.  The
+state handler gets deep copies of the live states (the states themselves when
+they cannot be copied).  What runs after a reload's switch is not tried: a
+server's ``code_change``, a new ``__setstate__`` given the migrated state of a
+replaced class; a reload can still be refused there after a dry run said it
+would be applied.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import linecache
 import time
 import types
 from dataclasses import asdict, dataclass, field
@@ -21,6 +28,8 @@ from typing import Any
 from ..errors import SandboxError
 from .artifact import Artifact
 from .inplace import _is_def, _same_function
+from .provenance import RECORDER
+from .sandbox import forget_source
 
 __all__ = ["ClassMigration", "DryRun", "dry_run", "function_changes", "numbered_here"]
 
@@ -209,6 +218,7 @@ def dry_run(state: Any, changes: list[Any], options: Any) -> DryRun:
     from .reload import Transaction
 
     started = time.perf_counter()
+    options = dataclasses.replace(options, isolate_states=True)
     modules = tuple(c.module for c in changes)
     from_versions, to_versions = _versions(state, changes)
     changed: list[str] = []
@@ -226,7 +236,10 @@ def dry_run(state: Any, changes: list[Any], options: Any) -> DryRun:
                               "functions_changed": tuple(changed),
                               "functions_added": tuple(added),
                               "functions_removed": tuple(removed)}
-    with state.lock, InterruptGuard():
+    known_sources = {c.artifact.filename for c in changes if c.artifact.filename in linecache.cache}
+    added_sources = [c.artifact.filename for c in changes
+                     if c.artifact.filename not in known_sources]
+    with state.lock, InterruptGuard(), RECORDER.paused():
         tx = Transaction(state, changes, options, fresh=False, rerun=())
         try:
             try:
@@ -242,8 +255,9 @@ def dry_run(state: Any, changes: list[Any], options: Any) -> DryRun:
                         f"{short.get(o.__module__, o.__module__)}.{o.__qualname__}"
                         for o, _ in getattr(patcher, "replaced", ()))
                 tx.prepare()
-                report["servers"] = tuple(p.label for part in tx.participants
-                                          for p in getattr(part, "suspend_set", ()))
+                if options.use_state_preservation:     # else no server is suspended
+                    report["servers"] = tuple(p.label for part in tx.participants
+                                              for p in getattr(part, "suspend_set", ()))
                 report["migrations"] = tuple(_migrations(tx.participants))
                 if options.check is not None:
                     tx.run_check()
@@ -257,5 +271,7 @@ def dry_run(state: Any, changes: list[Any], options: Any) -> DryRun:
         finally:
             tx.rollback()
             tx.finish(False)
+            for name in added_sources:       # the dry run's versions were never loaded
+                forget_source(name)
     report["duration"] = time.perf_counter() - started
     return DryRun(**report)

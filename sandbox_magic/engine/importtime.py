@@ -55,6 +55,16 @@ ENABLED = (_native_module is not None and hasattr(_native_module, "calls_start")
            and os.environ.get("SANDBOX_MAGIC_NATIVE", "1") != "0")
 
 
+def _recording(frame: Any, event: str, arg: Any, _state: Any = None) -> None:
+    """What ``sys.getprofile()`` returns while a recording runs: code that saves "the
+    profiler" and installs it again later gets this, which does nothing."""
+
+
+def holder() -> types.FunctionType:
+    """A fresh function of :func:`_recording`'s code, to hold one recording's state."""
+    return types.FunctionType(_recording.__code__, {}, "sandbox_magic_recording", (None,))
+
+
 @contextlib.contextmanager
 def recording(module: types.ModuleType) -> Iterator[None]:
     """Record the calls made while the body of (staging) ``module`` runs."""
@@ -62,7 +72,7 @@ def recording(module: types.ModuleType) -> Iterator[None]:
         yield
         return
     seen: set[object] = set()
-    token = _native_module.calls_start(seen, _STARTS)
+    token = _native_module.calls_start(seen, _STARTS, 0, holder())
     try:
         yield
     finally:

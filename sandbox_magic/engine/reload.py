@@ -91,6 +91,9 @@ class ReloadOptions:
     #: sandbox handle, or an expression evaluated among the sandbox's names;
     #: ``False`` or an exception refuses the reload (step ``"check"``).
     check: Callable[[Any], Any] | str | None = None
+    #: A dry run (engine.dryrun): the state handler gets deep copies of the live
+    #: states, so that nothing it does in place reaches a live object.
+    isolate_states: bool = False
 
 
 class ReloadParticipant(Protocol):
@@ -348,7 +351,7 @@ class Transaction:
         """The staging module of ``m`` (its body not run yet)."""
         self.pending.pop(m, None)
         art = self.code_for[m]
-        register_source(art)
+        register_source(art, self.state.id)
         smod = self.state.new_module(m, art, self.packages)
         self.staged[m] = smod
         if sys.modules.get(smod.__name__) is None:
@@ -379,7 +382,7 @@ class Transaction:
         if self.in_place is not None:
             (m,) = run_order
             self.reals[m] = state.modules[m]
-            register_source(self.code_for[m])
+            register_source(self.code_for[m], state.id)
             self.patcher = self.in_place
             return
         for m in run_order:

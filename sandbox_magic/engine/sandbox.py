@@ -103,8 +103,9 @@ def _lines_entry(name: str, source: str) -> tuple[int, None, list[str], str]:
     return (len(source), None, lines, name)
 
 
-def register_source(artifact: Artifact) -> None:
-    """Make the artifact's source visible to linecache (tracebacks, inspect)."""
+def register_source(artifact: Artifact, owner: str | None = None) -> None:
+    """Make the artifact's source visible to linecache (tracebacks, inspect); ``owner``:
+    the sandbox loading it (its code is then watched for provenance as that sandbox's)."""
     src = artifact.source
     name = artifact.filename
     with _sources_lock:
@@ -117,7 +118,15 @@ def register_source(artifact: Artifact) -> None:
             _unheld.move_to_end(name)
             while len(_unheld) > _UNHELD_MAX:
                 linecache.cache.pop(_unheld.popitem(last=False)[0], None)
-    RECORDER.watch(artifact)      # which cells run this version's code (engine.provenance)
+    RECORDER.watch(artifact, owner)   # which cells run this version's code (provenance)
+
+
+def forget_source(name: str) -> None:
+    """Drop a version's source from linecache unless a retained version holds it."""
+    with _sources_lock:
+        if name not in _refs:
+            linecache.cache.pop(name, None)
+            _unheld.pop(name, None)
 
 
 def hold_sources(sandbox_id: str, module: str, records: Iterable[VersionRecord]) -> None:

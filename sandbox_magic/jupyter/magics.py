@@ -23,6 +23,7 @@ from ..api import provenance
 from ..engine.artifact import infer_module_name
 from ..engine.sandbox import Sandbox
 from ..engine.scope import describe
+from ..engine.versions import VersionStore
 from ..errors import CompileError, ReloadError, SandboxError, SandboxNotFoundError
 from ..hosts.process import RemoteSandbox
 from . import activity
@@ -248,21 +249,13 @@ class SandboxMagics(Magics):
         cell_key = (sid, self.current_cell_id) if self.current_cell_id else None
         module = (args.module or (self.cell_modules.get(cell_key) if cell_key else None)
                   or infer_module_name(cell))
+        if args.dry_run:
+            self._dry_run(sid, module, cell, args)
+            return
         self._ensure(sid)
         self._bind_handle(sid)
         handler, pending_key = (None, None) if args.no_state else self._handler(
             sid, module or "", args.state_handler)
-        if args.dry_run:
-            try:
-                d = api.hot_reload_source(sid, cell, module, state_handler=handler,
-                                          use_state_preservation=not args.no_state,
-                                          coordinate_dependencies=not args.no_cascade,
-                                          suspend_timeout=args.suspend_timeout,
-                                          check=args.check or None, dry_run=True)
-            except CompileError as exc:
-                raise MagicError(_compile_message(exc)) from None
-            print(d.summary())     # the handler stays pending for the real reload
-            return
         known = {m: set(h.records) for m, h in api.sandbox_histories(sid).items()}
         try:
             with activity.from_cell(sid):
@@ -280,6 +273,27 @@ class SandboxMagics(Magics):
             self.cell_modules[cell_key] = result.module
         if not args.quiet:
             print(summary_line(sid, result, "reload", known))
+
+    def _dry_run(self, sid: str, module: str | None, cell: str, args: Any) -> None:
+        """``--dry-run``: the summary of what the reload would do; nothing changes (a
+        sandbox that does not exist yet is made for the dry run and removed after it)."""
+        made = sid not in {s.id for s in api.list_sandboxes()}
+        if made:
+            api.create_sandbox(sid, store=VersionStore(), max_versions=None)
+        try:
+            handler, _ = (None, None) if args.no_state else self._handler(
+                sid, module or "", args.state_handler)
+            d = api.hot_reload_source(sid, cell, module, state_handler=handler,
+                                      use_state_preservation=not args.no_state,
+                                      coordinate_dependencies=not args.no_cascade,
+                                      suspend_timeout=args.suspend_timeout,
+                                      check=args.check or None, dry_run=True)
+        except CompileError as exc:
+            raise MagicError(_compile_message(exc)) from None
+        finally:
+            if made:
+                api.destroy_sandbox(sid)
+        print(d.summary())     # a pending handler stays pending for the real reload
 
     @magic_arguments()
     @argument("sandbox_id")
@@ -333,6 +347,10 @@ class SandboxMagics(Magics):
     def sandbox_ran(self, line: str) -> None:
         """Which sandbox modules, at which versions, the last cells ran (newest last)."""
         args = parse_argstring(self.sandbox_ran, line)
+        off = provenance.recording_unavailable()
+        if off:
+            print(off)
+            return
         runs = api.cell_provenance(last=max(1, args.count))
         if not runs:
             print("no cell has run sandbox code since %load_ext sandbox_magic"
@@ -790,18 +808,26 @@ def _handler_message(exc: ReloadError, handler: Any, *, pending: bool, dropped: 
     return text
 
 
-def _show_error(shell: Any, etype: type, value: BaseException, tb: Any,
-                tb_offset: Any = None) -> None:
-    """A magic's error in one line; any other error as IPython shows it, with a note
-    naming the module and version of each sandbox frame of its traceback."""
-    if isinstance(value, MagicError):
-        print(f"SandboxError: {value}", file=sys.stderr)
-        return
-    try:
-        provenance.name_versions(value)
-    except Exception:      # naming versions must never hide the user's error
-        log.debug("could not name the versions in a traceback", exc_info=True)
-    shell.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)
+def _show_magic_error(shell: Any, etype: type, value: BaseException, tb: Any,
+                      tb_offset: Any = None) -> None:
+    print(f"SandboxError: {value}", file=sys.stderr)
+
+
+def _naming_versions(show: Callable[..., Any]) -> Callable[..., Any]:
+    """The shell's showtraceback, adding first a note that names the module and version
+    of each sandbox frame of the error's traceback (and of the errors it chains)."""
+    @functools.wraps(show)
+    def showtraceback(exc_tuple: Any = None, *args: Any, **kwargs: Any) -> Any:
+        try:
+            value = exc_tuple[1] if exc_tuple else sys.exc_info()[1]
+            if isinstance(value, BaseException):
+                provenance.name_versions(value)
+        except Exception:      # naming versions must never hide the user's error
+            log.debug("could not name the versions in a traceback", exc_info=True)
+        return show(exc_tuple, *args, **kwargs)
+
+    showtraceback.naming_versions = True  # type: ignore[attr-defined]
+    return showtraceback
 
 
 class _CellHooks:
@@ -835,7 +861,9 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = SandboxMagics(ipython)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics.remember_cell)
-    ipython.set_custom_exc((MagicError, Exception), _show_error)
+    ipython.set_custom_exc((MagicError,), _show_magic_error)
+    if not getattr(ipython.showtraceback, "naming_versions", False):
+        ipython.showtraceback = _naming_versions(ipython.showtraceback)
     for old in _hooks:
         for event, cb in (("pre_run_cell", old.pre), ("post_run_cell", old.post)):
             try:

@@ -11,7 +11,9 @@ validates, and applies all states.  Any failure restores every captured state
 
 from __future__ import annotations
 
+import copy
 import gc
+import logging
 import threading
 import time
 import types
@@ -31,6 +33,8 @@ from ..errors import CallsInFlight, IncompatibleStateError, ReloadError, Sandbox
 from .fields import added_fields, missing_required, refuse_missing, with_defaults
 from .forward import forward, is_forwarder, unforward
 from .server import Server, ServerProcess
+
+log = logging.getLogger(__name__)
 
 # Attribute access on instances, and making new ones (a new instance is made once the
 # reload is over, under whatever code is current then, instead of half under each).
@@ -450,6 +454,15 @@ class _ClassGroup:
         self.handler: Any = None     # the migration of this class's instances, if any
 
 
+def _copied(value: Any) -> Any:
+    """A deep copy of a state for a dry run's handler (the state itself if it cannot be
+    copied: a lock, a socket)."""
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
+
+
 class LiveState:
     """The live-state participant of one reload transaction."""
 
@@ -507,7 +520,8 @@ class LiveState:
             except SandboxTimeout as exc:
                 raise ReloadError(f"{exc}; the reload was refused and nothing changed",
                                   step="suspend", obj=p.label) from exc
-        self.server_old = [p.state for p in self.servers]
+        isolate = getattr(self.opts, "isolate_states", False)
+        self.server_old = [_copied(p.state) if isolate else p.state for p in self.servers]
         handler = self.opts.state_handler
         for g in self.groups:
             g.handler = self._handler_for(handler, g.cls, g.objs)
@@ -542,7 +556,15 @@ class LiveState:
             except Exception as exc:
                 raise ReloadError(f"capturing the state of {g.cls.__qualname__} instances "
                                   f"failed: {exc}", step="capture") from exc
-            if g.handler is not None:
+            copied = False
+            if isolate and g.handler is not None:
+                try:       # a dry run: the handler never reaches a live container
+                    g.old = copy.deepcopy(g.old)
+                    copied = True
+                except Exception:
+                    log.debug("states of %s cannot be copied; recording their containers",
+                              g.cls.__qualname__, exc_info=True)
+            if g.handler is not None and not copied:
                 self._record_nested(g)
             if g.handler is not handler:
                 fields: list[Any] = getattr(g.handler, "fields", [])
@@ -655,6 +677,8 @@ class LiveState:
             raise ReloadError(f"capturing the state of {label} failed: {exc}",
                               step="capture", obj=obj) from exc
         if handler is not None:
+            if getattr(self.opts, "isolate_states", False):
+                state = _copied(state)
             with user_code():
                 state = self._migrate(handler, label, state, ov, nv)
         try:
