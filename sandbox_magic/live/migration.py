@@ -454,6 +454,17 @@ class _ClassGroup:
         self.handler: Any = None     # the migration of this class's instances, if any
 
 
+_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
+
+
+def _only_atoms(states: list[Any]) -> bool:
+    """Whether every state is a dict of immutable plain values (found in C): the
+    shallow copy each state gets before its handler runs is then copy enough."""
+    if not all(type(st) is dict for st in states):
+        return False
+    return set(map(type, chain.from_iterable(map(dict.values, states)))) <= _ATOMS
+
+
 def _copied(value: Any) -> Any:
     """A deep copy of a state for a dry run's handler (the state itself if it cannot be
     copied: a lock, a socket)."""
@@ -559,7 +570,8 @@ class LiveState:
             copied = False
             if isolate and g.handler is not None:
                 try:       # a dry run: the handler never reaches a live container
-                    g.old = copy.deepcopy(g.old)
+                    if not _only_atoms(g.old):
+                        g.old = copy.deepcopy(g.old)
                     copied = True
                 except Exception:
                     log.debug("states of %s cannot be copied; recording their containers",
