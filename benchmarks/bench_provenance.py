@@ -3,10 +3,10 @@
 Rows (one run):
 
 * a cell calling a sandbox function 1,000,000 times, in an IPython shell with
-  ``%load_ext sandbox_magic`` (every cell's provenance recorded) vs the same
-  cell in a shell without it, on every interpreter the test command set up
-  (the benchmark's own, and ``.venvs/3.X`` when present); each in its own
-  process, median of 7 cells after 2 untimed ones;
+  ``%load_ext sandbox_magic``, its provenance recorded vs not (the recorder
+  switched off for that cell), the two in turn in one process, median of 9
+  cells each after 2 untimed pairs, on every interpreter the test command set
+  up (the benchmark's own, and ``.venvs/3.X`` when present);
 * a dry run of the 60-line benchmark module with 1,000 live instances next to
   the real reload of the same edit (both with a state handler, so that states
   are captured and migrated);
@@ -36,28 +36,33 @@ CALLS = 1_000_000
 CELL = f"for _ in range({CALLS}):\n    step()\n"
 
 
-def cell_worker(recorded: bool, repeats: int) -> list[float]:
+def cell_worker(repeats: int) -> dict[str, list[float]]:
+    """One shell with the extension loaded; the same cell timed with the recording on
+    and off in turn (off: the recorder skips the cell; events the last recorded cell
+    turned off stay off), so both share the process, its memory and its caches."""
     from IPython.testing.globalipapp import start_ipython
 
     import sandbox_magic as sm
+    from sandbox_magic.engine.provenance import RECORDER
 
     ip = start_ipython()
-    if recorded:
-        ip.run_line_magic("load_ext", "sandbox_magic")
+    ip.run_line_magic("load_ext", "sandbox_magic")
     sm.create_sandbox("bp")
     sm.hot_reload_source("bp", "def step():\n    return 1\n", "m")
     ip.user_ns["step"] = sm.get_sandbox("bp").modules["m"].step
-    times = []
+    times: dict[str, list[float]] = {"on": [], "off": []}
     for i in range(repeats + 2):
-        t0 = time.perf_counter()
-        r = ip.run_cell(CELL)
-        dt = time.perf_counter() - t0
-        assert r.success
-        if i >= 2:
-            times.append(dt)
-    if recorded:
-        runs = sm.cell_provenance()
-        assert runs and runs[-1].modules[0].module == "m", runs[-1:]
+        for mode in ("on", "off"):
+            RECORDER.active = mode == "on"
+            t0 = time.perf_counter()
+            r = ip.run_cell(CELL)
+            dt = time.perf_counter() - t0
+            assert r.success
+            if i >= 2:
+                times[mode].append(dt)
+    RECORDER.active = True
+    runs = sm.cell_provenance()
+    assert runs and runs[-1].modules[0].module == "m", runs[-1:]
     return times
 
 
@@ -108,21 +113,19 @@ def version_of(exe: str) -> str:
 def cell_rows(repeats: int) -> list[str]:
     rows = []
     for exe in interpreters():
-        got = {}
-        for recorded in (True, False):
-            out = subprocess.run([exe, __file__, "--worker", "1" if recorded else "0",
-                                  "--repeats", str(repeats)],
-                                 capture_output=True, text=True, check=False)
-            if out.returncode != 0:
-                print(out.stdout, out.stderr, file=sys.stderr)
-                raise SystemExit(f"the worker under {exe} failed")
-            got[recorded] = json.loads(out.stdout.strip().splitlines()[-1])
-        on, off = got[True], got[False]
+        out = subprocess.run([exe, __file__, "--worker", "--repeats", str(repeats)],
+                             capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            print(out.stdout, out.stderr, file=sys.stderr)
+            raise SystemExit(f"the worker under {exe} failed")
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        on, off = got["on"], got["off"]
         ratio = statistics.median(on) / statistics.median(off)
         how = "sys.monitoring" if version_of(exe) >= "3.12" else "profile hook (3.11)"
         rows.append(f"| a cell calling a sandbox function {CALLS:,} times, provenance recorded "
-                    f"({how}) vs not, Python {version_of(exe)} | {spread(on, 'ms', 1)} | "
-                    f"{spread(off, 'ms', 1)} | {ratio:.3f}x |")
+                    f"({how}) vs the same cell unrecorded, in turn in one shell, Python "
+                    f"{version_of(exe)} | {spread(on, 'ms', 1)} | {spread(off, 'ms', 1)} | "
+                    f"{ratio:.3f}x |")
     return rows
 
 
@@ -139,12 +142,12 @@ def badge_row() -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--worker", choices=["0", "1"])
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--repeats", type=int, default=9)
     args = ap.parse_args()
     fresh_store()
-    if args.worker is not None:
-        print(json.dumps(cell_worker(args.worker == "1", args.repeats)))
+    if args.worker:
+        print(json.dumps(cell_worker(args.repeats)))
         return
     rows = cell_rows(args.repeats) + dry_run_rows() + badge_row()
     table = "\n".join([
