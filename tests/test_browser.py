@@ -660,6 +660,23 @@ def test_a_restarted_kernel_shows_the_stored_history_at_once(demo):
 
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 
+
+def each_theme(page):
+    """Switch JupyterLab to each theme in turn, yielding its key once it is loaded (and the
+    splash JupyterLab shows meanwhile is gone); back to the light theme when closed
+    (use it with ``contextlib.closing``)."""
+    try:
+        for key, theme in THEMES.items():
+            page.evaluate("t => window.jupyterapp.commands.execute('apputils:change-theme',"
+                          " {theme: t})", theme)
+            wait_for(page, "t => document.body.dataset.jpThemeName === t"
+                           " && document.getElementById('jupyterlab-splash') === null",
+                     f"JupyterLab to load the theme {theme!r}", arg=theme)
+            yield key
+    finally:
+        page.evaluate("t => window.jupyterapp.commands.execute('apputils:change-theme',"
+                      " {theme: t})", THEMES["light"])
+
 CONTRAST = f"""() => {{
   const parse = c => {{
     let m = c.match(/^rgba?\\(([^)]*)\\)/);
@@ -728,14 +745,8 @@ def test_screenshots_in_light_and_dark_theme(demo):
     page.mouse.move(0, 0)
     RESULTS.mkdir(parents=True, exist_ok=True)
     low = {}
-    try:
-        for key, theme in THEMES.items():
-            page.evaluate("t => window.jupyterapp.commands.execute('apputils:change-theme',"
-                          " {theme: t})", theme)
-            # the theme is loaded, and the splash JupyterLab shows meanwhile is gone
-            wait_for(page, "t => document.body.dataset.jpThemeName === t"
-                           " && document.getElementById('jupyterlab-splash') === null",
-                     f"JupyterLab to load the theme {theme!r}", arg=theme)
+    with contextlib.closing(each_theme(page)) as themes:
+        for key in themes:
             wait_versions(page, ["3", "2*", "1"])
             wait_for(page, "() => window.jupyterapp.shell.currentWidget.sessionContext"
                            ".session.kernel.status === 'idle'", "the kernel to be idle")
@@ -743,9 +754,6 @@ def test_screenshots_in_light_and_dark_theme(demo):
             assert any("added" in m["cls"] and "jp-mod-current" in m["row"] for m in measured)
             low[key] = [m for m in measured if m["ratio"] < 4.5]
             page.screenshot(path=str(RESULTS / f"panel-{key}.png"))
-    finally:
-        page.evaluate("t => window.jupyterapp.commands.execute('apputils:change-theme',"
-                      " {theme: t})", THEMES["light"])
     assert low == {"light": [], "dark": []}, f"text below WCAG AA (4.5:1): {low}"
 
 
@@ -813,6 +821,12 @@ def test_an_output_names_the_version_that_made_it_and_turns_stale(demo, lab):
     wait_badges(page, ["demo.greet v3 → now v2 (stale)"], "after a rollback")
     wait_for(page, """() => window.jupyterapp.commands.isEnabled('sandbox-magic:rerun-stale')""",
              "the re-run command to be enabled")
+    # ... in the notebook's toolbar too, enabled
+    wait_for(page, """() => {
+        const b = document.querySelector(
+          ".jp-NotebookPanel-toolbar [data-command='sandbox-magic:rerun-stale']");
+        return b && !b.disabled && (b.title || '').includes('the 3 cells');
+    }""", "the re-run button in the notebook toolbar to be enabled")
     # the badge is a button: the keyboard reaches it, Enter opens the diff v2 -> v3
     page.evaluate("window.__smBadgeCell.node.querySelector('.jp-SandboxBadge').focus()")
     page.keyboard.press("Enter")
@@ -836,13 +850,8 @@ def test_an_output_names_the_version_that_made_it_and_turns_stale(demo, lab):
     # light and dark pictures of a stale badge
     page.add_style_tag(content=".Toastify { display: none !important; }")
     page.mouse.move(0, 0)
-    try:
-        for key, theme in THEMES.items():
-            page.evaluate("t => window.jupyterapp.commands.execute('apputils:change-theme',"
-                          " {theme: t})", theme)
-            wait_for(page, "t => document.body.dataset.jpThemeName === t"
-                           " && document.getElementById('jupyterlab-splash') === null",
-                     f"JupyterLab to load the theme {theme!r}", arg=theme)
+    with contextlib.closing(each_theme(page)) as themes:
+        for key in themes:
             wait_badges(page, ["demo.greet v3 → now v2 (stale)"], f"in the {key} theme")
             low = [m for m in page.evaluate(CONTRAST)
                    if "jp-SandboxBadge" in m["cls"] and m["ratio"] < 4.5]
@@ -853,9 +862,6 @@ def test_an_output_names_the_version_that_made_it_and_turns_stale(demo, lab):
             page.screenshot(path=str(RESULTS / f"badge-{key}.png"),
                             clip={"x": box[0], "y": max(0, box[1] - 8), "width": min(box[2], 700),
                                   "height": box[3] + 16})
-    finally:
-        page.evaluate("t => window.jupyterapp.commands.execute('apputils:change-theme',"
-                      " {theme: t})", THEMES["light"])
     # the command re-runs every stale cell: their outputs come from v2 now
     page.evaluate("window.jupyterapp.commands.execute('sandbox-magic:rerun-stale')")
     wait_badges(page, ["demo.greet v2"], "after re-running the stale cells")
