@@ -207,3 +207,17 @@ def test_without_state_preservation_no_server_is_said_to_pause(sid):
                                   "    def init(self):\n        return 1\n", "m",
                              use_state_preservation=False, dry_run=True)
     assert d.servers == ()
+
+
+def test_an_unchanged_function_is_not_listed_as_changed(sid):
+    # a short module is compiled whole at first and statement by statement later: the
+    # same text can give slightly different code (3.11: functools.wraps as an attribute
+    # or a method load), which is no change of the function
+    v1 = ("import functools\ndef helper(f):\n    return functools.wraps(f)\n"
+          + "".join(f"X{i} = {i}\n" for i in range(20)))
+    sm.hot_reload_source(sid, v1, "m")
+    d = sm.hot_reload_source(sid, v1.replace("X5 = 5", "X5 = 55"), "m", dry_run=True)
+    assert d.functions_changed == ()
+    d = sm.hot_reload_source(sid, v1.replace("functools.wraps(f)", "functools.wraps(f)(f)"),
+                             "m", dry_run=True)
+    assert d.functions_changed == ("m.helper",)

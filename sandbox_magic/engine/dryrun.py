@@ -150,12 +150,28 @@ def _functions(art: Artifact | None) -> dict[str, types.CodeType]:
     return out
 
 
+def _text(source_lines: list[str], code: types.CodeType) -> str:
+    """The source lines of a function (its decorators to its last line of code)."""
+    last = code.co_firstlineno
+    todo = [code]
+    while todo:
+        c = todo.pop()
+        last = max([last, *(ln for _, _, ln in c.co_lines() if ln is not None)])
+        todo.extend(k for k in c.co_consts if type(k) is types.CodeType)
+    return "\n".join(x.strip() for x in source_lines[code.co_firstlineno - 1:last])
+
+
 def function_changes(module: str, old: Artifact | None, new: Artifact
                      ) -> tuple[list[str], list[str], list[str]]:
-    """Functions (and methods) changed, added and removed from ``old`` to ``new``."""
+    """Functions (and methods) changed, added and removed from ``old`` to ``new``: a
+    function changed when its code and its text both differ (the same text compiled
+    whole or statement by statement can give slightly different code)."""
     a, b = _functions(old), _functions(new)
+    old_lines = old.source.split("\n") if old is not None else []
+    new_lines = new.source.split("\n")
     changed = sorted(f"{module}.{q}" for q in a.keys() & b.keys()
-                     if not _same_function(a[q], b[q]))
+                     if not _same_function(a[q], b[q])
+                     and _text(old_lines, a[q]) != _text(new_lines, b[q]))
     added = sorted(f"{module}.{q}" for q in b.keys() - a.keys())
     removed = sorted(f"{module}.{q}" for q in a.keys() - b.keys())
     return changed, added, removed
