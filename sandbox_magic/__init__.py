@@ -40,6 +40,7 @@ from .api import (
     watch,
 )
 from .api.batch import batch_hot_reload
+from .api.classroom import Follower, follow, publish, unfollow, unpublish
 from .api.manager import ModuleVersionManager
 from .api.preservation import CapturedState, PreserveResult, StatePreservation
 from .engine.artifact import Artifact, CompileInfo, compile_file, compile_sandbox, compile_source
@@ -90,6 +91,7 @@ __all__ = [
     "CompileError",
     "CompileInfo",
     "DryRun",
+    "Follower",
     "HistoryError",
     "IncompatibleStateError",
     "InvalidSandboxIdError",
@@ -131,6 +133,7 @@ __all__ = [
     "current_scope",
     "destroy_sandbox",
     "diff_versions",
+    "follow",
     "get_module_version",
     "get_sandbox",
     "get_sandbox_info",
@@ -142,6 +145,7 @@ __all__ = [
     "list_sandboxes",
     "list_servers",
     "probe",
+    "publish",
     "redo",
     "restart_sandbox",
     "restore_sandbox",
@@ -152,6 +156,8 @@ __all__ = [
     "start_server",
     "sync_sandbox",
     "undo",
+    "unfollow",
+    "unpublish",
     "unwatch",
     "watch",
 ]

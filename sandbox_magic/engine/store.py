@@ -291,7 +291,8 @@ class SQLiteVersionStore(VersionStore):
 
     durable = True
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0,
+                 read_only: bool = False) -> None:
         self.path = Path(path)
         self.timeout = timeout
         self.lock = threading.RLock()
@@ -307,6 +308,13 @@ class SQLiteVersionStore(VersionStore):
         # histories saved while the file could not be written: written when it can be
         self.pending: dict[tuple[str, str, str], ModuleHistory] = {}
         self._lost = False
+        if read_only:
+            # never written through this object, whatever the file's permissions
+            self._warned_readonly = True
+            if not self.path.exists() or not self._connect_readonly():
+                raise StoreFormatError(f"cannot read the history store {self.path}: it does "
+                                       "not exist or is not a sandbox_magic store")
+            return
         try:
             self._open()
         except (sqlite3.Error, OSError, StoreFormatError) as exc:
@@ -389,6 +397,9 @@ class SQLiteVersionStore(VersionStore):
         if not self.path.exists() or ("readonly" not in str(why).replace("-", "").lower() \
                 and os.access(self.path.parent, os.W_OK)):
             return False
+        return self._connect_readonly()
+
+    def _connect_readonly(self) -> bool:
         for query in ("mode=ro", "mode=ro&immutable=1"):
             try:
                 conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{query}", uri=True,

@@ -19,7 +19,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from .. import api
-from ..api import provenance
+from ..api import classroom, provenance
 from ..engine.artifact import infer_module_name
 from ..engine.sandbox import Sandbox
 from ..engine.scope import describe
@@ -339,6 +339,67 @@ class SandboxMagics(Magics):
         return api.run(sid, cell)   # the cell's own errors keep their traceback
 
     # --------------------------------------------------------- line magics
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("path", nargs="?", default=None,
+              help="a folder students can read (or a .sqlite3 file there)")
+    @argument("--stop", action="store_true", help="stop publishing")
+    @line_magic
+    @usage_errors
+    def sandbox_publish(self, line: str) -> None:
+        """Share a sandbox's versions at PATH, now and after every change (a class)."""
+        args = parse_argstring(self.sandbox_publish, line)
+        if args.stop:
+            classroom.unpublish(args.sandbox_id)
+            print(f"{args.sandbox_id}: no longer published")
+            return
+        if not args.path:
+            raise MagicError("usage: %sandbox_publish ID PATH (or --stop)")
+        if not api.is_loaded(args.sandbox_id):
+            raise self._not_loaded(args.sandbox_id)
+        where = classroom.publish(args.sandbox_id, args.path)
+        print(f"{args.sandbox_id}: published to {where}; students run "
+              f"%sandbox_follow {args.sandbox_id} {args.path}")
+
+    @magic_arguments()
+    @argument("sandbox_id")
+    @argument("path", nargs="?", default=None, help="where the teacher published")
+    @argument("--auto", action="store_true",
+              help="apply each new teacher version at once (it runs the teacher's code here)")
+    @argument("--apply", action="store_true", help="apply the teacher versions waiting")
+    @argument("--skip", action="store_true", help="leave the teacher versions waiting")
+    @argument("--resync", action="store_true",
+              help="take the teacher's current versions again (after edits of your own)")
+    @argument("--stop", action="store_true", help="stop following")
+    @line_magic
+    @usage_errors
+    def sandbox_follow(self, line: str) -> None:
+        """Follow the versions a teacher publishes: one line per teacher version."""
+        args = parse_argstring(self.sandbox_follow, line)
+        sid = args.sandbox_id
+        api.validate_sandbox_id(sid)
+        f = classroom.follower(sid)
+        if args.stop or args.apply or args.skip or args.resync:
+            if f is None:
+                raise MagicError(f"{sid} follows nothing: %sandbox_follow {sid} PATH first")
+            if args.stop:
+                classroom.unfollow(sid)
+                print(f"{sid}: no longer following")
+            elif args.skip:
+                f.skip()
+                print(f"{sid}: teacher versions skipped")
+            else:
+                for out in (f.apply() if args.apply else f.resync()) or ["nothing waits"]:
+                    print(out)
+            return
+        if not args.path:
+            raise MagicError("usage: %sandbox_follow ID PATH [--auto]")
+        classroom.follow(sid, args.path, auto=args.auto, on_version=print)
+        self._bind_handle(sid)
+        print(f"{sid}: following {args.path}" + (" (applying each new version at once)"
+                                                  if args.auto else
+                                                  " (new versions wait: --apply or --skip)"))
+
     @magic_arguments()
     @argument("count", nargs="?", type=int, default=5,
               help="how many of the last cells that ran sandbox code (default 5)")

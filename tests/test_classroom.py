@@ -1,0 +1,163 @@
+"""A student's sandbox follows the versions a teacher's sandbox publishes."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+import sandbox_magic as sm
+from sandbox_magic.api import classroom
+from sandbox_magic.engine.store import SQLiteVersionStore
+
+COUNTER = """class Counter:
+    def __init__(self):
+        self.n = 0
+    def inc(self):
+        self.n += {step}
+        return self.n
+"""
+# raises in the student's sandbox only (its module name holds the sandbox id)
+FAILS_FOR_STUDENTS = COUNTER.format(step=100) + (
+    "if __name__.split('.')[-2].startswith('stu'):\n"
+    "    raise RuntimeError('this version breaks in students kernels')\n")
+
+
+def wait(cond, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def teacher(tmp_path):
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=1), "counter")
+    path = classroom.publish("tch", tmp_path)
+    yield path
+    classroom.unpublish("tch")
+    for sid in ("tch", "stu"):
+        classroom.unfollow(sid)
+        if sid in {s.id for s in sm.list_sandboxes()}:
+            sm.destroy_sandbox(sid)
+
+
+def student_version():
+    return sm.get_sandbox("stu").modules["counter"].Counter().inc()
+
+
+def test_a_follower_loads_the_current_version_and_applies_new_ones(teacher):
+    lines = []
+    f = classroom.follow("stu", teacher.parent, auto=True, teacher="tch",
+                         on_version=lines.append)
+    assert student_version() == 1 and lines == ["stu.counter: v1 from the teacher applied"]
+    held = sm.get_sandbox("stu").Counter()
+    held.inc()
+    t0 = time.perf_counter()
+    sm.hot_reload_source("tch", COUNTER.format(step=10), "counter")
+    wait(lambda: f.applied.get("counter") == 2, "the student to apply v2")
+    latency = time.perf_counter() - t0
+    assert held.inc() == 11                 # the student's own object: state kept, new code
+    assert latency < 5.0, latency           # (the benchmark reports it; within 1 s here)
+    assert lines[-1] == "stu.counter: v2 from the teacher applied"
+    # the teacher rolls back: the follower follows
+    sm.rollback_module("tch", "counter", 1)
+    wait(lambda: f.applied.get("counter") == 1, "the student to follow the rollback")
+    assert held.inc() == 12
+
+
+def test_without_auto_a_new_version_waits_to_be_applied_or_skipped(teacher):
+    f = classroom.follow("stu", teacher, teacher="tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=10), "counter")
+    wait(lambda: f.pending(), "the teacher's v2 to wait")
+    assert [(t.module, t.version) for t in f.pending()] == [("counter", 2)]
+    assert student_version() == 1
+    f.skip()
+    assert f.pending() == [] and student_version() == 1
+    sm.hot_reload_source("tch", COUNTER.format(step=20), "counter")
+    wait(lambda: f.pending(), "the teacher's v3 to wait")
+    assert f.apply() == ["stu.counter: v3 from the teacher applied"]
+    assert student_version() == 20
+
+
+def test_a_version_that_fails_here_changes_nothing_and_the_next_is_tried(teacher):
+    f = classroom.follow("stu", teacher, auto=True, teacher="tch")
+    sm.hot_reload_source("tch", FAILS_FOR_STUDENTS, "counter")      # fine for the teacher
+    wait(lambda: ("counter", 2) in f.failed, "v2 to fail in the student's kernel")
+    assert "RuntimeError" in f.failed[("counter", 2)] and student_version() == 1
+    sm.hot_reload_source("tch", COUNTER.format(step=7), "counter")
+    wait(lambda: f.applied.get("counter") == 3, "v3 to be applied")
+    assert student_version() == 7
+
+
+def test_an_absent_follower_catches_up_with_the_current_version(teacher):
+    classroom.follow("stu", teacher, auto=True, teacher="tch")
+    classroom.unfollow("stu")
+    for step in (2, 3, 4):
+        sm.hot_reload_source("tch", COUNTER.format(step=step), "counter")
+    f = classroom.follow("stu", teacher, teacher="tch")      # not auto: the current is loaded
+    assert f.applied == {"counter": 4} and student_version() == 4
+    assert len(sm.list_module_versions("stu", "counter")) == 2   # v1, then the current
+
+
+def test_students_edits_are_their_own_and_resync_takes_the_teachers_again(teacher):
+    f = classroom.follow("stu", teacher, auto=True, teacher="tch")
+    sm.hot_reload_source("stu", COUNTER.format(step=1000), "counter")     # the student's edit
+    assert student_version() == 1000
+    published = SQLiteVersionStore(teacher, read_only=True)
+    try:
+        assert published.load("tch", scope=classroom.SCOPE)["counter"].current == 1
+    finally:
+        published.close()
+    assert f.resync() == ["stu.counter: v1 from the teacher applied (reactivated)"]
+    assert student_version() == 1
+
+
+def test_followers_open_the_published_store_read_only(teacher):
+    store = SQLiteVersionStore(teacher, read_only=True)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store.conn.execute("CREATE TABLE intruder (x)")
+        assert store.readonly
+    finally:
+        store.close()
+    with pytest.raises(sm.SandboxError, match="nothing is published"):
+        classroom.follow("stu", teacher.parent / "elsewhere", teacher="tch")
+
+
+def test_an_idle_follower_does_not_poll(teacher):
+    f = classroom.follow("stu", teacher, auto=True, teacher="tch")
+    time.sleep(0.3)
+    before = len(f.latency)
+    time.sleep(2.0)                      # nothing written meanwhile
+    assert len(f.latency) - before <= 1, f.latency
+
+
+def test_the_magics_publish_and_follow(teacher, tmp_path, capsys):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sandbox_magic")
+    sm.create_sandbox("tch2")
+    sm.hot_reload_source("tch2", COUNTER.format(step=3), "counter")
+    ip.run_line_magic("sandbox_publish", f"tch2 {tmp_path / 'pub'}")
+    assert "tch2: published to" in capsys.readouterr().out
+    ip.run_line_magic("sandbox_follow", f"stu {tmp_path / 'pub' / 'classroom.sqlite3'}")
+    out = capsys.readouterr().out
+    assert "following" in out
+    # (a student's kernel follows a sandbox of the same id; here ids differ: API only)
+    classroom.unfollow("stu")
+    f = classroom.follow("stu", tmp_path / "pub", teacher="tch2")
+    sm.hot_reload_source("tch2", COUNTER.format(step=4), "counter")
+    wait(lambda: f.pending(), "v2 to wait")
+    classroom.unfollow("stu")
+    ip.run_line_magic("sandbox_publish", "tch2 --stop")
+    sm.destroy_sandbox("tch2")
+    capsys.readouterr()
+    ip.run_cell("%sandbox_follow nobody --apply")
+    assert "follows nothing" in capsys.readouterr().err
