@@ -12,7 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ALL = ["reload", "size", "live", "batch", "store", "memory", "files", "hosts", "cluster",
-       "corpus", "service", "provenance"]
+       "corpus", "service", "provenance", "classroom"]
 
 
 def main() -> None:

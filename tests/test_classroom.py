@@ -161,3 +161,48 @@ def test_the_magics_publish_and_follow(teacher, tmp_path, capsys):
     capsys.readouterr()
     ip.run_cell("%sandbox_follow nobody --apply")
     assert "follows nothing" in capsys.readouterr().err
+
+
+FOLLOWER = """
+import json, os, sys, time
+import sandbox_magic as sm
+from sandbox_magic.api import classroom
+f = classroom.follow("cls", sys.argv[1], auto=True)
+open(sys.argv[2], "w").write("ready")
+deadline = time.time() + 60
+while time.time() < deadline and f.applied.get("counter") != int(sys.argv[3]):
+    time.sleep(0.05)
+print(json.dumps([f.applied, sm.get_sandbox("cls").Counter().inc()]))
+"""
+
+
+def test_follower_processes_reach_every_version(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    sm.create_sandbox("cls")
+    try:
+        sm.hot_reload_source("cls", COUNTER.format(step=1), "counter")
+        classroom.publish("cls", tmp_path / "shared")
+        procs = []
+        for i in range(3):
+            env = {**os.environ, "SANDBOX_MAGIC_STORE": str(tmp_path / f"student{i}.sqlite3")}
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", FOLLOWER, str(tmp_path / "shared"),
+                 str(tmp_path / f"ready{i}"), "4"], env=env, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True))
+        wait(lambda: all((tmp_path / f"ready{i}").exists() for i in range(3)),
+             "the followers to start", timeout=60)
+        for step in (2, 3, 4):
+            sm.hot_reload_source("cls", COUNTER.format(step=step), "counter")
+            time.sleep(0.1)
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err[-2000:]
+            applied, value = json.loads(out.strip().splitlines()[-1])
+            assert applied == {"counter": 4} and value == 4
+    finally:
+        classroom.unpublish("cls")
+        sm.destroy_sandbox("cls")

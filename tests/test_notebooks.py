@@ -34,8 +34,9 @@ def text(nb, tag: str) -> str:
 
 
 def test_every_notebook_is_covered():
-    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"quickstart.ipynb", "tour.ipynb",
-                                                          "break_things.ipynb", "cluster.ipynb"}
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {
+        "quickstart.ipynb", "tour.ipynb", "break_things.ipynb", "cluster.ipynb",
+        "classroom-teacher.ipynb", "classroom-student.ipynb"}
 
 
 def test_quickstart(tmp_path):
@@ -107,7 +108,8 @@ def test_tour_runs_again_from_the_top_any_number_of_times(tmp_path):
     check_tour(execute("tour.ipynb", tmp_path))
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb", "tour.ipynb"])
+@pytest.mark.parametrize("name", ["quickstart.ipynb", "tour.ipynb", "classroom-teacher.ipynb",
+                                  "classroom-student.ipynb"])
 def test_notebooks_are_committed_without_outputs(name):
     nb = nbformat.read(str(NOTEBOOKS / name), as_version=4)
     nbformat.validate(nb)
@@ -139,3 +141,42 @@ def test_tour_check_section(tmp_path):
     nb = execute("tour.ipynb", tmp_path)
     out = text(nb, "check")
     assert "refused at step check" in out and out.strip().endswith("True")
+
+
+def test_the_class_notebooks_in_two_kernels(tmp_path):
+    """The teacher's notebook and a student's, each in its own kernel: the student follows
+    the published sandbox, and the teacher's next version reaches the student's object."""
+    import os
+
+    os.environ["SANDBOX_CLASS_DIR"] = str(tmp_path / "class")
+    try:
+        teacher = nbformat.read(str(NOTEBOOKS / "classroom-teacher.ipynb"), as_version=4)
+        student = nbformat.read(str(NOTEBOOKS / "classroom-student.ipynb"), as_version=4)
+        tc = NotebookClient(teacher, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+        sc = NotebookClient(student, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+        with tc.setup_kernel(), sc.setup_kernel():
+            t_cells = [(i, c) for i, c in enumerate(teacher.cells) if c.cell_type == "code"]
+            s_cells = [(i, c) for i, c in enumerate(student.cells) if c.cell_type == "code"]
+            last = t_cells[-1]
+            for i, c in t_cells[:-1]:            # up to publishing v1
+                tc.execute_cell(c, i)
+            waiting = s_cells[3]                 # the cell that waits for the new version
+            for i, c in s_cells[:3]:
+                sc.execute_cell(c, i)
+            tc.execute_cell(last[1], last[0])    # the teacher's v2
+            for i, c in s_cells[3:]:
+                sc.execute_cell(c, i)
+            assert waiting[1] is s_cells[3][1]
+    finally:
+        os.environ.pop("SANDBOX_CLASS_DIR", None)
+    assert "lesson: published to" in text(teacher, "publish")
+    assert "lesson.counter: new version v2 (was v1)" in text(teacher, "v2")
+    follow = text(student, "follow")
+    assert "lesson.counter: v1 from the teacher applied" in follow and "following" in follow
+    assert text(student, "before").strip() == "(1, 2)"
+    # the same object, the teacher's v2 (the follower's own line, printed from its
+    # thread, lands in whichever cell runs then)
+    assert text(student, "after").strip().splitlines()[-1] == "12"
+    assert "no longer following" in text(student, "stop")
