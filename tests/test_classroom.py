@@ -117,6 +117,99 @@ def test_students_edits_are_their_own_and_resync_takes_the_teachers_again(teache
     assert student_version() == 1
 
 
+RENAMED = """class Counter:
+    def __init__(self):
+        self.count = 0
+    def inc(self):
+        self.count += 5
+        return self.count
+"""
+
+
+def rename_n(state, old_version, new_version):
+    state = dict(state)
+    state["count"] = state.get("n", 0)
+    state["moved"] = [old_version, new_version]
+    return state
+
+
+def refuse_big(state, old_version, new_version):
+    if state.get("n", 0) > 50:
+        raise ValueError("too big to migrate")
+    return state
+
+
+def test_the_teachers_state_handler_migrates_the_students_objects(teacher):
+    f = classroom.follow("stu", teacher, auto=True, teacher="tch")
+    sm.hot_reload_source("stu", COUNTER.format(step=1000), "counter")     # own edit: v2
+    f.resync()                                                           # back to v1
+    held = sm.get_sandbox("stu").Counter()
+    held.inc()
+    sm.hot_reload_source("tch", RENAMED, "counter", state_handler=rename_n)
+    wait(lambda: f.applied.get("counter") == 2, "the teacher's v2 with its handler")
+    # the student's own object, migrated by the teacher's handler, told the teacher's
+    # version numbers (the student's history numbers them 1 -> 3)
+    assert vars(held) == {"n": 1, "count": 1, "moved": [1, 2]}
+    assert held.inc() == 6
+    (tv,) = f.teacher().values()
+    assert tv.state_handler == "rename_n" and "state.get(\"n\", 0)" in tv.handler_source
+    newest = max(sm.list_module_versions("stu", "counter"), key=lambda v: v.version)
+    assert newest.version == 3 and newest.state_handler == "rename_n"
+
+
+def test_a_teachers_handler_failing_here_changes_nothing(teacher):
+    from sandbox_magic.jupyter import activity
+    activity.listen()
+    lines = []
+    f = classroom.follow("stu", teacher, auto=True, teacher="tch", on_version=lines.append)
+    held = sm.get_sandbox("stu").Counter()
+    held.n = 100                                    # the teacher's objects are small
+    sm.hot_reload_source("tch", COUNTER.format(step=2), "counter", state_handler=refuse_big)
+    wait(lambda: ("counter", 2) in f.failed, "the handler to fail here")
+    assert "too big to migrate" in f.failed[("counter", 2)]
+    assert lines[-1].startswith("stu.counter: v2 from the teacher FAILED here, nothing "
+                                "changed:")
+    assert held.inc() == 101 and sm.get_sandbox("stu").Counter().inc() == 1   # v1 runs
+    (failure,) = activity.failures("stu", "counter")      # once, named as the teacher's
+    assert failure["message"].startswith("v2 from the teacher failed here")
+    sm.hot_reload_source("tch", COUNTER.format(step=3), "counter")         # no handler
+    wait(lambda: f.applied.get("counter") == 3, "the next version")
+    assert held.inc() == 104
+
+
+def test_the_panel_offers_a_waiting_version_with_its_diff_and_applies_or_skips(teacher):
+    from sandbox_magic.jupyter.comm import handle_message
+
+    def ask(method, **params):
+        reply = handle_message({"protocol": 1, "id": 1, "method": method, "params": params})
+        return reply
+
+    classroom.follow("stu", teacher, teacher="tch")
+    h = ask("history", sandbox="stu", module="counter")["result"]
+    assert h["following"]["applied"] == 1 and h["teacher"] is None
+    sm.hot_reload_source("tch", RENAMED, "counter", state_handler=rename_n)
+    wait(lambda: ask("history", sandbox="stu", module="counter")["result"]["teacher"],
+         "the offer")
+    offer = ask("history", sandbox="stu", module="counter")["result"]["teacher"]
+    assert offer["version"] == 2 and offer["state_handler"] == "rename_n"
+    assert offer["current"] == 1 and offer["added"] >= 2 and offer["removed"] >= 2
+    assert ["+", "        self.count += 5"] in offer["lines"]
+    skipped = ask("follow_skip", sandbox="stu", module="counter")
+    assert skipped["ok"] and skipped["result"]["applied"] == 1
+    assert ask("follow_skip", sandbox="stu", module="counter")["error"]["code"] == \
+        "nothing_to_do"
+    assert ask("follow_apply", sandbox="nobody", module="counter")["error"]["code"] == \
+        "not_found"
+    sm.hot_reload_source("tch", COUNTER.format(step=9), "counter")
+    wait(lambda: ask("history", sandbox="stu", module="counter")["result"]["teacher"],
+         "the next offer")
+    applied = ask("follow_apply", sandbox="stu", module="counter")["result"]
+    assert applied == {"applied": 3, "lines": ["stu.counter: v3 from the teacher applied"]}
+    assert student_version() == 9
+    rows = ask("history", sandbox="stu", module="counter")["result"]["versions"]
+    assert rows[-1]["origin"] == "teacher" or rows[0]["origin"] == "teacher"
+
+
 def test_followers_open_the_published_store_read_only(teacher):
     store = SQLiteVersionStore(teacher, read_only=True)
     try:
@@ -206,3 +299,33 @@ def test_follower_processes_reach_every_version(tmp_path):
     finally:
         classroom.unpublish("cls")
         sm.destroy_sandbox("cls")
+
+
+def test_a_state_handler_cell_goes_with_the_teachers_version(tmp_path, capsys):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sandbox_magic")
+    ip.run_cell_magic("sandbox_reload", "tch3 counter", COUNTER.format(step=1))
+    ip.run_line_magic("sandbox_publish", f"tch3 {tmp_path}")
+    f = classroom.follow("stu", tmp_path, auto=True, teacher="tch3")
+    try:
+        held = sm.get_sandbox("stu").Counter()
+        cell = ("LIMIT = 10\n\n"
+                "def _clip(n):\n    return min(n, LIMIT)\n\n"
+                "def clip(state, old_version, new_version):\n"
+                "    state['n'] = _clip(state['n'])\n    return state\n")
+        held.n = 40
+        ip.run_cell_magic("sandbox_state_handler", "tch3 counter", cell)
+        ip.run_cell_magic("sandbox_reload", "tch3 counter", COUNTER.format(step=2))
+        wait(lambda: f.applied.get("counter") == 2, "v2 and the handler cell")
+        # the whole cell went along: the handler's helper and constant too
+        assert f.teacher()["counter"].handler_source == cell
+        assert held.n == 10 and held.inc() == 12
+    finally:
+        classroom.unfollow("stu")
+        ip.run_line_magic("sandbox_publish", "tch3 --stop")
+        for sid in ("tch3", "stu"):
+            sm.destroy_sandbox(sid)
+        capsys.readouterr()

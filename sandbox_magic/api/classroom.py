@@ -10,10 +10,13 @@ A student follows it (:func:`follow`): the store is opened read-only (a
 follower can never change it), the teacher's current version of each module
 is loaded into the student's own sandbox, and ``watchfiles`` reports each later
 write of the file (no polling).  With ``auto=True`` each new teacher version is
-applied at once, as a normal transactional reload in the student's kernel (the
-teacher's state handler is not sent: the student's objects keep their state
-where the new code allows it); otherwise it waits in :meth:`Follower.pending`
-until :meth:`Follower.apply` or :meth:`Follower.skip`.  A follower that was
+applied at once, as a normal transactional reload in the student's kernel;
+otherwise it waits in :meth:`Follower.pending` until :meth:`Follower.apply` or
+:meth:`Follower.skip`.  A teacher's reload that ran a state handler publishes
+the handler's source with the version (the whole ``%%sandbox_state_handler``
+cell, or the function's source), and applying that version runs it on the
+student's own objects, told the teacher's version numbers (the teacher version
+the student had, and the new one).  A follower that was
 away catches up with the current version (the versions in between are not
 applied one by one).  A teacher version that fails in the student's kernel
 (its body raises, its check or migration fails) changes nothing there: it is
@@ -27,14 +30,19 @@ Applying a followed version runs the teacher's code in the student's kernel.
 
 from __future__ import annotations
 
+import inspect
+import linecache
 import logging
+import sqlite3
+import textwrap
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from ..engine.diff import VersionDiff, diff_sources
 from ..engine.store import SQLiteVersionStore, StoreFormatError
 from ..errors import SandboxError
 from .events import emit, listeners
@@ -48,6 +56,41 @@ log = logging.getLogger(__name__)
 SCOPE = "published"
 STORE_NAME = "classroom.sqlite3"
 _CHANGES = ("reloaded", "rolled_back", "undo", "redo")
+#: The state handlers that went with published versions (their source, to run again).
+_HANDLERS = """CREATE TABLE IF NOT EXISTS published_handlers (
+    sandbox TEXT NOT NULL, module TEXT NOT NULL, version INTEGER NOT NULL,
+    name TEXT NOT NULL, source TEXT, PRIMARY KEY (sandbox, module, version))"""
+_applying: dict[str, int] = {}      # sandbox -> thread applying a teacher version to it
+
+
+def applying(sandbox_id: str) -> bool:
+    """Whether the calling thread is applying a teacher's version to ``sandbox_id`` now."""
+    return _applying.get(sandbox_id) == threading.get_ident()
+
+
+def handler_source(fn: Any) -> str | None:
+    """The source that defines the state handler ``fn``: the ``%%sandbox_state_handler``
+    cell it came from, else its own source text (None when Python cannot give it)."""
+    cell = getattr(fn, "__sandbox_source__", None)
+    if isinstance(cell, str):
+        return cell
+    try:
+        return textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        return None
+
+
+def _load_handler(source: str, name: str, label: str) -> Callable[[Any, Any, Any], Any]:
+    """Define a published state handler in this kernel (its own namespace)."""
+    filename = f"<{label}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    ns: dict[str, Any] = {"__name__": "__sandbox_state_handler__"}
+    exec(compile(source, filename, "exec"), ns)
+    fn = ns.get(name)
+    if not callable(fn):
+        raise SandboxError(f"the teacher's state handler {name!r} is not defined by the "
+                           "source that was published with it")
+    return cast(Callable[[Any, Any, Any], Any], fn)
 
 
 def _store_path(path: str | Path) -> Path:
@@ -64,6 +107,25 @@ class _Publisher:
             raise SandboxError(f"cannot publish to {path}: it cannot be written "
                                f"({self.store.failure or 'read-only'})")
         self.lock = threading.Lock()
+        with self.lock:
+            self.store.conn.execute(_HANDLERS)
+            self.store.conn.commit()
+
+    def write_handler(self, module: str, version: int, fn: Any) -> None:
+        """Publish the state handler a teacher's reload ran (before the version itself, so
+        that a follower reading the version finds its handler)."""
+        name = getattr(fn, "__name__", None) or repr(fn)
+        source = handler_source(fn)
+        if source is None:
+            log.warning("the state handler %s of %s v%s cannot be published: Python has no "
+                        "source for it; followers migrate without it", name, module, version)
+        with self.lock:
+            conn = self.store.conn
+            if conn is None:
+                return
+            conn.execute("INSERT OR REPLACE INTO published_handlers VALUES (?, ?, ?, ?, ?)",
+                         (self.sandbox_id, module, version, name, source))
+            conn.commit()
 
     def write(self, modules: list[str] | None = None) -> None:
         histories = sandbox_histories(self.sandbox_id)
@@ -82,6 +144,10 @@ class _Publisher:
         if sandbox_id == self.sandbox_id and event in _CHANGES:
             module = payload.get("module")
             try:
+                fn, version = payload.get("state_handler"), payload.get("version")
+                if event == "reloaded" and callable(fn) and isinstance(module, str) \
+                        and isinstance(version, int):
+                    self.write_handler(module, version, fn)
                 self.write([module] if isinstance(module, str) else None)
             except Exception:        # publishing never fails the teacher's reload
                 log.exception("publishing %s to %s failed", sandbox_id, self.path)
@@ -118,6 +184,11 @@ class TeacherVersion:
     module: str
     version: int
     source: str
+    #: The state handler the teacher's reload ran: its name, and its source (None: none
+    #: was run, or Python had no source for it).
+    state_handler: str | None = None
+    handler_source: str | None = None
+    loaded_at: float = 0.0
 
 
 class Follower:
@@ -149,14 +220,28 @@ class Follower:
             raise SandboxError(str(exc)) from None
         try:
             histories = store.load(self.teacher_id, scope=SCOPE)
+            handlers = self._handlers(store)
         finally:
             store.close()
         out = {}
         for m, h in histories.items():
             if h.current is not None:
                 rec = h.current_record()
-                out[m] = TeacherVersion(m, h.current, rec.source)
+                name, src = handlers.get((m, h.current), (None, None))
+                out[m] = TeacherVersion(m, h.current, rec.source, name, src,
+                                        rec.loaded_at.timestamp())
         return out
+
+    def _handlers(self, store: SQLiteVersionStore) -> dict[tuple[str, int], tuple[str, Any]]:
+        conn = store.conn
+        if conn is None:
+            return {}
+        try:
+            rows = conn.execute("SELECT module, version, name, source FROM published_handlers "
+                                "WHERE sandbox = ?", (self.teacher_id,)).fetchall()
+        except sqlite3.OperationalError:      # published by a version without handlers
+            return {}
+        return {(m, v): (n, src) for m, v, n, src in rows}
 
     @property
     def teacher_id(self) -> str:
@@ -180,6 +265,8 @@ class Follower:
             else:
                 for tv in new:
                     self._pending[tv.module] = tv
+                    emit("follow_pending", self.sandbox_id, module=tv.module,
+                         version=tv.version)
                     lines.append(f"{self.sandbox_id}.{tv.module}: v{tv.version} from the "
                                  f"teacher is waiting (follower.apply() or "
                                  f"%sandbox_follow {self.sandbox_id} --apply)")
@@ -191,27 +278,85 @@ class Follower:
         with self.lock:
             return sorted(self._pending.values(), key=lambda t: t.module)
 
+    def diff(self, module: str) -> VersionDiff:
+        """What the waiting teacher version of ``module`` changes against the student's
+        current code (``old_version``: the student's, ``new_version``: the teacher's)."""
+        with self.lock:
+            t = self._pending.get(module)
+        if t is None:
+            raise SandboxError(f"no teacher version of {module!r} is waiting in "
+                               f"{self.sandbox_id}")
+        h = sandbox_histories(self.sandbox_id).get(module)
+        mine = h.current_record() if h is not None and h.current is not None else None
+        return diff_sources(module, mine.version if mine else 0, mine.source if mine else "",
+                            t.version, t.source)
+
     # ------------------------------------------------------------ acting
-    def _apply(self, versions: list[TeacherVersion]) -> list[str]:
-        """Load teacher versions into this kernel's sandbox, as one transaction."""
+    def _apply(self, versions: list[TeacherVersion], handlers: bool = True) -> list[str]:
+        """Load teacher versions into this kernel's sandbox: one transaction, or (when
+        their reloads ran different state handlers) one per module, in the teacher's
+        order.  ``handlers=False``: without the teacher's state handlers (a resync)."""
         if not versions:
             return []
+        sources = {t.handler_source for t in versions if t.handler_source} if handlers \
+            else set()
+        if len(sources) > 1:
+            out: list[str] = []
+            for t in sorted(versions, key=lambda t: t.loaded_at):
+                out += self._apply_one([t], True)
+            return out
+        return self._apply_one(versions, handlers)
+
+    def _handler(self, versions: list[TeacherVersion]) -> Any:
+        """The teacher's state handler of these versions, defined here and told the
+        teacher's version numbers (None: their reloads ran none)."""
+        t = next((t for t in versions if t.handler_source), None)
+        if t is None or t.state_handler is None or t.handler_source is None:
+            return None
+        fn = _load_handler(t.handler_source, t.state_handler,
+                           f"the teacher's state handler of {t.module} v{t.version}")
+        current = {m: h.current for m, h in sandbox_histories(self.sandbox_id).items()}
+        numbers: dict[Any, tuple[Any, int]] = {}
+        for v in versions:           # the student's version now -> (teacher's old, new)
+            mine = current.get(v.module)
+            numbers.setdefault(mine, (self.applied.get(v.module, mine), v.version))
+
+        def teachers_handler(state: Any, old_version: Any, new_version: Any) -> Any:
+            old, new = numbers.get(old_version, (old_version, new_version))
+            return fn(state, old, new)
+
+        teachers_handler.__name__ = t.state_handler
+        return teachers_handler
+
+    def _apply_one(self, versions: list[TeacherVersion], handlers: bool) -> list[str]:
         try:
-            r = hot_reload_source(self.sandbox_id, {t.module: t.source for t in versions})
-        except SandboxError as exc:
-            why = str(exc).splitlines()[0]
+            handler = self._handler(versions) if handlers else None
+            _applying[self.sandbox_id] = threading.get_ident()
+            try:
+                r = hot_reload_source(self.sandbox_id, {t.module: t.source for t in versions},
+                                      state_handler=handler)
+            finally:
+                _applying.pop(self.sandbox_id, None)
+        except Exception as exc:     # SandboxError, or the handler's source failing here
+            text = str(exc) if isinstance(exc, SandboxError) \
+                else f"the teacher's state handler does not run here: {type(exc).__name__}: {exc}"
+            why = text.splitlines()[0] if text else type(exc).__name__
             for t in versions:
-                self.failed[(t.module, t.version)] = str(exc)
+                self.failed[(t.module, t.version)] = text
                 self._pending.pop(t.module, None)
-            emit("follow_failed", self.sandbox_id, module=versions[0].module,
-                 version=versions[0].version, message=why)
+                emit("follow_failed", self.sandbox_id, module=t.module, version=t.version,
+                     message=why)
             return [f"{self.sandbox_id}.{t.module}: v{t.version} from the teacher FAILED "
                     f"here, nothing changed: {why}" for t in versions]
         for t in versions:
             self.applied[t.module] = t.version
             self._pending.pop(t.module, None)
-        return [f"{self.sandbox_id}.{t.module}: v{t.version} from the teacher applied"
-                + (f" ({r.status})" if r.status != "hot_reloaded" else "") for t in versions]
+        notes = [r.status] if r.status != "hot_reloaded" else []
+        if handler is not None:
+            notes.append(f"migrated by {handler.__name__}")
+        said = f" ({', '.join(notes)})" if notes else ""
+        return [f"{self.sandbox_id}.{t.module}: v{t.version} from the teacher applied{said}"
+                for t in versions]
 
     def apply(self, module: str | None = None) -> list[str]:
         """Apply the waiting teacher versions (of ``module`` only, if given)."""
@@ -223,7 +368,8 @@ class Follower:
         """Leave the waiting teacher versions (of ``module`` only) unapplied."""
         with self.lock:
             for m in [m for m in self._pending if module is None or m == module]:
-                del self._pending[m]
+                t = self._pending.pop(m)
+                emit("follow_skipped", self.sandbox_id, module=m, version=t.version)
 
     def resync(self) -> list[str]:
         """Take the teacher's current version of every module again (after edits of
@@ -231,7 +377,7 @@ class Follower:
         with self.lock:
             current = self.teacher()
             self.seen.update({m: t.version for m, t in current.items()})
-            return self._apply([t for _, t in sorted(current.items())])
+            return self._apply([t for _, t in sorted(current.items())], handlers=False)
 
     # ------------------------------------------------------------ watching
     def start(self) -> None:

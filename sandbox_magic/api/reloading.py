@@ -162,7 +162,7 @@ def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
         status = "hot_reloaded" if change.action == "new" else "reactivated"
         (result,) = get_host(st.id).execute([change], opts, status=status)
     emit("reloaded", sandbox_id, module=art.module, version=result.new_version,
-          status=result.status)
+         status=result.status, state_handler=opts.state_handler)
     return result
 
 
@@ -268,7 +268,7 @@ def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,
     for r in results:
         if r.status != "no_change":
             emit("reloaded", sandbox_id, module=r.module, version=r.new_version,
-                  status=r.status)
+                 status=r.status, state_handler=opts.state_handler)
     return combine(results, started)
 
 
@@ -394,6 +394,7 @@ def reload_modules(sandbox_id: str, modules: Any, *, state_handler: StateHandler
             return combine([no_change(st, m, started) for m in modules], started)
         results = get_host(st.id).execute(changes, opts, parallel=parallel, timeout=timeout)
     for r in results:
-        emit("reloaded", sandbox_id, module=r.module, version=r.new_version, status=r.status)
+        emit("reloaded", sandbox_id, module=r.module, version=r.new_version, status=r.status,
+             state_handler=opts.state_handler)
     return combine(results, started)
 

@@ -4,8 +4,9 @@ The engine records versions and which one is current.  This kernel-side log
 adds what the panels say about them: how each version was last made current
 (``cell``: a ``%%sandbox_reload`` cell; ``api``: a call such as
 ``hot_reload_source``; ``rollback``, ``undo``, ``redo``; ``restore``: loaded
-from the stored history after a restart), and the attempts that failed (a
-failed reload records no version).  It lives in this kernel only: after a
+from the stored history after a restart; ``teacher``: a followed teacher's
+version), and the attempts that failed (a failed reload records no version; a
+teacher's version that failed here is one, named as such).  It lives in this kernel only: after a
 restart the versions read from the store have no origin until one is made
 current again, and earlier failures are not known.
 """
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from .. import api
+from ..api import classroom
 
 MAX_FAILURES = 20      # per module; older failed attempts are forgotten
 MAX_MESSAGE = 500      # characters kept of a failure's message
@@ -63,9 +65,15 @@ def on_event(event: str, sandbox_id: str, payload: dict[str, Any]) -> None:
     if event == "sandbox_destroyed":
         forget(sandbox_id)
         return
+    if event == "follow_failed":
+        record_failure(sandbox_id, str(payload.get("module") or "?"),
+                       f"v{payload.get('version')} from the teacher failed here, nothing "
+                       f"changed: {payload.get('message') or 'failed'}")
+        return
     if event == "reload_failed":
-        # a cell records its own failure, with the message it printed
-        if not (_cell and _cell[-1] == sandbox_id):
+        # a cell records its own failure, with the message it printed; a follower's
+        # failed teacher version is recorded as such (follow_failed)
+        if not (_cell and _cell[-1] == sandbox_id) and not classroom.applying(sandbox_id):
             record_failure(sandbox_id, str(payload.get("module") or "?"),
                            str(payload.get("message") or "failed"))
         return
@@ -75,6 +83,8 @@ def on_event(event: str, sandbox_id: str, payload: dict[str, Any]) -> None:
     if event == "reloaded":
         if payload.get("status") == "restored":
             kind = "restore"
+        elif classroom.applying(sandbox_id):
+            kind = "teacher"
         elif _cell and _cell[-1] == sandbox_id:
             kind = "cell"
         else:

@@ -27,6 +27,7 @@ import threading
 from typing import Any, Literal, TypedDict
 
 from .. import api
+from ..api import classroom
 from ..api.provenance import cell_provenance
 from ..engine.sandbox import is_sandbox_id
 from ..errors import (
@@ -58,6 +59,8 @@ METHODS: dict[str, dict[str, str]] = {
     "redo": {"sandbox": "sandbox", "module": "module"},
     "probe": {"sandbox": "sandbox", "module": "module", "expr": "expression"},
     "ran": {},
+    "follow_apply": {"sandbox": "sandbox", "module": "module"},
+    "follow_skip": {"sandbox": "sandbox", "module": "module"},
 }
 #: Most cells a ``ran`` reply lists (the newest).
 RAN_MAX = 200
@@ -118,6 +121,23 @@ class HistoryResult(TypedDict):
     max_versions: int | None         # the sandbox's retention (None: all, or not loaded)
     failed: list[FailedAttempt]      # failed reloads this kernel saw, newest first
     unsaved: str | None              # why new versions are kept in memory only, if they are
+    following: Following | None      # the published history this sandbox follows, if any
+    teacher: TeacherOffer | None     # the teacher's version of this module waiting, if any
+
+
+class Following(TypedDict):
+    path: str                        # the published store
+    auto: bool                       # new teacher versions are applied at once
+    applied: int | None              # the teacher's version of this module applied here
+
+
+class TeacherOffer(TypedDict):
+    version: int                     # the teacher's version number
+    state_handler: str | None        # the teacher's state handler that goes with it
+    current: int | None              # the version here it is diffed against
+    added: int
+    removed: int
+    lines: list[list[str]]           # the diff: [marker, text], as in DiffResult
 
 
 class DiffResult(TypedDict):
@@ -126,6 +146,11 @@ class DiffResult(TypedDict):
     added: int
     removed: int
     lines: list[list[str]]           # [marker, text]: "+", "-" or " "
+
+
+class FollowResult(TypedDict):
+    lines: list[str]                 # what the magic would print, one line per version
+    applied: int | None              # the teacher's version of the module now applied here
 
 
 class ActionResult(TypedDict):
@@ -271,8 +296,44 @@ def _probe(sandbox_id: str, module: str, expr: str) -> ProbeResult:
     return {"expr": expr, "values": values}
 
 
-def call(method: str, p: dict[str, Any]
-         ) -> ListResult | HistoryResult | DiffResult | ActionResult | ProbeResult | RanResult:
+def _following(sandbox_id: str, module: str) -> tuple[Following | None, TeacherOffer | None]:
+    f = classroom.follower(sandbox_id)
+    if f is None:
+        return None, None
+    following: Following = {"path": str(f.path), "auto": f.auto,
+                            "applied": f.applied.get(module)}
+    waiting = {t.module: t for t in f.pending()}
+    if module not in waiting:
+        return following, None
+    t = waiting[module]
+    try:
+        d = f.diff(module)
+    except SandboxError:        # applied or skipped meanwhile
+        return following, None
+    return following, {"version": t.version, "state_handler": t.state_handler,
+                       "current": d.old_version or None, "added": d.lines_added,
+                       "removed": d.lines_removed, "lines": [list(x) for x in d.lines()]}
+
+
+def _follow_action(method: str, sandbox_id: str, module: str) -> FollowResult:
+    f = classroom.follower(sandbox_id)
+    if f is None:
+        raise ProtocolError("not_found", f"{sandbox_id} follows no teacher in this kernel")
+    if module not in {t.module for t in f.pending()}:
+        raise ProtocolError("nothing_to_do", f"no teacher version of {module} is waiting "
+                            "(applied or skipped already)")
+    if method == "follow_apply":
+        lines = f.apply(module)
+    else:
+        t = next(t for t in f.pending() if t.module == module)
+        f.skip(module)
+        lines = [f"{sandbox_id}.{module}: v{t.version} from the teacher skipped"]
+    return {"lines": lines, "applied": f.applied.get(module)}
+
+
+def call(method: str, p: dict[str, Any]) -> (ListResult | HistoryResult | DiffResult
+                                             | ActionResult | ProbeResult | RanResult
+                                             | FollowResult):
     if method == "ran":
         # cells that load or switch versions are not outputs' makers: no badges
         return {"runs": [r.to_dict() for r in cell_provenance()
@@ -291,14 +352,18 @@ def call(method: str, p: dict[str, Any]
         failed: list[FailedAttempt] = [
             {"at": f["at"].isoformat(), "message": f["message"],
              "state_handler": f["state_handler"]} for f in t["failed"]]
+        following, teacher = _following(p["sandbox"], p["module"])
         return {"sandbox": p["sandbox"], "module": p["module"], "versions": rows,
                 "undo_to": t["undo_to"], "redo_to": t["redo_to"], "dropped": t["dropped"],
-                "max_versions": t["max_versions"], "failed": failed, "unsaved": t["unsaved"]}
+                "max_versions": t["max_versions"], "failed": failed, "unsaved": t["unsaved"],
+                "following": following, "teacher": teacher}
     if method == "diff":
         d = api.diff_versions(p["sandbox"], p["module"], p["v1"], p["v2"])
         return {"v1": p["v1"], "v2": p["v2"], "added": d.lines_added,
                 "removed": d.lines_removed, "lines": [list(x) for x in d.lines()]}
     sid, mod = p["sandbox"], p["module"]
+    if method in ("follow_apply", "follow_skip"):
+        return _follow_action(method, sid, mod)
     if method == "probe":
         return _probe(sid, mod, p["expr"])
     if method == "rollback":

@@ -320,6 +320,10 @@ class SandboxMagics(Magics):
             raise MagicError("the cell defines no function; define "
                              "def migrate(old_state, old_version, new_version): ...")
         fn = funcs[-1]
+        try:       # the whole cell, for a published sandbox's followers to run it too
+            fn.__sandbox_source__ = cell
+        except (AttributeError, TypeError):
+            pass
         self.pending_handlers[(args.sandbox_id, args.module)] = fn
         target = f"{args.sandbox_id}.{args.module}" if args.module else args.sandbox_id
         print(f"state handler {fn.__name__!r} will migrate state at the next reload of "

@@ -18,7 +18,7 @@ _COUNTS_MAX = 8192
 _counts_lock = threading.Lock()
 
 ORIGIN_LABELS = {"cell": "cell", "api": "API call", "rollback": "rollback", "undo": "undo",
-                 "redo": "redo", "restore": "restore"}
+                 "redo": "redo", "restore": "restore", "teacher": "teacher"}
 
 
 def _counts(module: str, older: Any, info: Any) -> tuple[int, int]:
