@@ -329,3 +329,118 @@ def test_a_state_handler_cell_goes_with_the_teachers_version(tmp_path, capsys):
         for sid in ("tch3", "stu"):
             sm.destroy_sandbox(sid)
         capsys.readouterr()
+
+
+STUDENT_USER = """
+import json, os, sqlite3, sys, time
+import sandbox_magic as sm
+from sandbox_magic.api import classroom
+shared, last = sys.argv[1], int(sys.argv[2])
+f = classroom.follow("cls", shared, auto=True)
+open(os.path.join(os.environ["HOME"], "ready"), "w").write("ready")
+deadline = time.time() + 60
+while time.time() < deadline and f.applied.get("counter") != last:
+    time.sleep(0.05)
+refused = {}
+store = os.path.join(shared, "classroom.sqlite3")
+try:
+    conn = sqlite3.connect(store)
+    conn.execute("CREATE TABLE intruder (x)")
+    conn.commit()
+    refused["sqlite"] = False
+except sqlite3.Error as exc:
+    refused["sqlite"] = str(exc)
+try:
+    open(store, "ab").write(b"x")
+    refused["file"] = False
+except OSError as exc:
+    refused["file"] = exc.strerror
+try:
+    classroom.publish("cls", shared)
+    refused["publish"] = False
+except sm.SandboxError as exc:
+    refused["publish"] = str(exc)
+sm.hot_reload_source("cls", "class Counter:\\n    def inc(self):\\n        return -1\\n",
+                     "counter")
+print(json.dumps({"uid": os.getuid(), "applied": f.applied, "failed": [list(k) for k in f.failed],
+                  "refused": refused, "own": sm.get_sandbox("cls").Counter().inc()}))
+"""
+
+
+def test_a_student_who_may_only_read_the_shared_folder_follows_and_changes_nothing(tmp_path):
+    """The shared folder as a class would have it: the teacher's files, readable by all,
+    writable by the teacher only; the student a different user."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    shared, home = tmp_path / "shared", tmp_path / "student"
+    home.mkdir()
+    if os.geteuid() == 0:
+        # a real second user: nobody, with only the right to read (the interpreter may
+        # live in a folder nobody cannot enter); writing needs the file's permissions
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to run the student as another user"
+        os.chown(home, 65534, 65534)
+        as_student = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                      "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+    else:
+        as_student = []           # the same user, whose own files are made read-only below
+    sm.create_sandbox("cls")
+    try:
+        sm.hot_reload_source("cls", COUNTER.format(step=1), "counter")
+        path = classroom.publish("cls", shared)
+        os.chmod(shared, 0o755)
+        if as_student:
+            assert path.stat().st_uid == 0 and path.stat().st_mode & 0o777 == 0o644
+        else:
+            os.chmod(shared, 0o555)
+        env = {**os.environ, "HOME": str(home),
+               "SANDBOX_MAGIC_STORE": str(home / "own.sqlite3")}
+        proc = subprocess.Popen(as_student + [sys.executable, "-c", STUDENT_USER, str(shared),
+                                              "3"], env=env, cwd=home, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait(lambda: (home / "ready").exists() or proc.poll() is not None,
+             "the student to start", timeout=60)
+        for step in (2, 3):
+            sm.hot_reload_source("cls", COUNTER.format(step=step), "counter")
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err[-3000:]
+        seen = json.loads(out.strip().splitlines()[-1])
+        assert (seen["uid"] != 0) == bool(as_student)
+        assert seen["applied"] == {"counter": 3} and seen["failed"] == []
+        assert "readonly" in seen["refused"]["sqlite"], seen
+        assert seen["refused"]["file"] == "Permission denied"
+        assert "cannot publish" in seen["refused"]["publish"]
+        assert seen["own"] == -1                      # the student's own edit, its own
+        # the teacher's store: unchanged by the student, the teacher's versions only
+        check = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
+        finally:
+            check.close()
+        assert "intruder" not in tables
+        published = SQLiteVersionStore(path, read_only=True)
+        try:
+            assert published.load("cls", scope=classroom.SCOPE)["counter"].current == 3
+            assert published.list_sandboxes(classroom.SCOPE) == {"cls": {"counter": 3}}
+        finally:
+            published.close()
+        assert sm.get_sandbox("cls").Counter().inc() == 3     # the teacher: unaffected
+        # the teacher's kernel is gone (its store closed: no write-ahead log left, which
+        # the student could not create): a late student still gets the current version
+        classroom.unpublish("cls")
+        assert not path.with_name(path.name + "-shm").exists()
+        (home / "ready").unlink()
+        late = subprocess.run(as_student + [sys.executable, "-c", STUDENT_USER, str(shared),
+                                            "3"], env=env, cwd=home, text=True,
+                              capture_output=True, timeout=90)
+        assert late.returncode == 0, late.stderr[-3000:]
+        assert json.loads(late.stdout.strip().splitlines()[-1])["applied"] == {"counter": 3}
+    finally:
+        os.chmod(shared, 0o755)
+        classroom.unpublish("cls")
+        sm.destroy_sandbox("cls")
