@@ -243,12 +243,26 @@ def test_the_magics_publish_and_follow(teacher, tmp_path, capsys):
     ip.run_line_magic("sandbox_follow", f"stu {tmp_path / 'pub' / 'classroom.sqlite3'}")
     out = capsys.readouterr().out
     assert "following" in out
-    # (a student's kernel follows a sandbox of the same id; here ids differ: API only)
     classroom.unfollow("stu")
-    f = classroom.follow("stu", tmp_path / "pub", teacher="tch2")
-    sm.hot_reload_source("tch2", COUNTER.format(step=4), "counter")
-    wait(lambda: f.pending(), "v2 to wait")
-    classroom.unfollow("stu")
+    ip.run_line_magic("sandbox_follow", f"stu {tmp_path / 'pub'} --teacher tch2")
+    sm.hot_reload_source("tch2", COUNTER.format(step=4), "counter", state_handler=rename_n)
+    wait(lambda: classroom.follower("stu").pending(), "v2 to wait")
+    capsys.readouterr()
+    ip.run_line_magic("sandbox_follow", "stu --diff")
+    out = capsys.readouterr().out
+    assert out.startswith("stu.counter: v2 from the teacher against your v1 (its state "
+                          "handler: rename_n)\n")
+    assert "-        self.n += 3\n+        self.n += 4\n" in out
+    ip.run_line_magic("sandbox_follow", "stu --skip")
+    assert capsys.readouterr().out == "stu.counter: v2 from the teacher skipped\n"
+    ip.run_line_magic("sandbox_follow", "stu --apply")
+    assert capsys.readouterr().out == "nothing waits\n"
+    sm.hot_reload_source("tch2", COUNTER.format(step=5), "counter")
+    wait(lambda: classroom.follower("stu").pending(), "v3 to wait")
+    ip.run_line_magic("sandbox_follow", "stu --apply")
+    assert "stu.counter: v3 from the teacher applied" in capsys.readouterr().out
+    assert student_version() == 5
+    ip.run_line_magic("sandbox_follow", "stu --stop")
     ip.run_line_magic("sandbox_publish", "tch2 --stop")
     sm.destroy_sandbox("tch2")
     capsys.readouterr()

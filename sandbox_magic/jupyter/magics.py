@@ -372,6 +372,10 @@ class SandboxMagics(Magics):
               help="apply each new teacher version at once (it runs the teacher's code here)")
     @argument("--apply", action="store_true", help="apply the teacher versions waiting")
     @argument("--skip", action="store_true", help="leave the teacher versions waiting")
+    @argument("--diff", action="store_true",
+              help="show what each waiting teacher version changes against your current code")
+    @argument("--teacher", default=None, metavar="ID",
+              help="the published sandbox's id, when it is not the same as yours")
     @argument("--resync", action="store_true",
               help="take the teacher's current versions again (after edits of your own)")
     @argument("--stop", action="store_true", help="stop following")
@@ -383,22 +387,36 @@ class SandboxMagics(Magics):
         sid = args.sandbox_id
         api.validate_sandbox_id(sid)
         f = classroom.follower(sid)
-        if args.stop or args.apply or args.skip or args.resync:
+        if args.stop or args.apply or args.skip or args.resync or args.diff:
             if f is None:
                 raise MagicError(f"{sid} follows nothing: %sandbox_follow {sid} PATH first")
             if args.stop:
                 classroom.unfollow(sid)
                 print(f"{sid}: no longer following")
+            elif args.diff:
+                if not f.pending():
+                    print("nothing waits")
+                for t in f.pending():
+                    d = f.diff(t.module)
+                    print(f"{sid}.{t.module}: v{t.version} from the teacher against your "
+                          f"v{d.old_version}" + (f" (its state handler: {t.state_handler})"
+                                                 if t.state_handler else ""))
+                    print("".join(f"{m}{line}\n" for m, line in d.lines()), end="")
             elif args.skip:
+                waiting = f.pending()
                 f.skip()
-                print(f"{sid}: teacher versions skipped")
+                for t in waiting:
+                    print(f"{sid}.{t.module}: v{t.version} from the teacher skipped")
+                if not waiting:
+                    print("nothing waits")
             else:
                 for out in (f.apply() if args.apply else f.resync()) or ["nothing waits"]:
                     print(out)
             return
         if not args.path:
             raise MagicError("usage: %sandbox_follow ID PATH [--auto]")
-        classroom.follow(sid, args.path, auto=args.auto, on_version=print)
+        classroom.follow(sid, args.path, auto=args.auto, on_version=print,
+                         teacher=args.teacher)
         self._bind_handle(sid)
         print(f"{sid}: following {args.path}" + (" (applying each new version at once)"
                                                   if args.auto else
