@@ -3,7 +3,8 @@
 The teacher (this process) publishes a sandbox to a folder, starts 30 follower
 processes (each ``sm.follow(..., auto=True)`` in a plain Python process, as a
 student's kernel would), waits until all have loaded v1, then records 20 new
-versions, one every 0.25 s.  Each follower writes when it applied which
+versions, one every 0.25 s (every fifth with a state handler, which goes along and
+runs on each follower's own object).  Each follower writes when it applied which
 version; the row reports how many followers reached every version (and the
 last one), the median and maximum latency from the teacher's record to the
 follower's live version, and the teacher's reload time with the 30 followers
@@ -51,8 +52,15 @@ while time.time() < deadline:
         last = int(open(sys.argv[3]).read())
         if f.applied.get("counter") == last:
             held.inc()
+            out.write(json.dumps([time.time(), f"migrated {vars(held).get('migrated_from')}"])
+                      + "\n")
             break
 """
+
+
+def mark_migrated(state, old_version, new_version):
+    state["migrated_from"] = old_version
+    return state
 
 
 def teacher_reloads(sm, n: int, start: int) -> tuple[dict[int, float], list[float]]:
@@ -61,7 +69,8 @@ def teacher_reloads(sm, n: int, start: int) -> tuple[dict[int, float], list[floa
     for i in range(n):
         t0 = time.time()
         p0 = time.perf_counter()
-        r = sm.hot_reload_source("cls", SOURCE.format(v=start + i), "counter")
+        r = sm.hot_reload_source("cls", SOURCE.format(v=start + i), "counter",
+                                 state_handler=mark_migrated if i % 5 == 4 else None)
         took.append(time.perf_counter() - p0)
         stamps[r.new_version] = t0
         time.sleep(GAP)
@@ -101,11 +110,12 @@ def main() -> None:
     for p in procs:
         p.wait(timeout=max(1.0, deadline - time.monotonic()))
     latencies: list[float] = []
-    every = 0
+    every = migrated = 0
     for log in logs:
         got = {}
         for line in log.read_text().splitlines():
             t, text = json.loads(line)
+            migrated += text.startswith("migrated ") and text != "migrated None"
             if " from the teacher applied" in text:
                 v = int(text.split(": v", 1)[1].split(" ", 1)[0])
                 got[v] = t
@@ -116,7 +126,9 @@ def main() -> None:
         "| a class on one machine (one run) | measured |",
         "|---|---|",
         f"| followers that applied every one of the teacher's {VERSIONS} versions (one every "
-        f"{GAP:g} s) | {every} of {FOLLOWERS} |",
+        f"{GAP:g} s; every fifth with a state handler) | {every} of {FOLLOWERS} |",
+        f"| followers whose own object the teacher's state handlers migrated | "
+        f"{migrated} of {FOLLOWERS} |",
         f"| latency from the teacher's record to a follower's live version, median (max) "
         f"over {len(latencies)} | {statistics.median(latencies) * 1e3:.0f} ms "
         f"({max(latencies) * 1e3:.0f} ms) |",
