@@ -11,9 +11,11 @@ awaited and what the panel showed instead. The tests write what they measure
 and photograph to ``benchmarks/results/``: ``browser.json`` (reload cell ->
 new version in the panel; a module of 1,000 versions shown) and PNGs:
 ``panel-light.png`` / ``panel-dark.png`` (the panel in both JupyterLab
-themes), ``panel-long.png`` (60 versions) and ``panel-notebook7.png`` (the
-panel in Jupyter Notebook 7). The README's pictures,
-``labextension/screenshot.png`` and ``screenshot-dark.png``, are never
+themes), ``panel-long.png`` (60 versions), ``panel-notebook7.png`` (the
+panel in Jupyter Notebook 7) and ``teacher-light.png`` / ``teacher-dark.png``
+(a teacher's version waiting in a following sandbox). The README's pictures,
+``labextension/screenshot.png`` and ``screenshot-dark.png`` (and
+``screenshot-teacher.png`` / ``screenshot-teacher-dark.png``), are never
 written here: copy the light and dark ones over them on purpose, after
 looking at them.
 
@@ -712,7 +714,9 @@ CONTRAST = f"""() => {{
                '.jp-SandboxPanel-following', '.jp-SandboxPanel-pinned',
                '.jp-SandboxPanel-note', '.jp-SandboxPanel-notebook', '.jp-SandboxPanel-line',
                '.jp-SandboxPanel-heading', '.jp-SandboxPanel-probebar label',
-               '.jp-SandboxPanel-probebar button'].map(s => '{PANEL} ' + s).join(',')
+               '.jp-SandboxPanel-probebar button', '.jp-SandboxPanel-teacherTitle',
+               '.jp-SandboxPanel-teacher span', '.jp-SandboxPanel-teacher button',
+               '.jp-SandboxPanel-followNote', '.jp-SandboxPanel-marker'].map(s => '{PANEL} ' + s).join(',')
     + ', .jp-SandboxBadge';
   return [...document.querySelectorAll(sel)]
     .filter(e => e.textContent.trim() && e.getBoundingClientRect().height > 0)
@@ -721,6 +725,7 @@ CONTRAST = f"""() => {{
       const fg = over(parse(getComputedStyle(e).color), bg);
       return {{cls: e.className, text: e.textContent.slice(0, 30),
                row: e.closest('.jp-SandboxPanel-row')?.className ?? '',
+               teacher: !!e.closest('.jp-SandboxPanel-teacher'),
                ratio: Math.round(ratio(fg, bg) * 100) / 100}};
     }});
 }}"""
@@ -881,3 +886,126 @@ def test_an_output_names_the_version_that_made_it_and_turns_stale(demo, lab):
         .filter(b => b.textContent === 'demo.greet v2').length === 3""",
              "the three badges to be shown again after opening the saved notebook",
              PAGE_LOAD_S)
+
+
+FOLLOW = """import sandbox_magic as sm
+sm.create_sandbox('tch')
+sm.hot_reload_source('tch', "def greet():\\n    return 'hello from the teacher'\\n", 'greet')
+sm.publish('tch', 'published')
+follower = sm.follow('demo', 'published', teacher='tch')
+print(sorted(follower.applied.items()))
+"""
+TEACHER_V2 = """sm.hot_reload_source('tch', "def greet():\\n    return 'hello again from the teacher'\\n",
+                     'greet')"""
+TEACHER_V3 = """def keep_greeting(state, old_version, new_version):
+    return state
+
+sm.hot_reload_source('tch', "def greet(name='class'):\\n    return f'hello {name}, from the teacher'\\n",
+                     'greet', state_handler=keep_greeting)"""
+TEACHER = f"{PANEL} .jp-SandboxPanel-teacher"
+#: A teacher's version reaches a follower through a file watch: allow for a slow machine.
+FOLLOW_S = 10.0
+
+OFFER = f"""() => {{
+  const b = document.querySelector('{TEACHER}');
+  if (!b || b.getBoundingClientRect().height === 0) return null;
+  const text = sel => [...b.querySelectorAll(sel)].map(e => e.textContent);
+  return {{title: b.querySelector('.jp-SandboxPanel-teacherTitle')?.textContent,
+           stat: b.querySelector('.jp-SandboxPanel-teacherStat')?.textContent,
+           handler: b.querySelector('.jp-SandboxPanel-teacherHandler')?.textContent ?? null,
+           buttons: [...b.querySelectorAll('button')].map(e => e.getAttribute('aria-label')),
+           added: text('.jp-SandboxPanel-teacherDiff .jp-mod-added'),
+           removed: text('.jp-SandboxPanel-teacherDiff .jp-mod-removed')}};
+}}"""
+
+
+def offer(page) -> dict | None:
+    return page.evaluate(OFFER)
+
+
+def wait_offer(page, title: str | None) -> None:
+    """Wait until the panel offers the teacher's version ``title`` ("v2 from the teacher"),
+    or (None) offers none."""
+    try:
+        wait_for(page, f"t => (({OFFER})()?.title ?? null) === t",
+                 f"the teacher's block to read {title!r}" if title
+                 else "the teacher's block to go", FOLLOW_S, arg=title)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nthe block: {offer(page)}") from None
+
+
+def origin_of(page, version: int) -> str:
+    return page.inner_text(f"{row(version)} .jp-SandboxPanel-origin")
+
+
+def test_a_teachers_version_waits_and_is_skipped_or_applied(demo):
+    page = demo
+    # demo follows the teacher's sandbox tch: the teacher's v1 of greet is loaded as demo's v4
+    assert "[('greet', 1)]" in run(page, FOLLOW)
+    wait_versions(page, ["4*", "3", "2", "1"])
+    assert origin_of(page, 4).startswith("teacher")
+    wait_panel_text(page, "following the teacher (teacher's v1 applied)")
+    assert offer(page) is None
+
+    # the teacher's next version waits, with what it changes against demo's v4
+    run(page, TEACHER_V2)
+    wait_offer(page, "v2 from the teacher")
+    shown = offer(page)
+    assert shown == {"title": "v2 from the teacher", "stat": "+1 −1", "handler": None,
+                     "buttons": ["Apply the teacher's v2", "Skip the teacher's v2"],
+                     "added": ["+     return 'hello again from the teacher'"],
+                     "removed": ["-     return 'hello from the teacher'"]}, shown
+    wait_versions(page, ["4*", "3", "2", "1"])              # nothing applied yet
+    assert "hello from the teacher" in run(page, "demo.greet()")
+
+    # Skip: the block goes, nothing new in the list
+    page.get_by_role("button", name="Skip the teacher's v2").click()
+    wait_offer(page, None)
+    wait_notification(page, "demo.greet: v2 from the teacher skipped")
+    wait_panel_text(page, "following the teacher (teacher's v1 applied)")
+    wait_versions(page, ["4*", "3", "2", "1"])
+    assert "hello from the teacher" in run(page, "demo.greet()")
+
+    # the teacher's next version, which ran a state handler, waits in turn
+    run(page, TEACHER_V3)
+    wait_offer(page, "v3 from the teacher")
+    shown = offer(page)
+    assert shown["handler"] == "migrated by keep_greeting", shown
+    assert shown["stat"] == "+2 −2", shown
+    assert shown["buttons"] == ["Apply the teacher's v3", "Skip the teacher's v3"], shown
+    assert "+     return f'hello {name}, from the teacher'" in shown["added"], shown
+
+    # readable in both themes, and photographed
+    page.evaluate("window.jupyterapp.shell.collapseLeft()")   # the picture is about the panel
+    page.set_viewport_size({"width": 1100, "height": 640})
+    page.add_style_tag(content=".Toastify { display: none !important; }")
+    page.mouse.move(0, 0)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    low = {}
+    with contextlib.closing(each_theme(page)) as themes:
+        for key in themes:
+            wait_offer(page, "v3 from the teacher")
+            wait_for(page, "() => window.jupyterapp.shell.currentWidget.sessionContext"
+                           ".session.kernel.status === 'idle'", "the kernel to be idle")
+            measured = page.evaluate(CONTRAST)
+            block = [m for m in measured if m["teacher"]]
+            assert {m["text"] for m in block} >= {
+                "v3 from the teacher", "+2", "−2", "migrated by keep_greeting", "Apply", "Skip",
+                "against v4 here"}, block
+            assert any("jp-mod-added" in m["cls"] for m in block), block   # its diff lines
+            low[key] = [m for m in measured if m["ratio"] < 4.5]
+            page.screenshot(path=str(RESULTS / f"teacher-{key}.png"))
+    assert low == {"light": [], "dark": []}, f"text below WCAG AA (4.5:1): {low}"
+
+    # Apply: a new current version, from the teacher, migrated by the teacher's handler
+    page.get_by_role("button", name="Apply the teacher's v3").click()
+    wait_versions(page, ["5*", "4", "3", "2", "1"])
+    wait_offer(page, None)
+    assert origin_of(page, 5) == "teacher · keep_greeting"
+    wait_panel_text(page, "following the teacher (teacher's v3 applied)")
+    wait_diff(page, (4, 5), pinned=False, added="from the teacher")
+    assert "hello class, from the teacher" in run(page, "demo.greet()")
+
+    run(page, "sm.unfollow('demo'); sm.unpublish('tch'); sm.destroy_sandbox('tch')")
+    wait_for(page, f"() => !(document.querySelector('{PANEL}')?.innerText ?? '')"
+                   ".includes('following the teacher')", "the note to go after unfollow")

@@ -6,6 +6,7 @@ import {
   IActionResult,
   IChangedEvent,
   IDiff,
+  IFollowResult,
   IHistory,
   IProbe,
   IRan,
@@ -13,6 +14,7 @@ import {
   parseAction,
   parseDiff,
   parseEvent,
+  parseFollowResult,
   parseHistory,
   parseProbe,
   parseRanEvent,
@@ -141,6 +143,17 @@ export class SandboxClient {
 
   async redo(sandbox: string, module: string): Promise<IActionResult> {
     return parseAction(await this.request('redo', { sandbox, module }));
+  }
+
+  /** Apply the teacher's waiting version of `module` in a following sandbox (a version
+   * that fails here still answers ok: its line says FAILED). */
+  async followApply(sandbox: string, module: string): Promise<IFollowResult> {
+    return parseFollowResult(await this.request('follow_apply', { sandbox, module }));
+  }
+
+  /** Leave the teacher's waiting version of `module` unapplied (until the next one). */
+  async followSkip(sandbox: string, module: string): Promise<IFollowResult> {
+    return parseFollowResult(await this.request('follow_skip', { sandbox, module }));
   }
 
   /** The newest cells that ran sandbox code (kernels without the method: none). */

@@ -3,7 +3,7 @@
  * a version came from, and the rows of the version list (versions and failed
  * attempts, newest first).  Pure functions, tested without a DOM.
  */
-import { IFailedAttempt, IHistory, IVersionRow } from './protocol';
+import { IFailedAttempt, IFollowing, IHistory, IVersionRow } from './protocol';
 
 export type ListRow =
   { kind: 'version'; row: IVersionRow } | { kind: 'failed'; failure: IFailedAttempt };
@@ -58,7 +58,8 @@ const ORIGINS: Record<string, string> = {
   rollback: 'rollback',
   undo: 'undo',
   redo: 'redo',
-  restore: 'restore'
+  restore: 'restore',
+  teacher: 'teacher'
 };
 
 /** Where a version came from, short: "cell", "undo", "cell · migrate". */
@@ -86,7 +87,8 @@ export function rowTooltip(row: IVersionRow): string {
       rollback: 'a rollback',
       undo: 'an undo',
       redo: 'a redo',
-      restore: 'restoring the sandbox from its stored history'
+      restore: 'restoring the sandbox from its stored history',
+      teacher: "a followed teacher's version"
     };
     const at = row.origin_at ? ` at ${exactTime(row.origin_at)}` : '';
     lines.push(`last made current by ${how[row.origin] ?? row.origin}${at}`);
@@ -95,6 +97,23 @@ export function rowTooltip(row: IVersionRow): string {
     lines.push(`state migrated by ${row.state_handler}`);
   }
   return lines.join('\n');
+}
+
+/** The class of a diff line by its marker: added, removed, or unchanged (''). */
+export function lineClass(mark: string): string {
+  return mark === '+' ? 'jp-mod-added' : mark === '-' ? 'jp-mod-removed' : '';
+}
+
+/** "following the teacher (teacher's v4 applied)": the one-line note of a following sandbox. */
+export function followingNote(f: IFollowing): string {
+  const parts: string[] = [];
+  if (f.applied !== null) {
+    parts.push(`teacher's v${f.applied} applied`);
+  }
+  if (f.auto) {
+    parts.push('new versions applied at once');
+  }
+  return parts.length ? `following the teacher (${parts.join(', ')})` : 'following the teacher';
 }
 
 /** The list's rows: versions newest first, each failed attempt where it happened in time. */

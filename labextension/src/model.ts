@@ -5,9 +5,18 @@
  * pinned a pair (picked one, or opened a version's own change); `follow()`
  * unpins it.  The selected row is the current version unless the user chose
  * another; Rollback acts on the selected row, so by default it has nothing to do.
+ * A sandbox that follows a teacher's published history may have the teacher's
+ * next version of the module waiting: Apply or Skip it.
  */
 import { SandboxClient } from './client';
-import { IDiff, IHistory, IProbeValue, ISandboxSummary } from './protocol';
+import {
+  IDiff,
+  IFollowing,
+  IHistory,
+  IProbeValue,
+  ISandboxSummary,
+  ITeacherOffer
+} from './protocol';
 
 export type ConnectionState = 'no-kernel' | 'not-loaded' | 'connecting' | 'ready';
 
@@ -33,7 +42,8 @@ export class HistoryModel {
   /** What the last action did (also sent to `notify`). */
   status = '';
   error = '';
-  /** An action (rollback, undo, redo) is waiting for the kernel. */
+  /** An action (rollback, undo, redo, apply or skip a teacher's version) is waiting for
+   * the kernel. */
   busy = false;
   notify: Notify = () => {};
   /** The probe shown as a column of the list: its expression and each version's value. */
@@ -98,6 +108,16 @@ export class HistoryModel {
   /** The current version of the shown module. */
   get current(): number | null {
     return this.history?.versions.find(v => v.current)?.version ?? null;
+  }
+
+  /** The teacher's version of the shown module that waits to be applied, or null. */
+  get teacher(): ITeacherOffer | null {
+    return this.history?.teacher ?? null;
+  }
+
+  /** The teacher's history the shown sandbox follows, or null. */
+  get following(): IFollowing | null {
+    return this.history?.following ?? null;
   }
 
   /** The version undo would make current: null when there is nothing to undo,
@@ -354,6 +374,52 @@ export class HistoryModel {
       this.pinned = false;
       this.selectedByUser = false;
       this.notify('success', this.status);
+    } catch (e) {
+      this.status = (e as Error).message;
+      this.notify('error', this.status);
+    } finally {
+      this.busy = false;
+    }
+    await this.refresh();
+  }
+
+  /** Apply the teacher's waiting version of the shown module (a transactional reload:
+   * when it fails here nothing changes, and the list shows the failure). */
+  applyTeacher(): Promise<void> {
+    return this.onTeacher('apply');
+  }
+
+  /** Leave the teacher's waiting version unapplied (until the teacher's next one). */
+  skipTeacher(): Promise<void> {
+    return this.onTeacher('skip');
+  }
+
+  private async onTeacher(kind: 'apply' | 'skip'): Promise<void> {
+    const client = this.client;
+    const sandbox = this.sandbox;
+    const module = this.module;
+    const offer = this.teacher;
+    if (!client || !sandbox || !module || !offer || this.busy) {
+      return;
+    }
+    this.busy = true;
+    this.emit();
+    try {
+      const r =
+        kind === 'apply'
+          ? await client.followApply(sandbox, module)
+          : await client.followSkip(sandbox, module);
+      const failed = r.lines.some(l => l.includes('FAILED'));
+      this.status =
+        r.lines.join('\n') ||
+        `${sandbox}.${module}: v${offer.version} from the teacher ` +
+          (kind === 'apply' ? 'applied' : 'skipped');
+      if (kind === 'apply' && !failed) {
+        // a new current version: the diff and the selection follow it
+        this.pinned = false;
+        this.selectedByUser = false;
+      }
+      this.notify(failed ? 'error' : 'success', this.status);
     } catch (e) {
       this.status = (e as Error).message;
       this.notify('error', this.status);

@@ -1,17 +1,20 @@
 /**
  * The sidebar: a JupyterLab SidePanel whose top part stays in view (the
  * notebook it follows, the sandbox and module pickers, a toolbar with Undo /
- * Redo / Roll back named by their target) above the version list and the
- * diff.  It only renders the model; every string that came from the kernel
- * goes through textContent or React text, never innerHTML.
+ * Redo / Roll back named by their target) above the teacher's waiting version
+ * (a sandbox that follows a teacher), the version list and the diff.  It only
+ * renders the model; every string that came from the kernel goes through
+ * textContent or React text, never innerHTML.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { CommandToolbarButton, SidePanel, Toolbar } from '@jupyterlab/ui-components';
 import { Panel, PanelLayout, Widget } from '@lumino/widgets';
 
+import { lineClass } from './format';
 import { VersionList } from './list';
 import { HistoryModel } from './model';
 import { DiffBar, Pickers, ProbeBar } from './pickers';
+import { TeacherOffer } from './teacher';
 
 type CommandRegistry = JupyterFrontEnd['commands'];
 
@@ -94,10 +97,9 @@ class DiffView extends Widget {
       );
       return;
     }
-    const lines = m.diff.lines.map(([mark, text]) => {
-      const cls = mark === '+' ? 'jp-mod-added' : mark === '-' ? 'jp-mod-removed' : '';
-      return el('div', `jp-SandboxPanel-line ${cls}`, `${mark} ${text}`);
-    });
+    const lines = m.diff.lines.map(([mark, text]) =>
+      el('div', `jp-SandboxPanel-line ${lineClass(mark)}`, `${mark} ${text}`)
+    );
     node.replaceChildren(...lines);
   }
 }
@@ -110,6 +112,7 @@ export class SandboxPanel extends SidePanel {
   private diffBar: DiffBar;
   private probeBar: ProbeBar;
   private diffView = new DiffView();
+  private offer: TeacherOffer;
 
   constructor(
     readonly model: HistoryModel,
@@ -132,7 +135,16 @@ export class SandboxPanel extends SidePanel {
     this.list = new VersionList(model);
     this.probeBar = new ProbeBar(model);
     this.diffBar = new DiffBar(model);
-    for (const w of [this.messages, this.probeBar, this.list, this.diffBar, this.diffView]) {
+    this.offer = new TeacherOffer(model);
+    this.offer.focusAfter = () => this.list.focus();
+    for (const w of [
+      this.messages,
+      this.offer,
+      this.probeBar,
+      this.list,
+      this.diffBar,
+      this.diffView
+    ]) {
       this.addWidget(w);
     }
     model.onChange(() => this.render());
@@ -159,12 +171,14 @@ export class SandboxPanel extends SidePanel {
     this.pickers.setHidden(!ready);
     this.toolbar.setHidden(!ready);
     this.list.setHidden(!ready || !m.history);
+    this.offer.setHidden(!ready || this.offer.isEmpty);
     this.probeBar.setHidden(!ready || !m.history);
     this.diffBar.setHidden(!ready || !m.history);
     this.diffView.setHidden(!ready || !m.history);
     this.pickers.update();
     this.diffBar.update();
     this.probeBar.update();
+    this.offer.update();
     this.list.sync();
     this.diffView.display(m);
   }

@@ -27,7 +27,8 @@ export interface IVersionRow {
   removed: number;
   state_handler: string | null;
   current: boolean;
-  /** What last made it current in this kernel: cell, api, rollback, undo, redo, restore. */
+  /** What last made it current in this kernel: cell, api, rollback, undo, redo, restore,
+   * teacher (a followed teacher's version). */
   origin: string | null;
   origin_at: string | null;
 }
@@ -52,6 +53,40 @@ export interface IHistory {
   failed: IFailedAttempt[];
   /** Why new versions are kept in memory only (the store cannot be written); null: saved. */
   unsaved: string | null;
+  /** The teacher's published history this sandbox follows; null: it follows none. */
+  following: IFollowing | null;
+  /** The teacher's version of this module waiting to be applied; null: none waits. */
+  teacher: ITeacherOffer | null;
+}
+
+/** A sandbox following a teacher's published history. */
+export interface IFollowing {
+  /** The published store it reads. */
+  path: string;
+  /** New teacher versions are applied at once (else they wait for Apply or Skip). */
+  auto: boolean;
+  /** The teacher's version of this module applied here (null: none, or an own edit since). */
+  applied: number | null;
+}
+
+/** The teacher's version of a module, waiting, and what it changes here. */
+export interface ITeacherOffer {
+  /** The teacher's version number (not one of this sandbox's). */
+  version: number;
+  /** The state handler the teacher's reload ran; it runs here when applied. */
+  state_handler: string | null;
+  /** The version here the diff starts from (null: the module has none here). */
+  current: number | null;
+  added: number;
+  removed: number;
+  lines: [string, string][];
+}
+
+/** What follow_apply / follow_skip did: one line per module, and the teacher's version
+ * of the module now applied here. */
+export interface IFollowResult {
+  lines: string[];
+  applied: number | null;
 }
 
 export interface IDiff {
@@ -172,6 +207,8 @@ export function parseHistory(result: Json): IHistory {
   ) {
     fail('history');
   }
+  const following = parseFollowing(result.following);
+  const teacher = parseTeacher(result.teacher);
   const versions = (result.versions as Json[]).map((v): IVersionRow => {
     if (
       !isObject(v) ||
@@ -221,7 +258,9 @@ export function parseHistory(result: Json): IHistory {
     dropped: (result.dropped as number | undefined) ?? 0,
     max_versions: (result.max_versions as number | undefined) ?? null,
     failed,
-    unsaved: (result.unsaved as string | null | undefined) ?? null
+    unsaved: (result.unsaved as string | null | undefined) ?? null,
+    following,
+    teacher
   };
   if (result.undo_to !== undefined) {
     history.undo_to = result.undo_to as number | null;
@@ -230,6 +269,69 @@ export function parseHistory(result: Json): IHistory {
     history.redo_to = result.redo_to as number | null;
   }
   return history;
+}
+
+/** Diff lines: [" " | "+" | "-", text] each. */
+function parseLines(lines: Json): [string, string][] {
+  if (!Array.isArray(lines)) {
+    fail('diff lines');
+  }
+  return (lines as Json[]).map(l => {
+    if (
+      !Array.isArray(l) ||
+      l.length !== 2 ||
+      !['+', '-', ' '].includes(l[0] as string) ||
+      typeof l[1] !== 'string'
+    ) {
+      fail('diff line');
+    }
+    return [l[0], l[1]] as [string, string];
+  });
+}
+
+/** The history's `following` (missing or null: it follows nothing, or an older kernel). */
+function parseFollowing(f: Json): IFollowing | null {
+  if (f === undefined || f === null) {
+    return null;
+  }
+  if (
+    !isObject(f) ||
+    typeof f.path !== 'string' ||
+    typeof f.auto !== 'boolean' ||
+    !isOptional(f.applied, isInt)
+  ) {
+    fail('following');
+  }
+  return {
+    path: f.path as string,
+    auto: f.auto as boolean,
+    applied: (f.applied as number | null | undefined) ?? null
+  };
+}
+
+/** The history's `teacher` (missing or null: no teacher version waits). */
+function parseTeacher(t: Json): ITeacherOffer | null {
+  if (t === undefined || t === null) {
+    return null;
+  }
+  if (
+    !isObject(t) ||
+    !isInt(t.version) ||
+    !isOptional(t.state_handler, isString) ||
+    !isOptional(t.current, isInt) ||
+    !isInt(t.added) ||
+    !isInt(t.removed)
+  ) {
+    fail('teacher version');
+  }
+  return {
+    version: t.version as number,
+    state_handler: (t.state_handler as string | null | undefined) ?? null,
+    current: (t.current as number | null | undefined) ?? null,
+    added: t.added as number,
+    removed: t.removed as number,
+    lines: parseLines(t.lines)
+  };
 }
 
 export function parseDiff(result: Json): IDiff {
@@ -243,17 +345,7 @@ export function parseDiff(result: Json): IDiff {
   ) {
     fail('diff');
   }
-  const lines = (result.lines as Json[]).map(l => {
-    if (
-      !Array.isArray(l) ||
-      l.length !== 2 ||
-      !['+', '-', ' '].includes(l[0] as string) ||
-      typeof l[1] !== 'string'
-    ) {
-      fail('diff line');
-    }
-    return [l[0], l[1]] as [string, string];
-  });
+  const lines = parseLines(result.lines);
   return {
     v1: result.v1 as number,
     v2: result.v2 as number,
@@ -276,6 +368,21 @@ export function parseAction(result: Json): IActionResult {
   return {
     ...(result as unknown as IActionResult),
     restored: (result.restored as Record<string, number> | undefined) ?? {}
+  };
+}
+
+export function parseFollowResult(result: Json): IFollowResult {
+  if (
+    !isObject(result) ||
+    !Array.isArray(result.lines) ||
+    !result.lines.every(isString) ||
+    !isOptional(result.applied, isInt)
+  ) {
+    fail('follow result');
+  }
+  return {
+    lines: result.lines as string[],
+    applied: (result.applied as number | null | undefined) ?? null
   };
 }
 

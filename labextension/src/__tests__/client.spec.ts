@@ -104,6 +104,132 @@ describe('SandboxClient', () => {
     await expect(badUnsaved).rejects.toBeInstanceOf(ProtocolError);
   });
 
+  it("reads a followed teacher and the teacher's waiting version, null when absent", async () => {
+    const comm = new FakeComm();
+    const client = new SandboxClient(comm);
+    const row = {
+      version: 4,
+      loaded_at: '2026-01-01T00:00:00+00:00',
+      checksum: 'abcd1234',
+      added: 1,
+      removed: 1,
+      state_handler: null,
+      current: true,
+      origin: 'teacher',
+      origin_at: '2026-01-01T00:00:00+00:00'
+    };
+    const base = { sandbox: 'demo', module: 'greet', versions: [row] };
+    const teacher = {
+      version: 5,
+      state_handler: 'keep',
+      current: 4,
+      added: 3,
+      removed: 1,
+      lines: [
+        [' ', 'def greet():'],
+        ['-', "    return 'a'"],
+        ['+', "    return 'b'"]
+      ]
+    };
+    const offered = client.history('demo', 'greet');
+    client.receive(
+      reply(1, { ...base, following: { path: '/c/x.sqlite3', auto: false, applied: 1 }, teacher })
+    );
+    const h = await offered;
+    expect(h.following).toEqual({ path: '/c/x.sqlite3', auto: false, applied: 1 });
+    expect(h.teacher).toEqual(teacher);
+    expect(h.versions[0].origin).toBe('teacher');
+
+    // following, nothing waiting; a teacher version of a module new here
+    const waiting = client.history('demo', 'greet');
+    client.receive(
+      reply(2, {
+        ...base,
+        following: { path: '/c/x.sqlite3', auto: true, applied: null },
+        teacher: { ...teacher, current: null, state_handler: null }
+      })
+    );
+    const w = await waiting;
+    expect(w.following!.applied).toBeNull();
+    expect([w.teacher!.current, w.teacher!.state_handler]).toEqual([null, null]);
+
+    // an older kernel (no fields) and a sandbox that follows nothing (null)
+    const older = client.history('demo', 'greet');
+    client.receive(reply(3, base));
+    expect([(await older).following, (await older).teacher]).toEqual([null, null]);
+    const none = client.history('demo', 'greet');
+    client.receive(reply(4, { ...base, following: null, teacher: null }));
+    expect([(await none).following, (await none).teacher]).toEqual([null, null]);
+  });
+
+  it("rejects a malformed teacher's version or following", async () => {
+    const comm = new FakeComm();
+    const client = new SandboxClient(comm);
+    const base = { sandbox: 'demo', module: 'greet', versions: [] };
+    const teacher = {
+      version: 5,
+      state_handler: null,
+      current: 4,
+      added: 1,
+      removed: 0,
+      lines: []
+    };
+    const bad = [
+      { teacher: 'v5' },
+      { teacher: { ...teacher, version: '5' } },
+      { teacher: { ...teacher, added: 1.5 } },
+      { teacher: { ...teacher, state_handler: 3 } },
+      { teacher: { ...teacher, current: 'v4' } },
+      { teacher: { ...teacher, lines: [['<', 'x']] } },
+      { teacher: { ...teacher, lines: 'x' } },
+      { teacher: (({ lines, ...rest }) => rest)(teacher) },
+      { following: { path: '/x', auto: 'no', applied: null } },
+      { following: { auto: false, applied: null } },
+      { following: { path: '/x', auto: false, applied: '1' } },
+      { following: [] }
+    ];
+    for (const [i, extra] of bad.entries()) {
+      const p = client.history('demo', 'greet');
+      client.receive(reply(i + 1, { ...base, ...extra }));
+      await expect(p).rejects.toBeInstanceOf(ProtocolError);
+    }
+  });
+
+  it("applies and skips the teacher's version, and validates the replies", async () => {
+    const comm = new FakeComm();
+    const client = new SandboxClient(comm);
+    const applied = client.followApply('demo', 'greet');
+    expect(comm.sent[0]).toEqual({
+      protocol: 1,
+      id: 1,
+      method: 'follow_apply',
+      params: { sandbox: 'demo', module: 'greet' }
+    });
+    client.receive(reply(1, { lines: ['demo.greet: v5 from the teacher applied'], applied: 5 }));
+    expect(await applied).toEqual({
+      lines: ['demo.greet: v5 from the teacher applied'],
+      applied: 5
+    });
+    const skipped = client.followSkip('demo', 'greet');
+    expect(comm.sent[1].method).toBe('follow_skip');
+    client.receive(reply(2, { lines: ['demo.greet: v5 from the teacher skipped'], applied: null }));
+    expect((await skipped).applied).toBeNull();
+    const bad = client.followApply('demo', 'greet');
+    client.receive(reply(3, { lines: [1], applied: 5 }));
+    await expect(bad).rejects.toBeInstanceOf(ProtocolError);
+    const badApplied = client.followSkip('demo', 'greet');
+    client.receive(reply(4, { lines: [], applied: 'v5' }));
+    await expect(badApplied).rejects.toBeInstanceOf(ProtocolError);
+    const nothing = client.followSkip('demo', 'greet');
+    client.receive({
+      protocol: 1,
+      id: 5,
+      ok: false,
+      error: { code: 'nothing_to_do', message: 'no teacher version of greet is waiting' }
+    });
+    await expect(nothing).rejects.toMatchObject({ code: 'nothing_to_do' });
+  });
+
   it('turns error replies into ProtocolErrors with their code', async () => {
     const comm = new FakeComm();
     const client = new SandboxClient(comm);

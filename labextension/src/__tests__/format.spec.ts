@@ -1,5 +1,7 @@
 import {
   droppedNote,
+  followingNote,
+  lineClass,
   listRows,
   originLabel,
   relativeTime,
@@ -38,6 +40,8 @@ function history(versions: IVersionRow[], extra: Partial<IHistory> = {}): IHisto
     max_versions: 10,
     failed: [],
     unsaved: null,
+    following: null,
+    teacher: null,
     ...extra
   };
 }
@@ -64,6 +68,26 @@ describe('format', () => {
     const tip = rowTooltip(row(2, 0, { origin: 'undo', origin_at: at(5), current: true }));
     expect(tip).toContain('v2 (current)');
     expect(tip).toContain('last made current by an undo');
+    expect(originLabel(row(5, 0, { origin: 'teacher' }))).toBe('teacher');
+    expect(rowTooltip(row(5, 0, { origin: 'teacher' }))).toContain(
+      "last made current by a followed teacher's version"
+    );
+  });
+
+  it('says in one line that a sandbox follows a teacher', () => {
+    expect(followingNote({ path: '/class/x', auto: false, applied: 4 })).toBe(
+      "following the teacher (teacher's v4 applied)"
+    );
+    expect(followingNote({ path: '/class/x', auto: true, applied: 2 })).toBe(
+      "following the teacher (teacher's v2 applied, new versions applied at once)"
+    );
+    expect(followingNote({ path: '/class/x', auto: false, applied: null })).toBe(
+      'following the teacher'
+    );
+  });
+
+  it('classes diff lines by their marker', () => {
+    expect(['+', '-', ' '].map(lineClass)).toEqual(['jp-mod-added', 'jp-mod-removed', '']);
   });
 
   it('places failed attempts among the versions where they happened', () => {

@@ -11,6 +11,11 @@ class FakeKernel {
   redoTo: number | null | undefined = null;
   failRollback = false;
   probes = 0;
+  /** The teacher's history the sandbox follows (undefined: an older kernel). */
+  following: { path: string; auto: boolean; applied: number | null } | null | undefined;
+  /** The teacher's version waiting (its number), and whether applying it fails here. */
+  offer: number | null = null;
+  failOffer = false;
   /** Every request method received, in order. */
   requests: string[] = [];
   client: SandboxClient;
@@ -48,8 +53,55 @@ class FakeKernel {
             state_handler: v === 2 ? 'migrate' : null,
             current: v === this.current
           })),
-          ...(this.undoTo === undefined ? {} : { undo_to: this.undoTo, redo_to: this.redoTo })
+          ...(this.undoTo === undefined ? {} : { undo_to: this.undoTo, redo_to: this.redoTo }),
+          ...(this.following === undefined
+            ? {}
+            : {
+                following: this.following,
+                teacher:
+                  this.offer === null
+                    ? null
+                    : {
+                        version: this.offer,
+                        state_handler: 'keep',
+                        current: this.current,
+                        added: 2,
+                        removed: 1,
+                        lines: [
+                          ['-', 'old'],
+                          ['+', 'new'],
+                          ['+', 'newer']
+                        ]
+                      }
+              })
         });
+      case 'follow_apply':
+      case 'follow_skip': {
+        const v = this.offer;
+        if (v === null) {
+          setTimeout(() =>
+            this.client.receive({
+              protocol: 1,
+              id: req.id,
+              ok: false,
+              error: { code: 'nothing_to_do', message: 'no teacher version of counter is waiting' }
+            })
+          );
+          return;
+        }
+        this.offer = null;
+        const what =
+          req.method === 'follow_skip' ? 'skipped' : this.failOffer ? 'FAILED here' : 'applied';
+        if (req.method === 'follow_apply' && !this.failOffer) {
+          this.versions.push(this.versions.length + 1);
+          this.current = this.versions.length;
+          this.following!.applied = v;
+        }
+        return ok({
+          lines: [`${p.sandbox}.${p.module}: v${v} from the teacher ${what}`],
+          applied: this.following!.applied
+        });
+      }
       case 'diff':
         return ok({
           v1: p.v1,
@@ -334,6 +386,99 @@ describe('HistoryModel', () => {
     expect(m.probe).not.toBeNull();
     m.clearProbe();
     expect(m.probe).toBeNull();
+  });
+
+  it("keeps the teacher's waiting version and applies it, then re-reads", async () => {
+    const k = new FakeKernel();
+    k.following = { path: '/class/classroom.sqlite3', auto: false, applied: 1 };
+    k.offer = 2;
+    const m = new HistoryModel();
+    const notes: string[] = [];
+    m.notify = (kind, message) => notes.push(`${kind}: ${message}`);
+    m.attach(k.client, []);
+    await m.refresh();
+    expect(m.following).toEqual({ path: '/class/classroom.sqlite3', auto: false, applied: 1 });
+    expect(m.teacher).toMatchObject({ version: 2, current: 3, added: 2, removed: 1 });
+    expect(m.teacher!.state_handler).toBe('keep');
+    m.selectVersion(1);
+    k.requests = [];
+    await m.applyTeacher();
+    expect(k.requests.slice(0, 3)).toEqual(['follow_apply', 'list', 'history']);
+    expect(notes).toEqual(['success: demo.counter: v2 from the teacher applied']);
+    expect(m.teacher).toBeNull();
+    expect(m.following!.applied).toBe(2);
+    expect([m.current, m.selected, m.busy]).toEqual([4, 4, false]);
+    expect(m.diffPair).toEqual([3, 4]);
+    // nothing waits: no request
+    k.requests = [];
+    await m.applyTeacher();
+    await m.skipTeacher();
+    expect(k.requests).toEqual([]);
+  });
+
+  it("skips the teacher's version, and reports a failing one or a refused request", async () => {
+    const k = new FakeKernel();
+    k.following = { path: '/class/classroom.sqlite3', auto: false, applied: 1 };
+    k.offer = 2;
+    const m = new HistoryModel();
+    const notes: string[] = [];
+    m.notify = (kind, message) => notes.push(`${kind}: ${message}`);
+    m.attach(k.client, []);
+    await m.refresh();
+    k.requests = [];
+    await m.skipTeacher();
+    expect(k.requests.slice(0, 3)).toEqual(['follow_skip', 'list', 'history']);
+    expect(notes).toEqual(['success: demo.counter: v2 from the teacher skipped']);
+    expect([m.teacher, m.current]).toEqual([null, 3]);
+
+    k.offer = 3;
+    k.failOffer = true;
+    await m.refresh();
+    await m.applyTeacher();
+    expect(notes[1]).toBe('error: demo.counter: v3 from the teacher FAILED here');
+    expect(m.current).toBe(3);
+
+    // the offer went meanwhile (applied in a cell, say): the kernel's error is shown
+    k.offer = 4;
+    await m.refresh();
+    k.offer = null;
+    await m.applyTeacher();
+    expect(notes[2]).toBe('error: no teacher version of counter is waiting');
+    expect([m.teacher, m.busy]).toEqual([null, false]);
+  });
+
+  it('re-reads when a teacher version arrives, is skipped or fails', async () => {
+    const k = new FakeKernel();
+    k.following = { path: '/class/classroom.sqlite3', auto: false, applied: 1 };
+    const m = new HistoryModel();
+    m.attach(k.client, []);
+    await m.refresh();
+    expect(m.teacher).toBeNull();
+    for (const [kind, offer] of [
+      ['follow_pending', 2],
+      ['follow_skipped', null],
+      ['follow_pending', 3],
+      ['follow_failed', null]
+    ] as const) {
+      k.offer = offer;
+      k.requests = [];
+      const shown = changed(
+        m,
+        () => (m.teacher?.version ?? null) === offer,
+        `the model never re-read after "${kind}"`
+      );
+      k.client.receive({ ...PUSH, kind, version: offer ?? 2 });
+      await shown;
+      expect(k.requests).toContain('history');
+    }
+  });
+
+  it('reads a kernel without the teacher fields as following nothing', async () => {
+    const k = new FakeKernel();
+    const m = new HistoryModel();
+    m.attach(k.client, []);
+    await m.refresh();
+    expect([m.following, m.teacher]).toEqual([null, null]);
   });
 
   it('forgets everything on detach', async () => {
