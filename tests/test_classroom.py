@@ -194,16 +194,19 @@ def test_the_panel_offers_a_waiting_version_with_its_diff_and_applies_or_skips(t
     assert offer["version"] == 2 and offer["state_handler"] == "rename_n"
     assert offer["current"] == 1 and offer["added"] >= 2 and offer["removed"] >= 2
     assert ["+", "        self.count += 5"] in offer["lines"]
-    skipped = ask("follow_skip", sandbox="stu", module="counter")
+    # Apply / Skip name the version whose diff was shown
+    assert ask("follow_apply", sandbox="stu", module="counter", version=3)["error"]["code"] \
+        == "stale" and student_version() == 1
+    skipped = ask("follow_skip", sandbox="stu", module="counter", version=2)
     assert skipped["ok"] and skipped["result"]["applied"] == 1
-    assert ask("follow_skip", sandbox="stu", module="counter")["error"]["code"] == \
-        "nothing_to_do"
-    assert ask("follow_apply", sandbox="nobody", module="counter")["error"]["code"] == \
-        "not_found"
+    assert ask("follow_skip", sandbox="stu", module="counter", version=2)["error"]["code"] \
+        == "nothing_to_do"
+    assert ask("follow_apply", sandbox="nobody", module="counter", version=2)["error"][
+        "code"] == "not_found"
     sm.hot_reload_source("tch", COUNTER.format(step=9), "counter")
     wait(lambda: ask("history", sandbox="stu", module="counter")["result"]["teacher"],
          "the next offer")
-    applied = ask("follow_apply", sandbox="stu", module="counter")["result"]
+    applied = ask("follow_apply", sandbox="stu", module="counter", version=3)["result"]
     assert applied == {"applied": 3, "lines": ["stu.counter: v3 from the teacher applied"]}
     assert student_version() == 9
     rows = ask("history", sandbox="stu", module="counter")["result"]["versions"]
@@ -240,11 +243,13 @@ def test_the_magics_publish_and_follow(teacher, tmp_path, capsys):
     sm.hot_reload_source("tch2", COUNTER.format(step=3), "counter")
     ip.run_line_magic("sandbox_publish", f"tch2 {tmp_path / 'pub'}")
     assert "tch2: published to" in capsys.readouterr().out
-    ip.run_line_magic("sandbox_follow", f"stu {tmp_path / 'pub' / 'classroom.sqlite3'}")
-    out = capsys.readouterr().out
-    assert "following" in out
-    classroom.unfollow("stu")
+    # a sandbox id that is not published there: said at once, nothing made
+    with pytest.raises(Exception, match=r"has no published sandbox 'stu' \(published there: "
+                                        "tch2"):
+        ip.run_line_magic("sandbox_follow", f"stu {tmp_path / 'pub' / 'classroom.sqlite3'}")
+    assert "stu" not in {s.id for s in sm.list_sandboxes()}
     ip.run_line_magic("sandbox_follow", f"stu {tmp_path / 'pub'} --teacher tch2")
+    assert "stu: following" in capsys.readouterr().out
     sm.hot_reload_source("tch2", COUNTER.format(step=4), "counter", state_handler=rename_n)
     wait(lambda: classroom.follower("stu").pending(), "v2 to wait")
     capsys.readouterr()

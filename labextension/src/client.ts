@@ -147,13 +147,13 @@ export class SandboxClient {
 
   /** Apply the teacher's waiting version of `module` in a following sandbox (a version
    * that fails here still answers ok: its line says FAILED). */
-  async followApply(sandbox: string, module: string): Promise<IFollowResult> {
-    return parseFollowResult(await this.request('follow_apply', { sandbox, module }));
+  async followApply(sandbox: string, module: string, version: number): Promise<IFollowResult> {
+    return parseFollowResult(await this.request('follow_apply', { sandbox, module, version }));
   }
 
   /** Leave the teacher's waiting version of `module` unapplied (until the next one). */
-  async followSkip(sandbox: string, module: string): Promise<IFollowResult> {
-    return parseFollowResult(await this.request('follow_skip', { sandbox, module }));
+  async followSkip(sandbox: string, module: string, version: number): Promise<IFollowResult> {
+    return parseFollowResult(await this.request('follow_skip', { sandbox, module, version }));
   }
 
   /** The newest cells that ran sandbox code (kernels without the method: none). */

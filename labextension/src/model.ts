@@ -407,8 +407,8 @@ export class HistoryModel {
     try {
       const r =
         kind === 'apply'
-          ? await client.followApply(sandbox, module)
-          : await client.followSkip(sandbox, module);
+          ? await client.followApply(sandbox, module, offer.version)
+          : await client.followSkip(sandbox, module, offer.version);
       const failed = r.lines.some(l => l.includes('FAILED'));
       this.status =
         r.lines.join('\n') ||

@@ -2,34 +2,40 @@
 
 The teacher publishes a sandbox's history to a file that students can read (a
 shared folder): :func:`publish` writes every module's history there now and
-after every change (reload, rollback, undo, redo) of that sandbox.  The teacher
-never waits for followers: the file is a SQLite store in write-ahead-log mode,
-whose readers never block its writer.
+after every change (reload, rollback, undo, redo) of that sandbox, each change
+in one write with what it ran besides the code: its state handler and its
+check, as source (the whole ``%%sandbox_state_handler`` cell, or the
+function's ``def``; a check expression as it is).  The teacher never waits for
+followers: the file is a SQLite store in write-ahead-log mode, whose readers
+never block its writer.  Publishing again (a new session) replaces what was
+published under the same id.
 
 A student follows it (:func:`follow`): the store is opened read-only (a
-follower can never change it), the teacher's current version of each module
-is loaded into the student's own sandbox, and ``watchfiles`` reports each later
-write of the file (no polling).  With ``auto=True`` each new teacher version is
-applied at once, as a normal transactional reload in the student's kernel;
-otherwise it waits in :meth:`Follower.pending` until :meth:`Follower.apply` or
-:meth:`Follower.skip`.  A teacher's reload that ran a state handler publishes
-the handler's source with the version (the whole ``%%sandbox_state_handler``
-cell, or the function's source), and applying that version runs it on the
-student's own objects, told the teacher's version numbers (the teacher version
-the student had, and the new one).  A follower that was
-away catches up with the current version (the versions in between are not
-applied one by one).  A teacher version that fails in the student's kernel
-(its body raises, its check or migration fails) changes nothing there: it is
-listed in :attr:`Follower.failed`, and the next version is tried when it comes.
-The student's own edits are versions of the student's own history, never of
-the teacher's; :meth:`Follower.resync` takes the teacher's current version
-again.
+follower can never change it, and leaves no file in the folder when no teacher
+is writing), the teacher's current version of each module is loaded into the
+student's own sandbox, and ``watchfiles`` reports each later write of the file
+(no polling; a stat once a second if the folder cannot be watched).  With
+``auto=True`` each new teacher change is applied at once, as the teacher made
+it: one transactional reload per teacher change, in the teacher's order, with
+the teacher's check and state handler.  The handler runs on the student's own
+objects, told the teacher's version numbers, and only on code the student had
+from the teacher (not on the student's own edits).  Otherwise a new version
+waits in :meth:`Follower.pending` until :meth:`Follower.apply` or
+:meth:`Follower.skip`.  A follower that was away catches up with the current
+version (the versions in between are not applied one by one; the last change's
+handler runs).  A teacher version that fails in the student's kernel (its body
+raises, its check or migration fails, its handler could not be sent) changes
+nothing there: it is listed in :attr:`Follower.failed`, and the next version
+is tried when it comes.  The student's own edits are versions of the student's
+own history, never of the teacher's; :meth:`Follower.resync` takes the
+teacher's current version again.
 
 Applying a followed version runs the teacher's code in the student's kernel.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import linecache
 import logging
@@ -37,13 +43,14 @@ import sqlite3
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from ..engine.diff import VersionDiff, diff_sources
-from ..engine.store import SQLiteVersionStore, StoreFormatError
+from ..engine.store import SQLiteVersionStore, StoreFormatError, StoreWarning
 from ..errors import SandboxError
 from .events import emit, listeners
 from .queries import sandbox_histories
@@ -56,10 +63,14 @@ log = logging.getLogger(__name__)
 SCOPE = "published"
 STORE_NAME = "classroom.sqlite3"
 _CHANGES = ("reloaded", "rolled_back", "undo", "redo")
-#: The state handlers that went with published versions (their source, to run again).
-_HANDLERS = """CREATE TABLE IF NOT EXISTS published_handlers (
+#: The teacher's last change of each module: its number (one per transaction, shared by
+#: the transaction's modules; increasing in the file), and the state handler and check
+#: it ran, as source to run again in the students' kernels.
+_CHANGES_TABLE = """CREATE TABLE IF NOT EXISTS published_changes (
     sandbox TEXT NOT NULL, module TEXT NOT NULL, version INTEGER NOT NULL,
-    name TEXT NOT NULL, source TEXT, PRIMARY KEY (sandbox, module, version))"""
+    seq INTEGER NOT NULL, kind TEXT NOT NULL, handler TEXT, handler_source TEXT,
+    check_kind TEXT, check_name TEXT, check_source TEXT,
+    PRIMARY KEY (sandbox, module))"""
 _applying: dict[str, int] = {}      # sandbox -> thread applying a teacher version to it
 
 
@@ -68,33 +79,42 @@ def applying(sandbox_id: str) -> bool:
     return _applying.get(sandbox_id) == threading.get_ident()
 
 
-def handler_source(fn: Any) -> str | None:
-    """The source that defines the state handler ``fn``: the ``%%sandbox_state_handler``
-    cell it came from, else its own source text (None when Python cannot give it)."""
+def source_of(fn: Any) -> str | None:
+    """Source that defines the function ``fn`` under its own name (to run it in another
+    kernel): the ``%%sandbox_state_handler`` cell it came from, else its own ``def``.
+    None for what has no such source: a lambda, a partial, a callable object, a
+    function made by ``exec``."""
     cell = getattr(fn, "__sandbox_source__", None)
     if isinstance(cell, str):
         return cell
-    try:
-        return textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
+    name = getattr(fn, "__name__", "")
+    if not inspect.isfunction(fn) or not name.isidentifier():
         return None
+    try:
+        src = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(src)
+    except (OSError, TypeError, SyntaxError):
+        return None
+    defines = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name
+                  for n in tree.body)
+    return src if defines else None
 
 
-def _load_handler(source: str, name: str, label: str) -> Callable[[Any, Any, Any], Any]:
-    """Define a published state handler in this kernel (its own namespace)."""
+def _define(source: str, name: str, label: str) -> Callable[..., Any]:
+    """Define a published function in this kernel (a namespace of its own)."""
     filename = f"<{label}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     ns: dict[str, Any] = {"__name__": "__sandbox_state_handler__"}
     exec(compile(source, filename, "exec"), ns)
     fn = ns.get(name)
     if not callable(fn):
-        raise SandboxError(f"the teacher's state handler {name!r} is not defined by the "
-                           "source that was published with it")
-    return cast(Callable[[Any, Any, Any], Any], fn)
+        raise SandboxError(f"{label}: {name!r} is not defined by the source published "
+                           "with it")
+    return cast(Callable[..., Any], fn)
 
 
 def _store_path(path: str | Path) -> Path:
-    p = Path(path)
+    p = Path(path).expanduser().resolve()       # absolute: a later chdir changes nothing
     return p if p.suffix == ".sqlite3" else p / STORE_NAME
 
 
@@ -102,55 +122,103 @@ class _Publisher:
     def __init__(self, sandbox_id: str, path: Path) -> None:
         self.sandbox_id = sandbox_id
         self.path = path
-        self.store = SQLiteVersionStore(path)
+        with warnings.catch_warnings():     # the error below says it
+            warnings.simplefilter("ignore", StoreWarning)
+            self.store = SQLiteVersionStore(path)
         if self.store.conn is None or self.store.readonly:
-            raise SandboxError(f"cannot publish to {path}: it cannot be written "
-                               f"({self.store.failure or 'read-only'})")
+            failure = self.store.failure or "read-only"
+            self.store.close()
+            raise SandboxError(f"cannot publish to {path}: it cannot be written ({failure})")
         self.lock = threading.Lock()
+        self.last_transaction: Any = None
         with self.lock:
-            self.store.conn.execute(_HANDLERS)
-            self.store.conn.commit()
+            self.store.conn.execute(_CHANGES_TABLE)
 
-    def write_handler(self, module: str, version: int, fn: Any) -> None:
-        """Publish the state handler a teacher's reload ran (before the version itself, so
-        that a follower reading the version finds its handler)."""
-        name = getattr(fn, "__name__", None) or repr(fn)
-        source = handler_source(fn)
-        if source is None:
-            log.warning("the state handler %s of %s v%s cannot be published: Python has no "
-                        "source for it; followers migrate without it", name, module, version)
+    def reset(self) -> None:
+        """Publish afresh: what an earlier session published under this id is replaced
+        (its version numbers are not this session's)."""
+        self.store.forget(self.sandbox_id, SCOPE)
         with self.lock:
             conn = self.store.conn
-            if conn is None:
-                return
-            conn.execute("INSERT OR REPLACE INTO published_handlers VALUES (?, ?, ?, ?, ?)",
-                         (self.sandbox_id, module, version, name, source))
-            conn.commit()
+            if conn is not None:
+                conn.execute("DELETE FROM published_changes WHERE sandbox = ?",
+                             (self.sandbox_id,))
+        self.write()
 
-    def write(self, modules: list[str] | None = None) -> None:
+    def write(self, change: tuple[str, dict[str, Any]] | None = None) -> None:
+        """Write the history (of the change's modules, or all) and the change itself,
+        in one transaction: a follower reads all of a teacher's transaction or none."""
         histories = sandbox_histories(self.sandbox_id)
+        modules = None
+        if change is not None:
+            modules = [m for m in change[1].get("modules") or [change[1].get("module")]
+                       if isinstance(m, str) and m in histories]
         with self.lock:
-            for m, h in histories.items():
-                if modules is None or m in modules:
-                    self.store.save(self.sandbox_id, h, scope=SCOPE)
+            with self.store.batch():
+                conn = self.store.conn
+                if conn is None:
+                    return
+                if change is not None and modules:
+                    self._write_change(conn, change[0], change[1], modules, histories)
+                for m, h in histories.items():
+                    if modules is None or m in modules:
+                        self.store.save(self.sandbox_id, h, scope=SCOPE)
             conn = self.store.conn
             if conn is not None:
                 try:     # readers that cannot use the write-ahead log still see it all
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except Exception:
+                except sqlite3.Error:
                     log.debug("checkpointing the published store failed", exc_info=True)
 
+    def _write_change(self, conn: sqlite3.Connection, event: str, payload: dict[str, Any],
+                      modules: list[str], histories: dict[str, Any]) -> None:
+        fn, check = payload.get("state_handler"), payload.get("check")
+        name = source = None
+        if callable(fn):
+            name = getattr(fn, "__name__", None) or repr(fn)
+            source = source_of(fn)
+            if source is None:
+                log.warning("the state handler %s cannot be published (Python has no source "
+                            "defining it); followers refuse the version it migrated", name)
+        check_row: tuple[Any, Any, Any] = (None, None, None)
+        if isinstance(check, str):
+            check_row = ("expr", None, check)
+        elif callable(check):
+            check_row = ("def", getattr(check, "__name__", None) or repr(check),
+                         source_of(check))
+        (seq,) = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM published_changes"
+                              ).fetchone()
+        for m in modules:
+            conn.execute("INSERT OR REPLACE INTO published_changes VALUES "
+                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (self.sandbox_id, m, histories[m].current, seq, event, name, source,
+                          *check_row))
+
     def on_event(self, event: str, sandbox_id: str, payload: dict[str, Any]) -> None:
-        if sandbox_id == self.sandbox_id and event in _CHANGES:
-            module = payload.get("module")
-            try:
-                fn, version = payload.get("state_handler"), payload.get("version")
-                if event == "reloaded" and callable(fn) and isinstance(module, str) \
-                        and isinstance(version, int):
-                    self.write_handler(module, version, fn)
-                self.write([module] if isinstance(module, str) else None)
-            except Exception:        # publishing never fails the teacher's reload
-                log.exception("publishing %s to %s failed", sandbox_id, self.path)
+        if sandbox_id != self.sandbox_id:
+            return
+        if event == "sandbox_destroyed":        # what was published stays readable
+            unpublish(sandbox_id)
+            return
+        if event not in _CHANGES:
+            return
+        transaction = payload.get("transaction")
+        if transaction is not None and transaction == self.last_transaction:
+            return                  # written with the transaction's first module
+        self.last_transaction = transaction
+        try:
+            self.write((event, payload))
+        except Exception:            # publishing never fails the teacher's reload
+            log.exception("publishing %s to %s failed", sandbox_id, self.path)
+
+    def close(self) -> None:
+        conn = self.store.conn
+        if conn is not None:
+            try:     # a follower reading now must not hold the teacher up
+                conn.execute("PRAGMA busy_timeout = 100")
+            except sqlite3.Error:
+                pass
+        self.store.close()
 
 
 _publishers: dict[str, _Publisher] = {}
@@ -158,11 +226,16 @@ _publishers: dict[str, _Publisher] = {}
 
 def publish(sandbox_id: str, path: str | Path) -> Path:
     """Share ``sandbox_id``'s history at ``path`` (a folder, or a ``.sqlite3`` file), now
-    and after every later change; returns the store file followers open."""
+    and after every later change; returns the store file followers open.  What an earlier
+    session published there under the same id is replaced."""
     get_state(sandbox_id)
+    pub = _Publisher(sandbox_id, _store_path(path))      # (fails before anything stops)
     unpublish(sandbox_id)
-    pub = _Publisher(sandbox_id, _store_path(path))
-    pub.write()
+    try:
+        pub.reset()
+    except Exception:
+        pub.close()
+        raise
     _publishers[sandbox_id] = pub
     listeners.append(pub.on_event)
     return pub.path
@@ -174,21 +247,25 @@ def unpublish(sandbox_id: str) -> None:
     if pub is not None:
         if pub.on_event in listeners:
             listeners.remove(pub.on_event)
-        pub.store.close()
+        pub.close()
 
 
 @dataclass(frozen=True)
 class TeacherVersion:
-    """A version the teacher recorded that this follower has not applied."""
+    """The teacher's current version of a module, as published."""
 
     module: str
     version: int
     source: str
-    #: The state handler the teacher's reload ran: its name, and its source (None: none
-    #: was run, or Python had no source for it).
+    #: The state handler the teacher's last change of the module ran: its name, and its
+    #: source (None: none ran, or Python had no source for it).
     state_handler: str | None = None
     handler_source: str | None = None
     loaded_at: float = 0.0
+    #: The teacher's change that made it current (0: not known, published at the start).
+    seq: int = 0
+    #: The check that change ran: ("expr", None, text), ("def", name, source or None).
+    check: tuple[str, str | None, str | None] | None = None
 
 
 class Follower:
@@ -202,64 +279,115 @@ class Follower:
         self.auto = auto
         self.on_version = on_version or (lambda line: None)
         self.applied: dict[str, int] = {}        # module -> teacher version applied
-        self.seen: dict[str, int] = {}           # module -> newest teacher version seen
+        self.seen: dict[str, tuple[int, str]] = {}   # module -> newest (version, source)
         self._pending: dict[str, TeacherVersion] = {}
+        self._versions: dict[str, dict[str, int]] = {}   # module -> {source: teacher v}
         self.failed: dict[tuple[str, int], str] = {}
         self.lock = threading.RLock()
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
+        #: How the file is watched: "events" (watchfiles), or why it is polled instead.
+        self.watching = "events"
         self.latency: list[float] = []           # seconds from a write to its check
         self.stamp = self._stamp()               # the file when it was last read
 
     # ------------------------------------------------------------ reading
     def teacher(self) -> dict[str, TeacherVersion]:
         """The teacher's current version of each module, read now (read-only)."""
+        snapshot = not self.path.with_name(self.path.name + "-wal").exists()
         try:
-            store = SQLiteVersionStore(self.path, read_only=True)
+            # no write-ahead log: no teacher is writing; read the file as it is (without
+            # making the log's side files, which would be the student's in the folder)
+            store = SQLiteVersionStore(self.path, read_only=True, snapshot=snapshot)
         except StoreFormatError as exc:
             raise SandboxError(str(exc)) from None
         try:
+            published = store.list_sandboxes(SCOPE)
+            if self.teacher_id not in published:
+                there = ", ".join(sorted(published)) or "none"
+                raise SandboxError(f"{self.path} has no published sandbox "
+                                   f"{self.teacher_id!r} (published there: {there})")
             histories = store.load(self.teacher_id, scope=SCOPE)
-            handlers = self._handlers(store)
+            if store.failure:
+                raise SandboxError(f"cannot read {self.path}: {store.failure}")
+            changes = self._changes(store)
         finally:
             store.close()
         out = {}
         for m, h in histories.items():
-            if h.current is not None:
-                rec = h.current_record()
-                name, src = handlers.get((m, h.current), (None, None))
+            if h.current is None:
+                continue
+            rec = h.current_record()
+            row = changes.get(m)
+            if row is not None and row[0] == h.current:
+                _, seq, name, src, ck, cn, cs = row
                 out[m] = TeacherVersion(m, h.current, rec.source, name, src,
+                                        rec.loaded_at.timestamp(), seq,
+                                        (ck, cn, cs) if ck else None)
+            else:
+                out[m] = TeacherVersion(m, h.current, rec.source, None, None,
                                         rec.loaded_at.timestamp())
+            with self.lock:
+                self._versions[m] = {r.source: v for v, r in h.records.items()}
         return out
 
-    def _handlers(self, store: SQLiteVersionStore) -> dict[tuple[str, int], tuple[str, Any]]:
+    def _changes(self, store: SQLiteVersionStore) -> dict[str, tuple[Any, ...]]:
         conn = store.conn
         if conn is None:
             return {}
         try:
-            rows = conn.execute("SELECT module, version, name, source FROM published_handlers "
+            rows = conn.execute("SELECT module, version, seq, handler, handler_source, "
+                                "check_kind, check_name, check_source FROM published_changes "
                                 "WHERE sandbox = ?", (self.teacher_id,)).fetchall()
-        except sqlite3.OperationalError:      # published by a version without handlers
+        except sqlite3.OperationalError:      # published before changes were
             return {}
-        return {(m, v): (n, src) for m, v, n, src in rows}
+        return {r[0]: tuple(r[1:]) for r in rows}
 
     @property
     def teacher_id(self) -> str:
         """The published sandbox's id (the same as the follower's, unless given)."""
         return self._teacher
 
+    @property
+    def alive(self) -> bool:
+        """Whether the follower still watches the published file."""
+        return self.thread is not None and self.thread.is_alive()
+
+    def _source_here(self, module: str) -> str | None:
+        h = sandbox_histories(self.sandbox_id).get(module)
+        return h.current_record().source if h is not None and h.current is not None \
+            else None
+
+    def _teacher_version_here(self, module: str) -> int | None:
+        """The teacher's version the student's current code of ``module`` is (None: the
+        student's own edit, or not loaded here)."""
+        here = self._source_here(module)
+        return None if here is None else self._versions.get(module, {}).get(here)
+
+    def _say(self, lines: list[str]) -> None:
+        for line in lines:
+            try:
+                self.on_version(line)
+            except Exception:       # a broken callback must not stop the follower
+                log.exception("on_version callback of %s failed", self.sandbox_id)
+
     def check(self) -> list[str]:
         """Look at the published history now; apply (``auto``) or queue what is new.
         Returns one line per teacher version it saw."""
         lines = []
         with self.lock:
+            if self.stop_event.is_set():
+                return []
             new = []
             for m, tv in sorted(self.teacher().items()):
-                if self.seen.get(m) == tv.version:
+                if self.seen.get(m) == (tv.version, tv.source):
                     continue
-                self.seen[m] = tv.version
-                if self.applied.get(m) != tv.version:
-                    new.append(tv)
+                self.seen[m] = (tv.version, tv.source)
+                if self._source_here(m) == tv.source:   # the student has it (a rollback
+                    self.applied[m] = tv.version        # of the teacher's, say)
+                    self._pending.pop(m, None)
+                    continue
+                new.append(tv)
             if self.auto:
                 lines = self._apply(new)
             else:
@@ -270,8 +398,7 @@ class Follower:
                     lines.append(f"{self.sandbox_id}.{tv.module}: v{tv.version} from the "
                                  f"teacher is waiting (follower.apply() or "
                                  f"%sandbox_follow {self.sandbox_id} --apply)")
-        for line in lines:
-            self.on_version(line)
+        self._say(lines)
         return lines
 
     def pending(self) -> list[TeacherVersion]:
@@ -292,92 +419,142 @@ class Follower:
                             t.version, t.source)
 
     # ------------------------------------------------------------ acting
-    def _apply(self, versions: list[TeacherVersion], handlers: bool = True) -> list[str]:
-        """Load teacher versions into this kernel's sandbox: one transaction, or (when
-        their reloads ran different state handlers) one per module, in the teacher's
-        order.  ``handlers=False``: without the teacher's state handlers (a resync)."""
+    def _apply(self, versions: list[TeacherVersion]) -> list[str]:
+        """Load teacher versions into this kernel's sandbox as the teacher made them: one
+        transaction per teacher change, in the teacher's order, each with the state
+        handler and check that change ran.  Modules new here go with the first."""
         if not versions:
             return []
-        sources = {t.handler_source for t in versions if t.handler_source} if handlers \
-            else set()
-        if len(sources) > 1:
-            out: list[str] = []
-            for t in sorted(versions, key=lambda t: t.loaded_at):
-                out += self._apply_one([t], True)
-            return out
-        return self._apply_one(versions, handlers)
+        here = set(sandbox_histories(self.sandbox_id))
+        groups: dict[int, list[TeacherVersion]] = {}
+        for t in versions:
+            groups.setdefault(t.seq if t.module in here else -1, []).append(t)
+        if -1 in groups:
+            first = min(k for k in groups if k != -1) if len(groups) > 1 else -1
+            groups.setdefault(first, [])
+            if first != -1:
+                groups[first] += groups.pop(-1)
+        out: list[str] = []
+        for _, group in sorted(groups.items()):
+            out += self._apply_change(group)
+        return out
 
-    def _handler(self, versions: list[TeacherVersion]) -> Any:
-        """The teacher's state handler of these versions, defined here and told the
-        teacher's version numbers (None: their reloads ran none)."""
-        t = next((t for t in versions if t.handler_source), None)
-        if t is None or t.state_handler is None or t.handler_source is None:
+    def _handler(self, group: list[TeacherVersion]) -> Any:
+        """The teacher's state handler of this change, defined here and told the teacher's
+        version numbers; None when it ran none, or when the student's code of a module
+        here is the student's own (the handler was written for the teacher's)."""
+        t = group[0]
+        if t.state_handler is None:
             return None
-        fn = _load_handler(t.handler_source, t.state_handler,
-                           f"the teacher's state handler of {t.module} v{t.version}")
-        current = {m: h.current for m, h in sandbox_histories(self.sandbox_id).items()}
-        numbers: dict[Any, tuple[Any, int]] = {}
-        for v in versions:           # the student's version now -> (teacher's old, new)
-            mine = current.get(v.module)
-            numbers.setdefault(mine, (self.applied.get(v.module, mine), v.version))
+        if t.handler_source is None:
+            raise SandboxError(f"its state handler {t.state_handler!r} could not be sent: "
+                               "Python has no source defining it (a lambda, a partial, a "
+                               "callable object); the teacher can define it with def or a "
+                               "%%sandbox_state_handler cell")
+        histories = sandbox_histories(self.sandbox_id)
+        numbers: dict[Any, tuple[int, int]] = {}
+        for v in group:
+            if v.module not in histories:
+                continue
+            old = self._teacher_version_here(v.module)
+            if old is None:
+                return None
+            mine = histories[v.module].current
+            if numbers.setdefault(mine, (old, v.version)) != (old, v.version):
+                raise _Split()
+        fn = _define(t.handler_source, t.state_handler,
+                     f"the teacher's state handler of {t.module} v{t.version}")
 
         def teachers_handler(state: Any, old_version: Any, new_version: Any) -> Any:
             old, new = numbers.get(old_version, (old_version, new_version))
             return fn(state, old, new)
 
         teachers_handler.__name__ = t.state_handler
+        # a follower that publishes in turn (an assistant's section) sends the teacher's
+        teachers_handler.__sandbox_source__ = t.handler_source  # type: ignore[attr-defined]
         return teachers_handler
 
-    def _apply_one(self, versions: list[TeacherVersion], handlers: bool) -> list[str]:
+    @staticmethod
+    def _check(group: list[TeacherVersion]) -> Any:
+        kind, name, text = group[0].check or (None, None, None)
+        if kind == "expr":
+            return text
+        if kind == "def":
+            if text is None or name is None:
+                raise SandboxError(f"its check {name!r} could not be sent: Python has no "
+                                   "source defining it; the teacher can give the check as "
+                                   "an expression or a def")
+            return _define(text, name, f"the teacher's check {name}")
+        return None
+
+    def _apply_change(self, group: list[TeacherVersion]) -> list[str]:
         try:
-            handler = self._handler(versions) if handlers else None
+            handler = self._handler(group)
+            check = self._check(group)
             _applying[self.sandbox_id] = threading.get_ident()
             try:
-                r = hot_reload_source(self.sandbox_id, {t.module: t.source for t in versions},
-                                      state_handler=handler)
+                r = hot_reload_source(self.sandbox_id, {t.module: t.source for t in group},
+                                      state_handler=handler, check=check)
             finally:
                 _applying.pop(self.sandbox_id, None)
-        except Exception as exc:     # SandboxError, or the handler's source failing here
-            text = str(exc) if isinstance(exc, SandboxError) \
-                else f"the teacher's state handler does not run here: {type(exc).__name__}: {exc}"
+        except _Split:      # modules the handler must be told different numbers for
+            return [line for t in group for line in self._apply_change([t])]
+        except Exception as exc:     # SandboxError, or published source failing here
+            if len(group) > 1 and group[0].seq == 0:
+                # published at the start, not one teacher change: each module on its own
+                return [line for t in group for line in self._apply_change([t])]
+            text = str(exc) if isinstance(exc, SandboxError) else \
+                f"the teacher's published code does not run here: {type(exc).__name__}: {exc}"
             why = text.splitlines()[0] if text else type(exc).__name__
-            for t in versions:
+            for t in group:
                 self.failed[(t.module, t.version)] = text
                 self._pending.pop(t.module, None)
                 emit("follow_failed", self.sandbox_id, module=t.module, version=t.version,
                      message=why)
             return [f"{self.sandbox_id}.{t.module}: v{t.version} from the teacher FAILED "
-                    f"here, nothing changed: {why}" for t in versions]
-        for t in versions:
+                    f"here, nothing changed: {why}" for t in group]
+        for t in group:
             self.applied[t.module] = t.version
             self._pending.pop(t.module, None)
         notes = [r.status] if r.status != "hot_reloaded" else []
         if handler is not None:
             notes.append(f"migrated by {handler.__name__}")
+        elif group[0].state_handler:
+            notes.append(f"without the teacher's state handler {group[0].state_handler}: "
+                         "your own edits came before it")
         said = f" ({', '.join(notes)})" if notes else ""
         return [f"{self.sandbox_id}.{t.module}: v{t.version} from the teacher applied{said}"
-                for t in versions]
+                for t in group]
 
-    def apply(self, module: str | None = None) -> list[str]:
-        """Apply the waiting teacher versions (of ``module`` only, if given)."""
+    def _waiting(self, module: str | None, version: int | None) -> list[TeacherVersion]:
+        out = [t for t in self.pending() if module is None or t.module == module]
+        if version is not None and any(t.version != version for t in out):
+            (t,) = out
+            raise SandboxError(f"the teacher's version of {t.module} waiting is now "
+                               f"v{t.version}, not v{version}: look at its diff first")
+        return out
+
+    def apply(self, module: str | None = None, version: int | None = None) -> list[str]:
+        """Apply the waiting teacher versions (of ``module`` only, if given; ``version``:
+        only if that is still the one waiting)."""
         with self.lock:
-            return self._apply([t for t in self.pending()
-                                if module is None or t.module == module])
+            return self._apply(self._waiting(module, version))
 
-    def skip(self, module: str | None = None) -> None:
+    def skip(self, module: str | None = None, version: int | None = None) -> None:
         """Leave the waiting teacher versions (of ``module`` only) unapplied."""
         with self.lock:
-            for m in [m for m in self._pending if module is None or m == module]:
-                t = self._pending.pop(m)
-                emit("follow_skipped", self.sandbox_id, module=m, version=t.version)
+            for t in self._waiting(module, version):
+                del self._pending[t.module]
+                emit("follow_skipped", self.sandbox_id, module=t.module, version=t.version)
 
     def resync(self) -> list[str]:
         """Take the teacher's current version of every module again (after edits of
         one's own, say)."""
         with self.lock:
             current = self.teacher()
-            self.seen.update({m: t.version for m, t in current.items()})
-            return self._apply([t for _, t in sorted(current.items())], handlers=False)
+            self.seen.update({m: (t.version, t.source) for m, t in current.items()})
+            return self._apply([t for _, t in sorted(current.items())
+                                if self._source_here(t.module) != t.source])
 
     # ------------------------------------------------------------ watching
     def start(self) -> None:
@@ -395,34 +572,54 @@ class Follower:
                 out += [0, 0]
         return tuple(out)
 
+    def _tick(self) -> None:
+        """Read the store if the file changed since it was last read."""
+        now = self._stamp()
+        if now == self.stamp:
+            return          # no write (an event of a reader opening the file)
+        self.stamp = now
+        started = time.perf_counter()
+        try:
+            self.check()
+        except Exception:
+            log.exception("following %s failed", self.path)
+        self.latency.append(time.perf_counter() - started)
+
     def _watch(self) -> None:
         """File events of the store's folder wake the follower, which reads the store when
         the file's time or size changed (readers opening it make events too); once a
         second without events, one stat of the file catches a write the events missed
-        (one made while the watch was starting, say)."""
-        from watchfiles import watch
+        (one made while the watch was starting, say).  When the folder cannot be watched
+        (no inotify instance left, say), a stat once a second is all."""
+        try:
+            from watchfiles import watch
 
-        names = {self.path.name, self.path.name + "-wal"}
-        stamp = self.stamp
-        for _changes in watch(self.path.parent, stop_event=self.stop_event, debounce=50,
-                             step=20, watch_filter=lambda _c, p: Path(p).name in names,
-                             raise_interrupt=False, yield_on_timeout=True,
-                             rust_timeout=1000):
-            now = self._stamp()
-            if now == stamp:
-                continue        # no write (an event of a reader opening the file)
-            stamp = now
-            started = time.perf_counter()
-            try:
-                self.check()
-            except Exception:
-                log.exception("following %s failed", self.path)
-            self.latency.append(time.perf_counter() - started)
+            names = {self.path.name, self.path.name + "-wal"}
+            for _changes in watch(self.path.parent, stop_event=self.stop_event,
+                                  debounce=50, step=20, recursive=False,
+                                  watch_filter=lambda _c, p: Path(p).name in names,
+                                  raise_interrupt=False, yield_on_timeout=True,
+                                  rust_timeout=1000):
+                self._tick()
+        except Exception as exc:
+            if self.stop_event.is_set():
+                return
+            self.watching = f"a stat once a second: the folder cannot be watched ({exc})"
+            log.warning("following %s: %s", self.path, self.watching)
+            while not self.stop_event.wait(1.0):
+                self._tick()
 
     def stop(self) -> None:
+        """Stop following; waits for a teacher version being applied now to finish."""
         self.stop_event.set()
-        if self.thread is not None:
+        if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout=5)
+        if self.lock.acquire(timeout=60):
+            self.lock.release()
+
+
+class _Split(Exception):
+    """A change's modules need the state handler told different numbers: one by one."""
 
 
 _followers: dict[str, Follower] = {}
@@ -439,13 +636,13 @@ def follow(sandbox_id: str, path: str | Path, *, auto: bool = False,
     if not store.exists():
         raise SandboxError(f"nothing is published at {store}: the teacher runs "
                            f"sm.publish({sandbox_id!r}, folder) or %sandbox_publish first")
+    f = Follower(sandbox_id, store, auto, on_version, teacher)   # (stamps the file)
+    f.teacher()                     # published there, and readable: else nothing changes
     unfollow(sandbox_id)
     if find_host(sandbox_id) is None:
         from .lifecycle import create_sandbox
         create_sandbox(sandbox_id)
-    f = Follower(sandbox_id, store, auto, on_version, teacher)   # (stamps the file)
-    for line in f.resync():                  # the current versions, whatever auto says
-        f.on_version(line)
+    f._say(f.resync())              # the current versions, whatever auto says
     f.start()
     _followers[sandbox_id] = f
     return f

@@ -13,7 +13,7 @@ listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
 
 
 def emit(event: str, sandbox_id: str, **payload: Any) -> None:
-    for cb in listeners:
+    for cb in listeners.copy():     # (a listener may remove itself)
         try:
             cb(event, sandbox_id, payload)
         except Exception:  # a broken listener must never break a reload

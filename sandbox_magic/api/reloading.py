@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections import Counter
@@ -70,6 +71,17 @@ def _announce(entry: str, sandbox_id: str, exc: SandboxError, args: tuple[Any, .
         module = first.module
     if isinstance(module, str):
         emit("reload_failed", sandbox_id, module=module, message=str(exc))
+
+
+_transactions = itertools.count(1)
+
+
+def _change(opts: ReloadOptions, modules: list[str]) -> dict[str, Any]:
+    """What the events of one change say besides each module's version: the change's
+    number (one per transaction, shared by its modules' events), all its modules, and
+    the state handler and check it ran (a published history sends them along)."""
+    return {"transaction": next(_transactions), "modules": modules,
+            "state_handler": opts.state_handler, "check": opts.check}
 
 
 def _options(state_handler: StateHandler | None, use_state_preservation: bool,
@@ -162,7 +174,7 @@ def hot_reload(sandbox_id: str, artifact: Artifact | bytes | CompileInfo, *,
         status = "hot_reloaded" if change.action == "new" else "reactivated"
         (result,) = get_host(st.id).execute([change], opts, status=status)
     emit("reloaded", sandbox_id, module=art.module, version=result.new_version,
-         status=result.status, state_handler=opts.state_handler)
+         status=result.status, **_change(opts, [art.module]))
     return result
 
 
@@ -265,10 +277,11 @@ def _load_many(sandbox_id: str, arts: list[Artifact], opts: ReloadOptions,
         results += [no_change(st, m, started) for m in unchanged]
     order = {a.module: i for i, a in enumerate(arts)}
     results.sort(key=lambda r: order[r.module])
+    changed = _change(opts, [r.module for r in results if r.status != "no_change"])
     for r in results:
         if r.status != "no_change":
             emit("reloaded", sandbox_id, module=r.module, version=r.new_version,
-                 status=r.status, state_handler=opts.state_handler)
+                 status=r.status, **changed)
     return combine(results, started)
 
 
@@ -328,7 +341,8 @@ def rollback_module(sandbox_id: str, module: str, version: int, *,
             found: DryRun = get_host(st.id).dry_run([change], opts)
             return found
         (result,) = get_host(st.id).execute([change], opts, status="rolled_back")
-    emit("rolled_back", sandbox_id, module=module, version=version)
+    emit("rolled_back", sandbox_id, module=module, version=version,
+         **_change(opts, [module]))
     return result
 
 
@@ -346,7 +360,7 @@ def _step(sandbox_id: str, module: str, delta: int, event: str) -> ReloadResult:
         rec = h.record(target)
         (result,) = get_host(st.id).execute([Change(module, rec.artifact, "move", delta=delta)],
                             ReloadOptions(), status="rolled_back")
-    emit(event, sandbox_id, module=module, version=target)
+    emit(event, sandbox_id, module=module, version=target, **_change(ReloadOptions(), [module]))
     return result
 
 
@@ -393,8 +407,9 @@ def reload_modules(sandbox_id: str, modules: Any, *, state_handler: StateHandler
         if not changes:
             return combine([no_change(st, m, started) for m in modules], started)
         results = get_host(st.id).execute(changes, opts, parallel=parallel, timeout=timeout)
+    changed = _change(opts, [r.module for r in results])
     for r in results:
         emit("reloaded", sandbox_id, module=r.module, version=r.new_version, status=r.status,
-             state_handler=opts.state_handler)
+             **changed)
     return combine(results, started)
 

@@ -292,7 +292,7 @@ class SQLiteVersionStore(VersionStore):
     durable = True
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, snapshot: bool = False) -> None:
         self.path = Path(path)
         self.timeout = timeout
         self.lock = threading.RLock()
@@ -311,7 +311,7 @@ class SQLiteVersionStore(VersionStore):
         if read_only:
             # never written through this object, whatever the file's permissions
             self._warned_readonly = True
-            if not self.path.exists() or not self._connect_readonly():
+            if not self.path.exists() or not self._connect_readonly(snapshot):
                 raise StoreFormatError(f"cannot read the history store {self.path}: it does "
                                        "not exist or is not a sandbox_magic store")
             return
@@ -399,8 +399,12 @@ class SQLiteVersionStore(VersionStore):
             return False
         return self._connect_readonly()
 
-    def _connect_readonly(self) -> bool:
-        for query in ("mode=ro", "mode=ro&immutable=1"):
+    def _connect_readonly(self, snapshot: bool = False) -> bool:
+        """Open to read.  ``snapshot``: read the file as it is, as an unchanging file,
+        first (SQLite then makes no side files for a write-ahead log: for a reader of a
+        folder that others write, when no writer is there)."""
+        queries = ("mode=ro", "mode=ro&immutable=1")
+        for query in reversed(queries) if snapshot else queries:
             try:
                 conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{query}", uri=True,
                                        timeout=self.timeout, check_same_thread=False,

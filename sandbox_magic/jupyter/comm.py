@@ -59,8 +59,8 @@ METHODS: dict[str, dict[str, str]] = {
     "redo": {"sandbox": "sandbox", "module": "module"},
     "probe": {"sandbox": "sandbox", "module": "module", "expr": "expression"},
     "ran": {},
-    "follow_apply": {"sandbox": "sandbox", "module": "module"},
-    "follow_skip": {"sandbox": "sandbox", "module": "module"},
+    "follow_apply": {"sandbox": "sandbox", "module": "module", "version": "version"},
+    "follow_skip": {"sandbox": "sandbox", "module": "module", "version": "version"},
 }
 #: Most cells a ``ran`` reply lists (the newest).
 RAN_MAX = 200
@@ -315,19 +315,22 @@ def _following(sandbox_id: str, module: str) -> tuple[Following | None, TeacherO
                        "removed": d.lines_removed, "lines": [list(x) for x in d.lines()]}
 
 
-def _follow_action(method: str, sandbox_id: str, module: str) -> FollowResult:
+def _follow_action(method: str, sandbox_id: str, module: str, version: int) -> FollowResult:
     f = classroom.follower(sandbox_id)
     if f is None:
         raise ProtocolError("not_found", f"{sandbox_id} follows no teacher in this kernel")
-    if module not in {t.module for t in f.pending()}:
+    waiting = {t.module: t for t in f.pending()}
+    if module not in waiting:
         raise ProtocolError("nothing_to_do", f"no teacher version of {module} is waiting "
                             "(applied or skipped already)")
+    if waiting[module].version != version:      # not the one whose diff was shown
+        raise ProtocolError("stale", f"the teacher's version of {module} waiting is now "
+                            f"v{waiting[module].version}, not v{version}: look at its diff")
     if method == "follow_apply":
-        lines = f.apply(module)
+        lines = f.apply(module, version)
     else:
-        t = next(t for t in f.pending() if t.module == module)
-        f.skip(module)
-        lines = [f"{sandbox_id}.{module}: v{t.version} from the teacher skipped"]
+        f.skip(module, version)
+        lines = [f"{sandbox_id}.{module}: v{version} from the teacher skipped"]
     return {"lines": lines, "applied": f.applied.get(module)}
 
 
@@ -363,7 +366,7 @@ def call(method: str, p: dict[str, Any]) -> (ListResult | HistoryResult | DiffRe
                 "removed": d.lines_removed, "lines": [list(x) for x in d.lines()]}
     sid, mod = p["sandbox"], p["module"]
     if method in ("follow_apply", "follow_skip"):
-        return _follow_action(method, sid, mod)
+        return _follow_action(method, sid, mod, p["version"])
     if method == "probe":
         return _probe(sid, mod, p["expr"])
     if method == "rollback":

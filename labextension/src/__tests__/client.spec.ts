@@ -198,29 +198,29 @@ describe('SandboxClient', () => {
   it("applies and skips the teacher's version, and validates the replies", async () => {
     const comm = new FakeComm();
     const client = new SandboxClient(comm);
-    const applied = client.followApply('demo', 'greet');
+    const applied = client.followApply('demo', 'greet', 5);
     expect(comm.sent[0]).toEqual({
       protocol: 1,
       id: 1,
       method: 'follow_apply',
-      params: { sandbox: 'demo', module: 'greet' }
+      params: { sandbox: 'demo', module: 'greet', version: 5 }
     });
     client.receive(reply(1, { lines: ['demo.greet: v5 from the teacher applied'], applied: 5 }));
     expect(await applied).toEqual({
       lines: ['demo.greet: v5 from the teacher applied'],
       applied: 5
     });
-    const skipped = client.followSkip('demo', 'greet');
+    const skipped = client.followSkip('demo', 'greet', 5);
     expect(comm.sent[1].method).toBe('follow_skip');
     client.receive(reply(2, { lines: ['demo.greet: v5 from the teacher skipped'], applied: null }));
     expect((await skipped).applied).toBeNull();
-    const bad = client.followApply('demo', 'greet');
+    const bad = client.followApply('demo', 'greet', 5);
     client.receive(reply(3, { lines: [1], applied: 5 }));
     await expect(bad).rejects.toBeInstanceOf(ProtocolError);
-    const badApplied = client.followSkip('demo', 'greet');
+    const badApplied = client.followSkip('demo', 'greet', 5);
     client.receive(reply(4, { lines: [], applied: 'v5' }));
     await expect(badApplied).rejects.toBeInstanceOf(ProtocolError);
-    const nothing = client.followSkip('demo', 'greet');
+    const nothing = client.followSkip('demo', 'greet', 5);
     client.receive({
       protocol: 1,
       id: 5,

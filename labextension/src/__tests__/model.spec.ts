@@ -78,6 +78,17 @@ class FakeKernel {
       case 'follow_apply':
       case 'follow_skip': {
         const v = this.offer;
+        if (v !== null && req.params.version !== v) {
+          setTimeout(() =>
+            this.client.receive({
+              protocol: 1,
+              id: req.id,
+              ok: false,
+              error: { code: 'stale', message: `the teacher's version waiting is now v${v}` }
+            })
+          );
+          return;
+        }
         if (v === null) {
           setTimeout(() =>
             this.client.receive({
@@ -445,6 +456,14 @@ describe('HistoryModel', () => {
     await m.applyTeacher();
     expect(notes[2]).toBe('error: no teacher version of counter is waiting');
     expect([m.teacher, m.busy]).toEqual([null, false]);
+
+    // a newer teacher version came after the diff shown: Apply names the one reviewed
+    k.offer = 5;
+    await m.refresh();
+    k.offer = 6;
+    await m.applyTeacher();
+    expect(notes[3]).toBe("error: the teacher's version waiting is now v6");
+    expect([m.teacher!.version, m.current]).toEqual([6, 3]);
   });
 
   it('re-reads when a teacher version arrives, is skipped or fails', async () => {

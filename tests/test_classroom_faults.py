@@ -1,0 +1,218 @@
+"""A class, where it is easy to get wrong: what a teacher's change carries along, a
+history published again, a folder that cannot be watched or that others may write."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from test_classroom import COUNTER, wait
+
+import sandbox_magic as sm
+from sandbox_magic import api
+from sandbox_magic.api import classroom
+from sandbox_magic.engine.store import SQLiteVersionStore
+
+A = "class A:\n    def __init__(self):\n        self.seen = []\n    def v(self):\n        return {v}\n"
+B = "class B:\n    def __init__(self):\n        self.seen = []\n    def v(self):\n        return {v}\n"
+
+
+def record(state, old_version, new_version):
+    state = dict(state)
+    state["seen"] = state["seen"] + [(old_version, new_version)]
+    return state
+
+
+def count(state, old_version, new_version):
+    state = dict(state)
+    state["migrations"] = state.get("migrations", 0) + 1
+    return state
+
+
+def only_in_the_teachers(box):
+    return ".tch." in box.modules["counter"].__name__
+
+
+@pytest.fixture
+def clean():
+    yield
+    for sid in ("tch", "stu", "ta"):
+        classroom.unfollow(sid)
+        classroom.unpublish(sid)
+        if sid in {s.id for s in sm.list_sandboxes()}:
+            sm.destroy_sandbox(sid)
+
+
+def test_a_change_of_several_modules_goes_as_one_with_its_own_numbers(tmp_path, clean):
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", {"a": A.format(v=1), "b": B.format(v=1)})
+    for v in (2, 3):
+        sm.hot_reload_source("tch", A.format(v=v), "a")          # the teacher: a v3, b v1
+    classroom.publish("tch", tmp_path)
+    f = classroom.follow("stu", tmp_path, auto=True, teacher="tch")  # here: a v1, b v1
+    held = {sid: (sm.get_sandbox(sid).A(), sm.get_sandbox(sid).B()) for sid in ("tch", "stu")}
+    # the published store holds the whole change when its first module's event is seen
+    seen_at_first_event = []
+
+    def look(event, sid, payload):
+        if sid == "tch" and event == "reloaded" and not seen_at_first_event:
+            store = SQLiteVersionStore(f.path, read_only=True)
+            try:
+                seen_at_first_event.append({m: h.current for m, h in
+                                            store.load("tch", classroom.SCOPE).items()})
+            finally:
+                store.close()
+
+    api.listeners.append(look)
+    try:
+        sm.hot_reload_source("tch", {"a": A.format(v=4), "b": B.format(v=2)},
+                             state_handler=record)
+    finally:
+        api.listeners.remove(look)
+    assert seen_at_first_event == [{"a": 4, "b": 2}]
+    wait(lambda: f.applied == {"a": 4, "b": 2}, "the change of both modules")
+    # each module's objects told that module's teacher numbers, as in the teacher's kernel
+    assert [o.seen for o in held["stu"]] == [o.seen for o in held["tch"]] == [[(3, 4)],
+                                                                              [(1, 2)]]
+    # a later change of one module runs its handler on that module's objects only
+    sm.hot_reload_source("tch", A.format(v=5), "a", state_handler=record)
+    wait(lambda: f.applied["a"] == 5, "a v5")
+    assert [o.seen for o in held["stu"]] == [[(3, 4), (4, 5)], [(1, 2)]]
+
+
+def test_the_teachers_check_goes_along_and_a_rollback_runs_no_handler_again(tmp_path, clean):
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=1), "counter")
+    classroom.publish("tch", tmp_path)
+    f = classroom.follow("stu", tmp_path, auto=True, teacher="tch")
+    held = sm.get_sandbox("stu").Counter()
+    held.n = 500
+    sm.hot_reload_source("tch", COUNTER.format(step=2), "counter", check=only_in_the_teachers)
+    wait(lambda: ("counter", 2) in f.failed, "the teacher's check to refuse v2 here")
+    assert "check" in f.failed[("counter", 2)] and held.inc() == 501
+    held.n = 0
+    sm.hot_reload_source("tch", COUNTER.format(step=3), "counter", check="Counter().inc() == 3",
+                         state_handler=count)
+    wait(lambda: f.applied.get("counter") == 3, "v3, its check passing here")
+    assert held.migrations == 1
+    sm.hot_reload_source("tch", COUNTER.format(step=4), "counter")
+    wait(lambda: f.applied.get("counter") == 4, "v4")
+    sm.rollback_module("tch", "counter", 3)         # v3 was made with a handler: not again
+    wait(lambda: f.applied.get("counter") == 3, "the rollback")
+    assert held.migrations == 1 and held.inc() == 3      # v3 code, migrated once
+
+
+def test_a_waiting_version_the_teacher_rolled_back_waits_no_more(tmp_path, clean):
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=1), "counter")
+    classroom.publish("tch", tmp_path)
+    f = classroom.follow("stu", tmp_path, teacher="tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=2), "counter")
+    wait(lambda: f.pending(), "v2 to wait")
+    sm.rollback_module("tch", "counter", 1)
+    wait(lambda: not f.pending(), "the abandoned v2 to go")
+    assert f.applied == {"counter": 1}
+
+
+def test_a_student_back_after_a_while_gets_the_teachers_handler(tmp_path, clean):
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=1), "counter")
+    classroom.publish("tch", tmp_path)
+    classroom.follow("stu", tmp_path, auto=True, teacher="tch")
+    held = sm.get_sandbox("stu").Counter()
+    held.inc()
+    classroom.unfollow("stu")
+    sm.hot_reload_source("tch", COUNTER.format(step=2), "counter", state_handler=count)
+    sm.hot_reload_source("tch", COUNTER.format(step=3), "counter", state_handler=count)
+    lines = []
+    classroom.follow("stu", tmp_path, teacher="tch", on_version=lines.append)
+    assert lines == ["stu.counter: v3 from the teacher applied (migrated by count)"]
+    assert held.migrations == 1 and held.inc() == 4       # the last change's handler, once
+    # after an edit of the student's own, the teacher's handler is not run on it
+    sm.hot_reload_source("stu", COUNTER.format(step=50), "counter")
+    f = classroom.follower("stu")
+    assert f.resync() == ["stu.counter: v3 from the teacher applied (reactivated, without "
+                          "the teacher's state handler count: your own edits came before it)"]
+    assert held.migrations == 1
+
+
+def test_publishing_again_replaces_what_an_earlier_session_published(tmp_path, clean):
+    sm.create_sandbox("tch")
+    for step in (1, 2, 3):
+        sm.hot_reload_source("tch", COUNTER.format(step=step), "counter")
+    classroom.publish("tch", tmp_path)
+    f = classroom.follow("stu", tmp_path, auto=True, teacher="tch")
+    assert f.applied == {"counter": 3}
+    # the next lesson: a new kernel, numbered from v1 again, publishes to the same folder
+    classroom.unpublish("tch")
+    sm.destroy_sandbox("tch")
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=10), "counter")
+    classroom.publish("tch", tmp_path)
+    for step in (20, 30):
+        sm.hot_reload_source("tch", COUNTER.format(step=step), "counter")
+    wait(lambda: sm.get_sandbox("stu").Counter().inc() == 30, "the new lesson's v3 here")
+    store = SQLiteVersionStore(f.path, read_only=True)
+    try:
+        h = store.load("tch", classroom.SCOPE)["counter"]
+        assert sorted(h.records) == [1, 2, 3] and "+= 30" in h.current_record().source
+    finally:
+        store.close()
+
+
+def test_a_folder_that_cannot_be_watched_is_read_once_a_second(tmp_path, clean, monkeypatch):
+    import watchfiles
+
+    def no_watch(*a, **k):
+        raise OSError(24, "inotify instance limit reached")
+
+    monkeypatch.setattr(watchfiles, "watch", no_watch)
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=1), "counter")
+    classroom.publish("tch", tmp_path)
+    f = classroom.follow("stu", tmp_path, auto=True, teacher="tch")
+    wait(lambda: f.watching != "events", "the follower to say it polls")
+    assert "cannot be watched" in f.watching and f.alive
+    sm.hot_reload_source("tch", COUNTER.format(step=2), "counter")
+    wait(lambda: f.applied.get("counter") == 2, "v2, read by the once-a-second stat")
+    classroom.unfollow("stu")
+    assert not f.alive
+
+
+def test_a_reader_leaves_nothing_in_a_folder_it_may_write(tmp_path, clean):
+    """A writable class folder, the teacher's kernel gone: a follower reading it makes no
+    files there (they would be the student's, and stop the teacher publishing again)."""
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=1), "counter")
+    classroom.publish("tch", tmp_path)
+    classroom.unpublish("tch")
+    before = sorted(os.listdir(tmp_path))
+    f = classroom.follow("stu", tmp_path, teacher="tch")
+    assert f.applied == {"counter": 1}
+    classroom.unfollow("stu")
+    assert sorted(os.listdir(tmp_path)) == before == ["classroom.sqlite3"]
+    classroom.publish("tch", tmp_path)               # the teacher, back: publishes again
+
+
+def test_relative_paths_a_raising_callback_and_a_failed_switch(tmp_path, clean, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=1), "counter")
+    where = classroom.publish("tch", "class")
+    assert where.is_absolute()
+
+    def broken(line):
+        raise RuntimeError("a broken callback")
+
+    f = classroom.follow("stu", "class", auto=True, teacher="tch", on_version=broken)
+    monkeypatch.chdir(tmp_path.parent)              # %cd in either notebook
+    sm.hot_reload_source("tch", COUNTER.format(step=2), "counter")
+    wait(lambda: f.applied.get("counter") == 2, "v2 despite the chdir and the callback")
+    # a mistyped path fails, and what worked goes on
+    with pytest.raises(sm.SandboxError, match="nothing is published"):
+        classroom.follow("stu", tmp_path / "clas", teacher="tch")
+    with pytest.raises(sm.SandboxError):
+        classroom.publish("tch", "/proc/no-such-place/x.sqlite3")
+    assert classroom.follower("stu") is f and f.alive
+    sm.hot_reload_source("tch", COUNTER.format(step=3), "counter")
+    wait(lambda: f.applied.get("counter") == 3, "v3, still published and followed")
