@@ -956,6 +956,10 @@ def test_a_teachers_version_waits_and_is_skipped_or_applied(demo):
                      "added": ["+     return 'hello again from the teacher'"],
                      "removed": ["-     return 'hello from the teacher'"]}, shown
     wait_versions(page, ["4*", "3", "2", "1"])              # nothing applied yet
+    # the module picker says which modules have a teacher's version waiting
+    wait_for(page, """() => [...document.querySelectorAll('#sandbox-magic-module option')]
+                       .map(o => o.textContent).includes("greet · teacher's v2 waiting")""",
+             "the module picker to name the waiting version")
     assert "hello from the teacher" in run(page, "demo.greet()")
 
     # Skip: the block goes, nothing new in the list

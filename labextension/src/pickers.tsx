@@ -34,7 +34,11 @@ export class Pickers extends ReactWidget {
             ? `${s.id} (${s.host})`
             : s.id
     }));
-    const modules = m.modules().map(n => ({ value: n, label: n }));
+    const waiting = m.sandboxes.find(s => s.id === m.sandbox)?.teacher_waiting ?? {};
+    const modules = m.modules().map(n => ({
+      value: n,
+      label: n in waiting ? `${n} · teacher's v${waiting[n]} waiting` : n
+    }));
     return (
       <>
         <label htmlFor={SANDBOX_SELECT}>Sandbox</label>

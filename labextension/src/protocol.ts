@@ -17,6 +17,8 @@ export interface ISandboxSummary {
   host: string;
   /** A cluster sandbox's number of engines (0 otherwise). */
   engines: number;
+  /** A following sandbox: module -> the teacher's version waiting ({} otherwise). */
+  teacher_waiting: Record<string, number>;
 }
 
 export interface IVersionRow {
@@ -176,7 +178,8 @@ export function parseSandboxes(result: Json): ISandboxSummary[] {
       !isVersionMap(s.stored_modules) ||
       !(s.loaded === undefined || typeof s.loaded === 'boolean') ||
       !isOptional(s.host, isString) ||
-      !isOptional(s.engines, isInt)
+      !isOptional(s.engines, isInt) ||
+      !isOptional(s.teacher_waiting, isVersionMap)
     ) {
       fail('sandbox entry');
     }
@@ -186,7 +189,8 @@ export function parseSandboxes(result: Json): ISandboxSummary[] {
       stored_modules: s.stored_modules as Record<string, number>,
       loaded: s.loaded !== false, // kernels before "loaded" listed loaded sandboxes only
       host: (s.host as string | undefined) ?? 'kernel',
-      engines: (s.engines as number | undefined) ?? 0
+      engines: (s.engines as number | undefined) ?? 0,
+      teacher_waiting: (s.teacher_waiting as Record<string, number> | null | undefined) ?? {}
     };
   });
 }

@@ -97,6 +97,7 @@ class SandboxEntry(TypedDict, total=False):
     loaded: bool
     host: str                        # kernel, process or cluster (loaded sandboxes)
     engines: int                     # a cluster sandbox's number of engines
+    teacher_waiting: dict[str, int]  # following: module -> the teacher's version waiting
 
 
 class ListResult(TypedDict, total=False):
@@ -245,6 +246,10 @@ def _sandboxes() -> list[SandboxEntry]:
         {"id": i.id, "modules": i.modules, "stored_modules": i.stored_modules, "loaded": True,
          "host": i.host, "engines": len(i.engines)}
         for i in api.list_sandboxes()]
+    for entry in out:
+        f = classroom.follower(entry["id"])
+        if f is not None:
+            entry["teacher_waiting"] = {t.module: t.version for t in f.pending()}
     live = {s["id"] for s in out}
     for sid in api.stored_sandbox_ids():
         if sid in live or not is_sandbox_id(sid):

@@ -252,11 +252,15 @@ describe('SandboxClient', () => {
         sandboxes: [
           { id: 'a', modules: { m: 1 }, stored_modules: {} },
           { id: 'b', modules: {}, stored_modules: { m: 2 }, loaded: false },
-          { id: 'c', modules: {}, stored_modules: {}, loaded: true, host: 'cluster', engines: 3 }
+          { id: 'c', modules: {}, stored_modules: {}, loaded: true, host: 'cluster', engines: 3 },
+          { id: 'd', modules: { m: 4, n: 1 }, stored_modules: {}, teacher_waiting: { m: 6 } }
         ]
       })
     );
     const listed = await p;
+    // a following sandbox names the modules whose teacher version waits
+    expect(listed.map(s => s.teacher_waiting)).toEqual([{}, {}, {}, { m: 6 }]);
+    listed.pop();
     expect(listed.map(s => s.loaded)).toEqual([true, false, true]);
     expect(listed.map(s => [s.host, s.engines])).toEqual([
       ['kernel', 0],
@@ -268,6 +272,13 @@ describe('SandboxClient', () => {
       reply(2, { sandboxes: [{ id: 'a', modules: {}, stored_modules: {}, loaded: 'no' }] })
     );
     await expect(bad).rejects.toBeInstanceOf(ProtocolError);
+    const badWaiting = client.list();
+    client.receive(
+      reply(3, {
+        sandboxes: [{ id: 'a', modules: {}, stored_modules: {}, teacher_waiting: { m: 'v6' } }]
+      })
+    );
+    await expect(badWaiting).rejects.toBeInstanceOf(ProtocolError);
   });
 
   it('rejects malformed results instead of trusting them', async () => {

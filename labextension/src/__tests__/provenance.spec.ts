@@ -51,7 +51,8 @@ describe('provenance', () => {
         stored_modules: {},
         loaded: true,
         host: 'kernel',
-        engines: 0
+        engines: 0,
+        teacher_waiting: {}
       },
       {
         id: 'old',
@@ -59,7 +60,8 @@ describe('provenance', () => {
         stored_modules: { util: 2 },
         loaded: false,
         host: 'kernel',
-        engines: 0
+        engines: 0,
+        teacher_waiting: {}
       }
     ]);
     expect(v.get('demo.counter')).toBe(4);
