@@ -216,3 +216,22 @@ def test_relative_paths_a_raising_callback_and_a_failed_switch(tmp_path, clean, 
     assert classroom.follower("stu") is f and f.alive
     sm.hot_reload_source("tch", COUNTER.format(step=3), "counter")
     wait(lambda: f.applied.get("counter") == 3, "v3, still published and followed")
+
+
+SLOW = COUNTER + "import time\ntime.sleep(0.6)\n"
+
+
+def test_unfollow_waits_for_a_version_being_applied_and_nothing_comes_after(tmp_path, clean):
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", COUNTER.format(step=1), "counter")
+    classroom.publish("tch", tmp_path)
+    f = classroom.follow("stu", tmp_path, auto=True, teacher="tch")
+    sm.hot_reload_source("tch", SLOW.format(step=2), "counter")     # its body: 0.6 s
+    wait(lambda: "stu" in classroom._applying, "the student's apply to start")
+    classroom.unfollow("stu")
+    # once unfollow returned, the version being applied is applied, and nothing more
+    assert f.applied.get("counter") == 2 and not f.alive
+    sm.hot_reload_source("tch", COUNTER.format(step=3), "counter")
+    f.check()                                                       # a late event
+    assert f.applied.get("counter") == 2
+    assert sm.get_sandbox("stu").Counter().inc() == 2
