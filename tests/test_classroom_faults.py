@@ -235,3 +235,67 @@ def test_unfollow_waits_for_a_version_being_applied_and_nothing_comes_after(tmp_
     f.check()                                                       # a late event
     assert f.applied.get("counter") == 2
     assert sm.get_sandbox("stu").Counter().inc() == 2
+
+
+RENAMED = ("class Counter:\n    def __init__(self):\n        self.n = 0\n        self.count = 0\n"
+           "    def inc(self):\n        self.count += 5\n        return self.count\n")
+
+
+def copy_n(state, old_version, new_version):
+    return {**state, "count": state["n"]}
+
+
+def test_catching_up_past_the_teachers_retention_still_migrates(tmp_path, clean):
+    sm.create_sandbox("tch")                              # keeps the last 10 versions
+    sm.hot_reload_source("tch", COUNTER.format(step=1), "counter")
+    classroom.publish("tch", tmp_path)
+    classroom.follow("stu", tmp_path, auto=True, teacher="tch")
+    held = sm.get_sandbox("stu").Counter()
+    held.inc()
+    classroom.unfollow("stu")                             # away for 11 versions
+    for edit in range(10):
+        sm.hot_reload_source("tch", COUNTER.format(step=1) + f"# edit {edit}\n", "counter")
+    sm.hot_reload_source("tch", RENAMED, "counter", state_handler=copy_n)
+    assert 1 not in {v.version for v in sm.list_module_versions("tch", "counter")}
+    classroom.follow("stu", tmp_path, auto=True, teacher="tch")
+    assert vars(held) == {"n": 1, "count": 1} and held.inc() == 6
+
+
+def test_a_catch_up_loads_modules_that_belong_together_as_one(tmp_path, clean):
+    sm.create_sandbox("tch")
+    c1 = "def helper():\n    return 1\n"
+    sm.hot_reload_source("tch", {"c": c1, "a": "from .c import helper\nf = helper\n"})
+    classroom.publish("tch", tmp_path)
+    f = classroom.follow("stu", tmp_path, teacher="tch")      # waits: catches up on apply
+    # one change renames c's helper and a's use of it; a later one changes c again
+    c2 = "def helper2():\n    return 2\n"
+    sm.hot_reload_source("tch", {"c": c2, "a": "from .c import helper2\nf = helper2\n"})
+    sm.hot_reload_source("tch", c2.replace("2\n", "3\n").replace("helper3", "helper2"), "c")
+    wait(lambda: {t.module for t in f.pending()} == {"a", "c"}, "both to wait")
+    # Apply on one module takes the modules its change made with it
+    lines = f.apply("a", f.pending()[0].version)
+    assert [line.split(":")[0] for line in lines] == ["stu.a", "stu.c"], lines
+    assert f.failed == {} and sm.get_sandbox("stu").modules["a"].f() == 3
+
+
+def test_a_handler_cell_binding_another_name_goes_along(tmp_path, clean, capsys):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sandbox_magic")
+    ip.run_cell_magic("sandbox_reload", "tch counter", COUNTER.format(step=1))
+    ip.run_line_magic("sandbox_publish", f"tch {tmp_path}")
+    f = classroom.follow("stu", tmp_path, auto=True, teacher="tch")
+    held = sm.get_sandbox("stu").Counter()
+    held.inc()
+    ip.run_cell_magic("sandbox_state_handler", "tch counter",
+                      "def make(field):\n"
+                      "    def inner(state, old_version, new_version):\n"
+                      "        return {**state, field: state['n']}\n"
+                      "    return inner\n\n"
+                      "migrate = make('count')\n")
+    ip.run_cell_magic("sandbox_reload", "tch counter", RENAMED)
+    wait(lambda: f.applied.get("counter") == 2 or f.failed, "the version and its handler")
+    assert f.failed == {} and held.count == 1
+    capsys.readouterr()

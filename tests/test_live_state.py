@@ -572,3 +572,44 @@ def test_instances_created_by_threads_while_pruning_stay_tracked(sid):
         t.join()
     r = sm.hot_reload_source(sid, INSTANCES_V2, state_handler=lambda s, ov, nv: {**s, "mass": 1})
     assert r.migrated == len(keep) and all(p.mass == 1 for p in keep)
+
+
+class PerModule:
+    """A state handler that differs by module (as a class's follower passes one)."""
+
+    def __init__(self, chosen):
+        self.chosen = chosen
+        self.__name__ = "per_module"
+
+    def for_module(self, module):
+        return self.chosen.get(module)
+
+    def __call__(self, state, old_version, new_version):
+        raise AssertionError("asked without a module")
+
+
+def test_a_state_handler_may_differ_by_module_servers_included(sid):
+    plain = "class Box:\n    def __init__(self):\n        self.n = 1\n"
+    sm.hot_reload_source(sid, {"counter": COUNTER_V1, "box": plain, "other": plain})
+    ref = sm.start_server(sid, "counter:Counter", 5)
+    box, other = (sm.get_sandbox(sid).modules[m].Box() for m in ("box", "other"))
+    v2 = COUNTER_V2 + src("""
+        def _code_change(self, old_state, old_version, new_version):
+            return {**old_state, "history": ["code_change %s->%s" % (old_version,
+                                                                      new_version)]}
+        Counter.code_change = _code_change
+    """)
+    marked = "class Box:\n    def __init__(self):\n        self.n = 1\n        self.mark = 0\n"
+
+    def mark(state, old_version, new_version):
+        return {**state, "mark": (old_version, new_version)}
+
+    sm.hot_reload_source(sid, {"counter": v2, "box": marked, "other": marked},
+                         state_handler=PerModule({"box": mark}))
+    assert box.mark == (1, 2)              # its module's handler
+    assert vars(other) == {"n": 1}         # none for its module: kept as it was
+    assert ref.call("history") == ["code_change 1->2"]     # the server's own code_change
+    # a handler for the server's module migrates the server instead of its code_change
+    sm.hot_reload_source(sid, {"counter": v2 + "# v3\n"},
+                         state_handler=PerModule({"counter": add_history}))
+    assert ref.call("history") == []

@@ -15,11 +15,12 @@ follower can never change it, and leaves no file in the folder when no teacher
 is writing), the teacher's current version of each module is loaded into the
 student's own sandbox, and ``watchfiles`` reports each later write of the file
 (no polling; a stat once a second if the folder cannot be watched).  With
-``auto=True`` each new teacher change is applied at once, as the teacher made
-it: one transactional reload per teacher change, in the teacher's order, with
-the teacher's check and state handler.  The handler runs on the student's own
-objects, told the teacher's version numbers, and only on code the student had
-from the teacher (not on the student's own edits).  Otherwise a new version
+``auto=True`` what is new is applied at once, as one transactional reload,
+with the teacher's checks; each module's objects are migrated by the state
+handler of the teacher's change that made that module's version (the engine
+asks a handler with ``for_module`` for each module's), told the teacher's
+version numbers, and only on code the student had from the teacher (not on
+the student's own edits).  Otherwise a new version
 waits in :meth:`Follower.pending` until :meth:`Follower.apply` or
 :meth:`Follower.skip`.  A follower that was away catches up with the current
 version (the versions in between are not applied one by one; the last change's
@@ -49,6 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from ..engine.artifact import source_checksum
+from ..engine.deps import dependency_graph
 from ..engine.diff import VersionDiff, diff_sources
 from ..engine.store import SQLiteVersionStore, StoreFormatError, StoreWarning
 from ..errors import SandboxError
@@ -71,6 +74,11 @@ _CHANGES_TABLE = """CREATE TABLE IF NOT EXISTS published_changes (
     seq INTEGER NOT NULL, kind TEXT NOT NULL, handler TEXT, handler_source TEXT,
     check_kind TEXT, check_name TEXT, check_source TEXT,
     PRIMARY KEY (sandbox, module))"""
+#: Every version published (by the checksum of its code), kept when the teacher's history
+#: no longer retains it: a follower knows the student's code was the teacher's.
+_SOURCES_TABLE = """CREATE TABLE IF NOT EXISTS published_sources (
+    sandbox TEXT NOT NULL, module TEXT NOT NULL, checksum TEXT NOT NULL,
+    version INTEGER NOT NULL, PRIMARY KEY (sandbox, module, checksum))"""
 _applying: dict[str, int] = {}      # sandbox -> thread applying a teacher version to it
 
 
@@ -98,6 +106,13 @@ def source_of(fn: Any) -> str | None:
     defines = any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name
                   for n in tree.body)
     return src if defines else None
+
+
+def _name_of(fn: Any) -> str:
+    """The name a published function is found by in its source (the name a
+    ``%%sandbox_state_handler`` cell binds it to, else its own)."""
+    return str(getattr(fn, "__sandbox_name__", None) or getattr(fn, "__name__", None)
+               or repr(fn))
 
 
 def _define(source: str, name: str, label: str) -> Callable[..., Any]:
@@ -133,6 +148,7 @@ class _Publisher:
         self.last_transaction: Any = None
         with self.lock:
             self.store.conn.execute(_CHANGES_TABLE)
+            self.store.conn.execute(_SOURCES_TABLE)
 
     def reset(self) -> None:
         """Publish afresh: what an earlier session published under this id is replaced
@@ -141,8 +157,8 @@ class _Publisher:
         with self.lock:
             conn = self.store.conn
             if conn is not None:
-                conn.execute("DELETE FROM published_changes WHERE sandbox = ?",
-                             (self.sandbox_id,))
+                for table in ("published_changes", "published_sources"):
+                    conn.execute(f"DELETE FROM {table} WHERE sandbox = ?", (self.sandbox_id,))
         self.write()
 
     def write(self, change: tuple[str, dict[str, Any]] | None = None) -> None:
@@ -163,6 +179,11 @@ class _Publisher:
                 for m, h in histories.items():
                     if modules is None or m in modules:
                         self.store.save(self.sandbox_id, h, scope=SCOPE)
+                        records = h.records.values() if modules is None else \
+                            [h.current_record()] if h.current is not None else []
+                        conn.executemany("INSERT OR IGNORE INTO published_sources VALUES "
+                                         "(?, ?, ?, ?)", [(self.sandbox_id, m, r.checksum,
+                                                           r.version) for r in records])
             conn = self.store.conn
             if conn is not None:
                 try:     # readers that cannot use the write-ahead log still see it all
@@ -175,7 +196,7 @@ class _Publisher:
         fn, check = payload.get("state_handler"), payload.get("check")
         name = source = None
         if callable(fn):
-            name = getattr(fn, "__name__", None) or repr(fn)
+            name = _name_of(fn)
             source = source_of(fn)
             if source is None:
                 log.warning("the state handler %s cannot be published (Python has no source "
@@ -184,8 +205,7 @@ class _Publisher:
         if isinstance(check, str):
             check_row = ("expr", None, check)
         elif callable(check):
-            check_row = ("def", getattr(check, "__name__", None) or repr(check),
-                         source_of(check))
+            check_row = ("def", _name_of(check), source_of(check))
         (seq,) = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM published_changes"
                               ).fetchone()
         for m in modules:
@@ -279,6 +299,7 @@ class Follower:
         self.auto = auto
         self.on_version = on_version or (lambda line: None)
         self.applied: dict[str, int] = {}        # module -> teacher version applied
+        self._applied_source: dict[str, str] = {}   # module -> the code of that version
         self.seen: dict[str, tuple[int, str]] = {}   # module -> newest (version, source)
         self._pending: dict[str, TeacherVersion] = {}
         self._versions: dict[str, dict[str, int]] = {}   # module -> {source: teacher v}
@@ -301,7 +322,10 @@ class Follower:
             store = SQLiteVersionStore(self.path, read_only=True, snapshot=snapshot)
         except StoreFormatError as exc:
             raise SandboxError(str(exc)) from None
+        conn = store.conn
         try:
+            if conn is not None:
+                conn.execute("BEGIN")      # one snapshot: the histories and their changes
             published = store.list_sandboxes(SCOPE)
             if self.teacher_id not in published:
                 there = ", ".join(sorted(published)) or "none"
@@ -311,7 +335,10 @@ class Follower:
             if store.failure:
                 raise SandboxError(f"cannot read {self.path}: {store.failure}")
             changes = self._changes(store)
+            known = self._known(store)
         finally:
+            if conn is not None and conn.in_transaction:
+                conn.execute("COMMIT")
             store.close()
         out = {}
         for m, h in histories.items():
@@ -328,7 +355,22 @@ class Follower:
                 out[m] = TeacherVersion(m, h.current, rec.source, None, None,
                                         rec.loaded_at.timestamp())
             with self.lock:
-                self._versions[m] = {r.source: v for v, r in h.records.items()}
+                self._versions[m] = {**known.get(m, {}),
+                                     **{r.checksum: v for v, r in h.records.items()}}
+        return out
+
+    def _known(self, store: SQLiteVersionStore) -> dict[str, dict[str, int]]:
+        conn = store.conn
+        out: dict[str, dict[str, int]] = {}
+        if conn is None:
+            return out
+        try:
+            rows = conn.execute("SELECT module, checksum, version FROM published_sources "
+                                "WHERE sandbox = ?", (self.teacher_id,)).fetchall()
+        except sqlite3.OperationalError:      # published before sources were
+            return out
+        for m, checksum, v in rows:
+            out.setdefault(m, {})[checksum] = v
         return out
 
     def _changes(self, store: SQLiteVersionStore) -> dict[str, tuple[Any, ...]]:
@@ -360,9 +402,14 @@ class Follower:
 
     def _teacher_version_here(self, module: str) -> int | None:
         """The teacher's version the student's current code of ``module`` is (None: the
-        student's own edit, or not loaded here)."""
+        student's own edit, or not loaded here): the one applied last, or one the
+        teacher's history still holds."""
         here = self._source_here(module)
-        return None if here is None else self._versions.get(module, {}).get(here)
+        if here is None:
+            return None
+        if self._applied_source.get(module) == here:
+            return self.applied.get(module)
+        return self._versions.get(module, {}).get(source_checksum(here))
 
     def _say(self, lines: list[str]) -> None:
         for line in lines:
@@ -384,8 +431,7 @@ class Follower:
                     continue
                 self.seen[m] = (tv.version, tv.source)
                 if self._source_here(m) == tv.source:   # the student has it (a rollback
-                    self.applied[m] = tv.version        # of the teacher's, say)
-                    self._pending.pop(m, None)
+                    self._applied(tv)                   # of the teacher's, say)
                     continue
                 new.append(tv)
             if self.auto:
@@ -419,120 +465,144 @@ class Follower:
                             t.version, t.source)
 
     # ------------------------------------------------------------ acting
+    def _applied(self, t: TeacherVersion) -> None:
+        self.applied[t.module] = t.version
+        self._applied_source[t.module] = t.source
+        self._pending.pop(t.module, None)
+
     def _apply(self, versions: list[TeacherVersion]) -> list[str]:
-        """Load teacher versions into this kernel's sandbox as the teacher made them: one
-        transaction per teacher change, in the teacher's order, each with the state
-        handler and check that change ran.  Modules new here go with the first."""
+        """Load teacher versions into this kernel's sandbox, as one transactional reload
+        (the teacher's current code of these modules belongs together), each module's
+        objects migrated by the state handler of the teacher's change that made that
+        module's version, and the checks of those changes run."""
         if not versions:
             return []
-        here = set(sandbox_histories(self.sandbox_id))
-        groups: dict[int, list[TeacherVersion]] = {}
-        for t in versions:
-            groups.setdefault(t.seq if t.module in here else -1, []).append(t)
-        if -1 in groups:
-            first = min(k for k in groups if k != -1) if len(groups) > 1 else -1
-            groups.setdefault(first, [])
-            if first != -1:
-                groups[first] += groups.pop(-1)
-        out: list[str] = []
-        for _, group in sorted(groups.items()):
-            out += self._apply_change(group)
-        return out
-
-    def _handler(self, group: list[TeacherVersion]) -> Any:
-        """The teacher's state handler of this change, defined here and told the teacher's
-        version numbers; None when it ran none, or when the student's code of a module
-        here is the student's own (the handler was written for the teacher's)."""
-        t = group[0]
-        if t.state_handler is None:
-            return None
-        if t.handler_source is None:
-            raise SandboxError(f"its state handler {t.state_handler!r} could not be sent: "
-                               "Python has no source defining it (a lambda, a partial, a "
-                               "callable object); the teacher can define it with def or a "
-                               "%%sandbox_state_handler cell")
-        histories = sandbox_histories(self.sandbox_id)
-        numbers: dict[Any, tuple[int, int]] = {}
-        for v in group:
-            if v.module not in histories:
-                continue
-            old = self._teacher_version_here(v.module)
-            if old is None:
-                return None
-            mine = histories[v.module].current
-            if numbers.setdefault(mine, (old, v.version)) != (old, v.version):
-                raise _Split()
-        fn = _define(t.handler_source, t.state_handler,
-                     f"the teacher's state handler of {t.module} v{t.version}")
-
-        def teachers_handler(state: Any, old_version: Any, new_version: Any) -> Any:
-            old, new = numbers.get(old_version, (old_version, new_version))
-            return fn(state, old, new)
-
-        teachers_handler.__name__ = t.state_handler
-        # a follower that publishes in turn (an assistant's section) sends the teacher's
-        teachers_handler.__sandbox_source__ = t.handler_source  # type: ignore[attr-defined]
-        return teachers_handler
-
-    @staticmethod
-    def _check(group: list[TeacherVersion]) -> Any:
-        kind, name, text = group[0].check or (None, None, None)
-        if kind == "expr":
-            return text
-        if kind == "def":
-            if text is None or name is None:
-                raise SandboxError(f"its check {name!r} could not be sent: Python has no "
-                                   "source defining it; the teacher can give the check as "
-                                   "an expression or a def")
-            return _define(text, name, f"the teacher's check {name}")
-        return None
-
-    def _apply_change(self, group: list[TeacherVersion]) -> list[str]:
         try:
-            handler = self._handler(group)
-            check = self._check(group)
+            handler = self._handlers(versions)
+            check = self._checks(versions)
             _applying[self.sandbox_id] = threading.get_ident()
             try:
-                r = hot_reload_source(self.sandbox_id, {t.module: t.source for t in group},
+                r = hot_reload_source(self.sandbox_id, {t.module: t.source for t in versions},
                                       state_handler=handler, check=check)
             finally:
                 _applying.pop(self.sandbox_id, None)
-        except _Split:      # modules the handler must be told different numbers for
-            return [line for t in group for line in self._apply_change([t])]
         except Exception as exc:     # SandboxError, or published source failing here
-            if len(group) > 1 and group[0].seq == 0:
-                # published at the start, not one teacher change: each module on its own
-                return [line for t in group for line in self._apply_change([t])]
             text = str(exc) if isinstance(exc, SandboxError) else \
                 f"the teacher's published code does not run here: {type(exc).__name__}: {exc}"
             why = text.splitlines()[0] if text else type(exc).__name__
-            for t in group:
+            for t in versions:
                 self.failed[(t.module, t.version)] = text
                 self._pending.pop(t.module, None)
                 emit("follow_failed", self.sandbox_id, module=t.module, version=t.version,
                      message=why)
             return [f"{self.sandbox_id}.{t.module}: v{t.version} from the teacher FAILED "
-                    f"here, nothing changed: {why}" for t in group]
-        for t in group:
-            self.applied[t.module] = t.version
-            self._pending.pop(t.module, None)
-        notes = [r.status] if r.status != "hot_reloaded" else []
-        if handler is not None:
-            notes.append(f"migrated by {handler.__name__}")
-        elif group[0].state_handler:
-            notes.append(f"without the teacher's state handler {group[0].state_handler}: "
-                         "your own edits came before it")
-        said = f" ({', '.join(notes)})" if notes else ""
-        return [f"{self.sandbox_id}.{t.module}: v{t.version} from the teacher applied{said}"
-                for t in group]
+                    f"here, nothing changed: {why}" for t in versions]
+        for t in versions:
+            self._applied(t)
+        out = []
+        for t in versions:
+            notes = [r.status] if r.status != "hot_reloaded" else []
+            if handler is not None and handler.for_module(t.module) is not None:
+                notes.append(f"migrated by {t.state_handler}")
+            elif t.state_handler and handler is not None and t.module in handler.own_edits:
+                notes.append(f"without the teacher's state handler {t.state_handler}: your "
+                             "own edits came before it")
+            said = f" ({', '.join(notes)})" if notes else ""
+            out.append(f"{self.sandbox_id}.{t.module}: v{t.version} from the teacher "
+                       f"applied{said}")
+        return out
+
+    def _handlers(self, versions: list[TeacherVersion]) -> _TeacherHandlers | None:
+        """The teacher's state handlers of these versions, defined here (None: none)."""
+        if not any(t.state_handler for t in versions):
+            return None
+        histories = sandbox_histories(self.sandbox_id)
+        chosen: dict[str, Callable[[Any, Any, Any], Any]] = {}
+        own_edits = set()
+        defined: dict[tuple[str, str], Callable[..., Any]] = {}
+        for t in versions:
+            if not t.state_handler:
+                continue
+            if t.handler_source is None:
+                raise SandboxError(f"the state handler {t.state_handler!r} of {t.module} "
+                                   f"v{t.version} could not be sent: Python has no source "
+                                   "defining it (a lambda, a partial, a callable object); "
+                                   "the teacher can define it with def or a "
+                                   "%%sandbox_state_handler cell")
+            if t.module not in histories:
+                continue                  # new here: no objects of it to migrate
+            old = self._teacher_version_here(t.module)
+            if old is None:
+                own_edits.add(t.module)   # written for the teacher's code, not the student's
+                continue
+            key = (t.handler_source, t.state_handler)
+            if key not in defined:
+                defined[key] = _define(t.handler_source, t.state_handler,
+                                       f"the teacher's state handler of {t.module} "
+                                       f"v{t.version}")
+            chosen[t.module] = _told(defined[key], old, t.version)
+        if not chosen and not own_edits:
+            return None
+        return _TeacherHandlers(chosen, own_edits, versions)
+
+    @staticmethod
+    def _checks(versions: list[TeacherVersion]) -> Any:
+        """The checks of the teacher's changes that made these versions: one as it is,
+        several as one that runs each."""
+        checks: list[Any] = []
+        for t in versions:
+            kind, name, text = t.check or (None, None, None)
+            if kind == "expr" and text not in checks:
+                checks.append(text)
+            elif kind == "def":
+                if text is None or name is None:
+                    raise SandboxError(f"the check {name!r} of {t.module} v{t.version} could "
+                                       "not be sent: Python has no source defining it; the "
+                                       "teacher can give the check as an expression or a def")
+                checks.append(_define(text, name, f"the teacher's check {name}"))
+        if len(checks) <= 1:
+            return checks[0] if checks else None
+
+        def teachers_checks(box: Any) -> bool:
+            for c in checks:
+                ok = eval(c, {}, _Names(box)) if isinstance(c, str) else c(box)
+                if ok is False:
+                    return False
+            return True
+
+        return teachers_checks
 
     def _waiting(self, module: str | None, version: int | None) -> list[TeacherVersion]:
-        out = [t for t in self.pending() if module is None or t.module == module]
+        """The waiting versions of ``module`` (all, if None), with the waiting versions
+        that go with it: those the same teacher change made, and those it imports or
+        that import it (the teacher's code of these belongs together)."""
+        waiting = self.pending()
+        out = [t for t in waiting if module is None or t.module == module]
         if version is not None and any(t.version != version for t in out):
             (t,) = out
             raise SandboxError(f"the teacher's version of {t.module} waiting is now "
                                f"v{t.version}, not v{version}: look at its diff first")
-        return out
+        if module is None or not out:
+            return out
+        by_module = {t.module: t for t in waiting}
+        sources = {m: h.current_record().source
+                   for m, h in sandbox_histories(self.sandbox_id).items()
+                   if h.current is not None}
+        sources.update({t.module: t.source for t in waiting})
+        graph = dependency_graph(sources, deferred=True)
+        linked: dict[str, set[str]] = {m: set(graph.get(m, ())) for m in by_module}
+        for m, deps in graph.items():
+            for d in deps:
+                linked.setdefault(d, set()).add(m)
+        take, todo = {module}, [module]
+        while todo:
+            m = todo.pop()
+            same = {t.module for t in waiting if t.seq and t.seq == by_module[m].seq} \
+                if m in by_module else set()
+            for n in ((linked.get(m, set()) | same) & by_module.keys()) - take:
+                take.add(n)
+                todo.append(n)
+        return [t for t in waiting if t.module in take]
 
     def apply(self, module: str | None = None, version: int | None = None) -> list[str]:
         """Apply the waiting teacher versions (of ``module`` only, if given; ``version``:
@@ -618,8 +688,53 @@ class Follower:
             self.lock.release()
 
 
-class _Split(Exception):
-    """A change's modules need the state handler told different numbers: one by one."""
+def _told(fn: Callable[..., Any], old: int, new: int) -> Callable[[Any, Any, Any], Any]:
+    """``fn`` told the teacher's version numbers instead of the student's."""
+    def teachers_handler(state: Any, _old_version: Any, _new_version: Any) -> Any:
+        return fn(state, old, new)
+    teachers_handler.__name__ = getattr(fn, "__name__", "teachers_handler")
+    return teachers_handler
+
+
+class _TeacherHandlers:
+    """The state handler of a follower's reload: each module's objects get the handler of
+    the teacher's change that made that module's version (``for_module``, as the engine
+    asks), told the teacher's version numbers."""
+
+    def __init__(self, chosen: dict[str, Callable[[Any, Any, Any], Any]],
+                 own_edits: set[str], versions: list[TeacherVersion]) -> None:
+        self.chosen = chosen
+        self.own_edits = own_edits
+        names = sorted({t.state_handler for t in versions if t.module in chosen
+                        and t.state_handler})
+        self.__name__ = "+".join(names) or "teacher"
+        # a follower that publishes in turn (an assistant's section) sends the teacher's
+        first = next((t for t in versions if t.module in chosen), None)
+        if len(names) == 1 and first is not None:
+            self.__sandbox_source__ = first.handler_source
+
+    def for_module(self, module: str) -> Callable[[Any, Any, Any], Any] | None:
+        return self.chosen.get(module)
+
+    def __call__(self, state: Any, old_version: Any, new_version: Any) -> Any:
+        if len(self.chosen) == 1:      # asked without a module: the one there is
+            (fn,) = self.chosen.values()
+            return fn(state, old_version, new_version)
+        return state
+
+
+class _Names(dict):  # type: ignore[type-arg]
+    """A check expression's names: the sandbox's."""
+
+    def __init__(self, box: Any) -> None:
+        super().__init__()
+        self.box = box
+
+    def __missing__(self, name: str) -> Any:
+        try:
+            return getattr(self.box, name)
+        except AttributeError:
+            raise KeyError(name) from None
 
 
 _followers: dict[str, Follower] = {}

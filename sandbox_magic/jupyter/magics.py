@@ -314,14 +314,15 @@ class SandboxMagics(Magics):
         except SyntaxError as exc:
             raise MagicError(f"the state handler cell does not compile: line {exc.lineno}: "
                              f"{exc.msg}") from None
-        funcs = [v for k, v in ns.items() if callable(v) and getattr(v, "__module__", None)
+        funcs = [(k, v) for k, v in ns.items() if callable(v) and getattr(v, "__module__", None)
                  == "__sandbox_state_handler__" and not k.startswith("_")]
         if not funcs:
             raise MagicError("the cell defines no function; define "
                              "def migrate(old_state, old_version, new_version): ...")
-        fn = funcs[-1]
-        try:       # the whole cell, for a published sandbox's followers to run it too
-            fn.__sandbox_source__ = cell
+        name, fn = funcs[-1]
+        try:       # the whole cell and the name it binds, for a published sandbox's
+            fn.__sandbox_source__ = cell        # followers to run it too
+            fn.__sandbox_name__ = name
         except (AttributeError, TypeError):
             pass
         self.pending_handlers[(args.sandbox_id, args.module)] = fn

@@ -242,6 +242,17 @@ def _slot_names(cls: type) -> list[str]:
     return out
 
 
+_BY_CODE_CHANGE = object()      # a server whose module the state handler leaves alone
+
+
+def handler_for_module(handler: Any, module: str) -> Any:
+    """The state handler of one reloaded module's objects and servers.  A handler may
+    differ by module: one with a ``for_module(name)`` method gives each module's (None:
+    that module's objects migrate as without a handler)."""
+    pick = getattr(handler, "for_module", None)
+    return pick(module) if callable(pick) else handler
+
+
 def migrate_state(fn: Any, label: str, old: Any, ov: Any, nv: Any, *, validate: bool = True,
                   module: str | None = None) -> Any:
     """``fn(copy of old, ov, nv)``, validated against ``old``; any failure is a ReloadError.
@@ -535,7 +546,8 @@ class LiveState:
         self.server_old = [_copied(p.state) if isolate else p.state for p in self.servers]
         handler = self.opts.state_handler
         for g in self.groups:
-            g.handler = self._handler_for(handler, g.cls, g.objs)
+            g.handler = self._handler_for(handler_for_module(handler, g.module), g.cls,
+                                          g.objs)
         active = [g for g in self.groups if g.handler is not None]
         if active:
             self.gate = _Gate()
@@ -578,22 +590,28 @@ class LiveState:
                               g.cls.__qualname__, exc_info=True)
             if g.handler is not None and not copied:
                 self._record_nested(g)
-            if g.handler is not handler:
+            own = handler_for_module(handler, g.module)
+            if g.handler is not own:
                 fields: list[Any] = getattr(g.handler, "fields", [])
                 missing = sorted({n for st in g.old for n in missing_required(fields, st)})
-                if missing and handler is None:
+                if missing and own is None:
                     raise refuse_missing(g.cls, missing, len(g.objs))
         for old_cls, new_cls in self.replaced:
-            ov, nv = self.versions[self.module_of[old_cls.__module__]]
+            module = self.module_of[old_cls.__module__]
+            ov, nv = self.versions[module]
             objs = instances_of(old_cls)
-            moving = self._handler_for(handler, old_cls, objs, new_cls)
+            moving = self._handler_for(handler_for_module(handler, module), old_cls, objs,
+                                       new_cls)
             for obj in objs:
                 self.moved.append((obj, old_cls, self._move(obj, new_cls, moving, ov, nv)))
         if handler is not None:
-            self.server_new = [
-                self._migrate(handler, f"server {p.label}", old,
-                              *self.versions[self.module_of[p.cls.__module__]])
-                for p, old in zip(self.servers, self.server_old)]
+            self.server_new = []
+            for p, old in zip(self.servers, self.server_old):
+                module = self.module_of[p.cls.__module__]
+                own = handler_for_module(handler, module)
+                # a module the handler leaves alone: its servers' own code_change (later)
+                self.server_new.append(_BY_CODE_CHANGE if own is None else self._migrate(
+                    own, f"server {p.label}", old, *self.versions[module]))
         if not active:
             return
         # Migrations allocate two dicts per object and no cycles: pausing the cyclic
@@ -739,9 +757,14 @@ class LiveState:
         self.gate_committed = True          # the commit loop removed the gates
         if not self.opts.use_state_preservation:
             return 0
-        if self.opts.state_handler is None:
+        if self.opts.state_handler is None or any(s is _BY_CODE_CHANGE
+                                                  for s in self.server_new):
+            by_handler = self.server_new or [_BY_CODE_CHANGE] * len(self.servers)
             self.server_new = []
-            for p, old in zip(self.servers, self.server_old):
+            for p, old, done in zip(self.servers, self.server_old, by_handler):
+                if done is not _BY_CODE_CHANGE:
+                    self.server_new.append(done)
+                    continue
                 impl = p.impl
                 if type(impl).code_change is Server.code_change:
                     self.server_new.append(None)
