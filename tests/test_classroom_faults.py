@@ -4,6 +4,7 @@ history published again, a folder that cannot be watched or that others may writ
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from test_classroom import COUNTER, wait
@@ -299,3 +300,97 @@ def test_a_handler_cell_binding_another_name_goes_along(tmp_path, clean, capsys)
     wait(lambda: f.applied.get("counter") == 2 or f.failed, "the version and its handler")
     assert f.failed == {} and held.count == 1
     capsys.readouterr()
+
+
+def test_a_module_that_fails_here_does_not_hold_back_the_others(tmp_path, clean):
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", {"exercise": "def answer():\n    return 1\n",
+                                 "plots": "X = 1\n"})
+    classroom.publish("tch", tmp_path)
+    only_teacher = "if '.stu.' in __name__:\n    raise ImportError('no plotting library')\n"
+    sm.hot_reload_source("tch", "X = 2\n" + only_teacher, "plots")
+    sm.hot_reload_source("tch", "def answer():\n    return 2\n", "exercise")
+    f = classroom.follow("stu", tmp_path, teacher="tch")       # catches up with both
+    assert f.applied.get("exercise") == 2 and sm.get_sandbox("stu").answer() == 2
+    assert list(f.failed) == [("plots", 2)] and "no plotting library" in f.failed[("plots", 2)]
+
+
+def test_a_changes_check_runs_while_its_modules_are_as_it_left_them(tmp_path, clean):
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", {"a": "A = 1\n", "b": "B = 2\n"})
+    classroom.publish("tch", tmp_path)
+    f = classroom.follow("stu", tmp_path, teacher="tch")
+    sm.hot_reload_source("tch", {"a": "A = 10\n", "b": "B = 20\n"}, check="A + B == 30")
+    sm.hot_reload_source("tch", "B = 5\n", "b")          # the first change's check no more
+    wait(lambda: len(f.pending()) == 2, "both to wait")
+    assert f.apply() == ["stu.a: v2 from the teacher applied",
+                         "stu.b: v3 from the teacher applied"]
+    sm.hot_reload_source("tch", {"a": "A = 7 if '.tch.' in __name__ else 0\n",
+                                 "b": "B = 6\n"}, check="A + B == 13")
+    wait(lambda: len(f.pending()) == 2, "the next change to wait")
+    failed = f.apply()
+    assert all("the check A + B == 13 returned False" in line for line in failed), failed
+
+
+def test_a_handler_by_module_from_a_cell_and_skip_of_one_module(tmp_path, clean, capsys):
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "sandbox_magic")
+    ip.run_cell_magic("sandbox_reload", "tch counter", COUNTER.format(step=1))
+    ip.run_line_magic("sandbox_publish", f"tch {tmp_path}")
+    f = classroom.follow("stu", tmp_path, auto=True, teacher="tch")
+    held = sm.get_sandbox("stu").Counter()
+    held.inc()
+    ip.run_cell_magic("sandbox_state_handler", "tch counter",
+                      "def copy(state, old_version, new_version):\n"
+                      "    return {**state, 'count': state['n']}\n\n"
+                      "class ByModule:\n"
+                      "    def for_module(self, name):\n"
+                      "        return copy if name == 'counter' else None\n"
+                      "    def __call__(self, state, old_version, new_version):\n"
+                      "        return state\n\n"
+                      "by_module = ByModule()\n")
+    assert "state handler 'by_module' will migrate" in capsys.readouterr().out
+    ip.run_cell_magic("sandbox_reload", "tch counter", RENAMED)
+    wait(lambda: f.applied.get("counter") == 2 or f.failed, "v2 and its handler by module")
+    assert f.failed == {} and held.count == 1
+    # Skip acts on the one module named (Apply takes what belongs with it)
+    classroom.unfollow("stu")
+    f = classroom.follow("stu", tmp_path, teacher="tch")
+    sm.hot_reload_source("tch", {"counter": COUNTER.format(step=3), "util": "U = 1\n"})
+    wait(lambda: len(f.pending()) == 2, "both to wait")
+    with pytest.raises(sm.SandboxError, match="give module= too"):
+        f.skip(version=3)
+    f.skip("util", 1)
+    assert [(t.module, t.version) for t in f.pending()] == [("counter", 3)]
+
+
+def test_a_withdrawn_module_waits_no_more_and_a_locked_store_is_written_later(tmp_path,
+                                                                              clean):
+    import sqlite3
+    import threading
+
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", {"a": "A = 1\n", "b": "B = 1\n"})
+    path = classroom.publish("tch", tmp_path)
+    f = classroom.follow("stu", tmp_path, teacher="tch")
+    sm.hot_reload_source("tch", "B = 2\n", "b")
+    wait(lambda: f.pending(), "b v2 to wait")
+    sm.destroy_sandbox("tch")                    # the next lesson, without module b
+    sm.create_sandbox("tch")
+    sm.hot_reload_source("tch", "A = 1\n", "a")
+    classroom.publish("tch", tmp_path)
+    wait(lambda: not f.pending(), "the withdrawn b to wait no more")
+    # another writer holds the file for a while: the teacher's reload does not wait long,
+    # and what it missed is published once the file is free
+    other = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(1.5, lambda: other.execute("COMMIT")).start()
+    started = time.perf_counter()
+    with pytest.warns(sm.StoreWarning):
+        sm.hot_reload_source("tch", "A = 2\n", "a")
+    assert time.perf_counter() - started < 3.0
+    wait(lambda: f.pending() and f.pending()[0].version == 2, "v2, published later")
+    other.close()

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import linecache
 import logging
 import sqlite3
@@ -55,6 +56,7 @@ from ..engine.deps import dependency_graph
 from ..engine.diff import VersionDiff, diff_sources
 from ..engine.store import SQLiteVersionStore, StoreFormatError, StoreWarning
 from ..errors import SandboxError
+from ..live.migration import handler_for_module
 from .events import emit, listeners
 from .queries import sandbox_histories
 from .registry import find_host, get_state
@@ -72,13 +74,15 @@ _CHANGES = ("reloaded", "rolled_back", "undo", "redo")
 _CHANGES_TABLE = """CREATE TABLE IF NOT EXISTS published_changes (
     sandbox TEXT NOT NULL, module TEXT NOT NULL, version INTEGER NOT NULL,
     seq INTEGER NOT NULL, kind TEXT NOT NULL, handler TEXT, handler_source TEXT,
-    check_kind TEXT, check_name TEXT, check_source TEXT,
+    check_kind TEXT, check_name TEXT, check_source TEXT, change_modules TEXT,
     PRIMARY KEY (sandbox, module))"""
 #: Every version published (by the checksum of its code), kept when the teacher's history
 #: no longer retains it: a follower knows the student's code was the teacher's.
 _SOURCES_TABLE = """CREATE TABLE IF NOT EXISTS published_sources (
     sandbox TEXT NOT NULL, module TEXT NOT NULL, checksum TEXT NOT NULL,
     version INTEGER NOT NULL, PRIMARY KEY (sandbox, module, checksum))"""
+#: Seconds before a failed write of the published store is tried again.
+RETRY = 2.0
 _applying: dict[str, int] = {}      # sandbox -> thread applying a teacher version to it
 
 
@@ -137,18 +141,62 @@ class _Publisher:
     def __init__(self, sandbox_id: str, path: Path) -> None:
         self.sandbox_id = sandbox_id
         self.path = path
-        with warnings.catch_warnings():     # the error below says it
-            warnings.simplefilter("ignore", StoreWarning)
-            self.store = SQLiteVersionStore(path)
+        self.store = self._open()
         if self.store.conn is None or self.store.readonly:
             failure = self.store.failure or "read-only"
             self.store.close()
             raise SandboxError(f"cannot publish to {path}: it cannot be written ({failure})")
         self.lock = threading.Lock()
         self.last_transaction: Any = None
+        self.missed = False          # a write failed: the next one writes everything
+        self.retry: threading.Timer | None = None
+        self.closed = False
+        with self.lock:
+            columns = {r[1] for r in self.store.conn.execute(
+                "PRAGMA table_info(published_changes)")}
+            if columns and "change_modules" not in columns:     # an earlier layout
+                self.store.conn.execute("DROP TABLE published_changes")
+            self.store.conn.execute(_CHANGES_TABLE)
+            self.store.conn.execute(_SOURCES_TABLE)
+
+    def _open(self) -> SQLiteVersionStore:
+        with warnings.catch_warnings():     # what goes wrong is said by the publisher
+            warnings.simplefilter("ignore", StoreWarning)
+            # a short wait for the file's lock: the teacher's reload must not wait long
+            return SQLiteVersionStore(self.path, timeout=1.0)
+
+    def _usable(self) -> bool:
+        """The store can be written (opened again after a failed write: the next change
+        publishes everything that was missed)."""
+        if self.store.conn is not None and not self.store.readonly:
+            return True
+        failure = self.store.failure
+        self.store.close()
+        self.store = self._open()
+        if self.store.conn is None or self.store.readonly:
+            log.warning("publishing %s to %s failed (%s); tried again in %g s",
+                        self.sandbox_id, self.path, self.store.failure or failure, RETRY)
+            return False
         with self.lock:
             self.store.conn.execute(_CHANGES_TABLE)
             self.store.conn.execute(_SOURCES_TABLE)
+        return True
+
+    def _missed(self) -> None:
+        """A write failed: everything is written at the next change, or in RETRY seconds."""
+        self.missed = True
+        if self.retry is None and not self.closed:
+            self.retry = threading.Timer(RETRY, self._retry)
+            self.retry.daemon = True
+            self.retry.start()
+
+    def _retry(self) -> None:
+        self.retry = None
+        if self.missed and not self.closed:
+            try:
+                self.write()
+            except Exception:
+                log.exception("publishing %s to %s failed", self.sandbox_id, self.path)
 
     def reset(self) -> None:
         """Publish afresh: what an earlier session published under this id is replaced
@@ -164,32 +212,51 @@ class _Publisher:
     def write(self, change: tuple[str, dict[str, Any]] | None = None) -> None:
         """Write the history (of the change's modules, or all) and the change itself,
         in one transaction: a follower reads all of a teacher's transaction or none."""
+        if not self._usable():
+            self._missed()
+            return
+        everything, self.missed = self.missed, False   # after a failed write: all of it
         histories = sandbox_histories(self.sandbox_id)
         modules = None
         if change is not None:
             modules = [m for m in change[1].get("modules") or [change[1].get("module")]
                        if isinstance(m, str) and m in histories]
         with self.lock:
-            with self.store.batch():
-                conn = self.store.conn
-                if conn is None:
-                    return
-                if change is not None and modules:
-                    self._write_change(conn, change[0], change[1], modules, histories)
-                for m, h in histories.items():
-                    if modules is None or m in modules:
-                        self.store.save(self.sandbox_id, h, scope=SCOPE)
-                        records = h.records.values() if modules is None else \
-                            [h.current_record()] if h.current is not None else []
-                        conn.executemany("INSERT OR IGNORE INTO published_sources VALUES "
-                                         "(?, ?, ?, ?)", [(self.sandbox_id, m, r.checksum,
-                                                           r.version) for r in records])
+            try:
+                with self.store.batch():
+                    conn = self.store.conn
+                    if conn is None:
+                        raise sqlite3.OperationalError(self.store.failure or "not open")
+                    if change is not None and modules:
+                        self._write_change(conn, change[0], change[1], modules, histories)
+                    for m, h in histories.items():
+                        if everything or modules is None or m in modules:
+                            self._write_history(conn, m, h, modules is None or everything)
+            except sqlite3.Error as exc:
+                log.warning("publishing %s to %s failed (%s); tried again in %g s",
+                            self.sandbox_id, self.path, exc, RETRY)
+                self._missed()
+                return
             conn = self.store.conn
-            if conn is not None:
+            if conn is None:
+                self.missed = True
+                log.warning("publishing %s to %s failed (%s); tried again at the next change",
+                            self.sandbox_id, self.path, self.store.failure)
+            else:
                 try:     # readers that cannot use the write-ahead log still see it all
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error:
                     log.debug("checkpointing the published store failed", exc_info=True)
+
+    def _write_history(self, conn: sqlite3.Connection, module: str, h: Any,
+                       every_version: bool) -> None:
+        self.store.save(self.sandbox_id, h, scope=SCOPE)
+        if self.store.conn is None:
+            raise sqlite3.OperationalError(self.store.failure or "the store closed")
+        records = list(h.records.values()) if every_version else \
+            [h.current_record()] if h.current is not None else []
+        conn.executemany("INSERT OR IGNORE INTO published_sources VALUES (?, ?, ?, ?)",
+                         [(self.sandbox_id, module, r.checksum, r.version) for r in records])
 
     def _write_change(self, conn: sqlite3.Connection, event: str, payload: dict[str, Any],
                       modules: list[str], histories: dict[str, Any]) -> None:
@@ -206,13 +273,16 @@ class _Publisher:
             check_row = ("expr", None, check)
         elif callable(check):
             check_row = ("def", _name_of(check), source_of(check))
+            if check_row[2] is None:
+                log.warning("the check %s cannot be published (Python has no source defining "
+                            "it); followers refuse the version it checked", check_row[1])
         (seq,) = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM published_changes"
                               ).fetchone()
         for m in modules:
             conn.execute("INSERT OR REPLACE INTO published_changes VALUES "
-                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (self.sandbox_id, m, histories[m].current, seq, event, name, source,
-                          *check_row))
+                          *check_row, json.dumps(sorted(modules))))
 
     def on_event(self, event: str, sandbox_id: str, payload: dict[str, Any]) -> None:
         if sandbox_id != self.sandbox_id:
@@ -232,6 +302,9 @@ class _Publisher:
             log.exception("publishing %s to %s failed", sandbox_id, self.path)
 
     def close(self) -> None:
+        self.closed = True
+        if self.retry is not None:
+            self.retry.cancel()
         conn = self.store.conn
         if conn is not None:
             try:     # a follower reading now must not hold the teacher up
@@ -337,8 +410,8 @@ class Follower:
             changes = self._changes(store)
             known = self._known(store)
         finally:
-            if conn is not None and conn.in_transaction:
-                conn.execute("COMMIT")
+            if store.conn is not None and store.conn.in_transaction:
+                store.conn.execute("COMMIT")
             store.close()
         out = {}
         for m, h in histories.items():
@@ -379,11 +452,20 @@ class Follower:
             return {}
         try:
             rows = conn.execute("SELECT module, version, seq, handler, handler_source, "
-                                "check_kind, check_name, check_source FROM published_changes "
-                                "WHERE sandbox = ?", (self.teacher_id,)).fetchall()
+                                "check_kind, check_name, check_source, change_modules FROM "
+                                "published_changes WHERE sandbox = ?",
+                                (self.teacher_id,)).fetchall()
         except sqlite3.OperationalError:      # published before changes were
             return {}
-        return {r[0]: tuple(r[1:]) for r in rows}
+        # a change's check holds while all of its modules are at that change's versions
+        still: dict[int, set[str]] = {}
+        for m, _v, seq, *_ in rows:
+            still.setdefault(seq, set()).add(m)
+        out = {}
+        for m, v, seq, name, src, ck, cn, cs, mods in rows:
+            whole = set(json.loads(mods or "[]")) == still[seq]
+            out[m] = (v, seq, name, src, ck if whole else None, cn, cs)
+        return out
 
     @property
     def teacher_id(self) -> str:
@@ -426,7 +508,10 @@ class Follower:
             if self.stop_event.is_set():
                 return []
             new = []
-            for m, tv in sorted(self.teacher().items()):
+            current = self.teacher()
+            for m in [m for m in self._pending if m not in current]:
+                del self._pending[m]          # withdrawn (published again without it)
+            for m, tv in sorted(current.items()):
                 if self.seen.get(m) == (tv.version, tv.source):
                     continue
                 self.seen[m] = (tv.version, tv.source)
@@ -478,6 +563,21 @@ class Follower:
         if not versions:
             return []
         try:
+            return self._apply_together(versions)
+        except _Failed as failed:
+            groups = self._groups(versions)
+            if len(groups) == 1:
+                for t in versions:
+                    self.failed[(t.module, t.version)] = failed.text
+                    self._pending.pop(t.module, None)
+                    emit("follow_failed", self.sandbox_id, module=t.module,
+                         version=t.version, message=failed.why)
+                return failed.lines
+            # what does not belong together fails on its own
+            return [line for g in groups for line in self._apply(g)]
+
+    def _apply_together(self, versions: list[TeacherVersion]) -> list[str]:
+        try:
             handler = self._handlers(versions)
             check = self._checks(versions)
             _applying[self.sandbox_id] = threading.get_ident()
@@ -490,13 +590,9 @@ class Follower:
             text = str(exc) if isinstance(exc, SandboxError) else \
                 f"the teacher's published code does not run here: {type(exc).__name__}: {exc}"
             why = text.splitlines()[0] if text else type(exc).__name__
-            for t in versions:
-                self.failed[(t.module, t.version)] = text
-                self._pending.pop(t.module, None)
-                emit("follow_failed", self.sandbox_id, module=t.module, version=t.version,
-                     message=why)
-            return [f"{self.sandbox_id}.{t.module}: v{t.version} from the teacher FAILED "
-                    f"here, nothing changed: {why}" for t in versions]
+            raise _Failed(text, why, [f"{self.sandbox_id}.{t.module}: v{t.version} from the "
+                                      f"teacher FAILED here, nothing changed: {why}"
+                                      for t in versions]) from None
         for t in versions:
             self._applied(t)
         out = []
@@ -540,7 +636,9 @@ class Follower:
                 defined[key] = _define(t.handler_source, t.state_handler,
                                        f"the teacher's state handler of {t.module} "
                                        f"v{t.version}")
-            chosen[t.module] = _told(defined[key], old, t.version)
+            own = handler_for_module(defined[key], t.module)
+            if own is not None:       # (a handler by module may leave this one alone)
+                chosen[t.module] = _told(own, old, t.version)
         if not chosen and not own_edits:
             return None
         return _TeacherHandlers(chosen, own_edits, versions)
@@ -567,42 +665,62 @@ class Follower:
             for c in checks:
                 ok = eval(c, {}, _Names(box)) if isinstance(c, str) else c(box)
                 if ok is False:
-                    return False
+                    what = c if isinstance(c, str) else getattr(c, "__name__", "check")
+                    raise AssertionError(f"the teacher's check {what} returned False")
             return True
 
         return teachers_checks
 
-    def _waiting(self, module: str | None, version: int | None) -> list[TeacherVersion]:
-        """The waiting versions of ``module`` (all, if None), with the waiting versions
-        that go with it: those the same teacher change made, and those it imports or
-        that import it (the teacher's code of these belongs together)."""
+    def _waiting(self, module: str | None, version: int | None,
+                 linked: bool = True) -> list[TeacherVersion]:
+        """The waiting versions of ``module`` (all, if None), with (``linked``) the waiting
+        versions that go with it: those the same teacher change made, and those it
+        imports or that import it (the teacher's code of these belongs together)."""
+        if version is not None and module is None:
+            raise SandboxError("version= names one module's waiting version: give module= too")
         waiting = self.pending()
         out = [t for t in waiting if module is None or t.module == module]
         if version is not None and any(t.version != version for t in out):
             (t,) = out
             raise SandboxError(f"the teacher's version of {t.module} waiting is now "
                                f"v{t.version}, not v{version}: look at its diff first")
-        if module is None or not out:
+        if module is None or not out or not linked:
             return out
-        by_module = {t.module: t for t in waiting}
+        (group,) = [g for g in self._groups(waiting) if out[0] in g]
+        return group
+
+    def _groups(self, versions: list[TeacherVersion]) -> list[list[TeacherVersion]]:
+        """``versions`` in groups that belong together: those one teacher change made, and
+        those of modules that import one another (the student's other code included in
+        what imports what)."""
+        by_module = {t.module: t for t in versions}
         sources = {m: h.current_record().source
                    for m, h in sandbox_histories(self.sandbox_id).items()
                    if h.current is not None}
-        sources.update({t.module: t.source for t in waiting})
+        sources.update({t.module: t.source for t in versions})
         graph = dependency_graph(sources, deferred=True)
-        linked: dict[str, set[str]] = {m: set(graph.get(m, ())) for m in by_module}
+        linked: dict[str, set[str]] = {m: set() for m in by_module}
         for m, deps in graph.items():
             for d in deps:
-                linked.setdefault(d, set()).add(m)
-        take, todo = {module}, [module]
-        while todo:
-            m = todo.pop()
-            same = {t.module for t in waiting if t.seq and t.seq == by_module[m].seq} \
-                if m in by_module else set()
-            for n in ((linked.get(m, set()) | same) & by_module.keys()) - take:
-                take.add(n)
-                todo.append(n)
-        return [t for t in waiting if t.module in take]
+                if m in by_module and d in by_module:
+                    linked[m].add(d)
+                    linked[d].add(m)
+        for t in versions:
+            for u in versions:
+                if t.seq and t.seq == u.seq:
+                    linked[t.module].add(u.module)
+        groups, done = [], set()
+        for t in versions:
+            if t.module in done:
+                continue
+            take, todo = {t.module}, [t.module]
+            while todo:
+                for n in linked[todo.pop()] - take:
+                    take.add(n)
+                    todo.append(n)
+            done |= take
+            groups.append([u for u in versions if u.module in take])
+        return groups
 
     def apply(self, module: str | None = None, version: int | None = None) -> list[str]:
         """Apply the waiting teacher versions (of ``module`` only, if given; ``version``:
@@ -613,7 +731,7 @@ class Follower:
     def skip(self, module: str | None = None, version: int | None = None) -> None:
         """Leave the waiting teacher versions (of ``module`` only) unapplied."""
         with self.lock:
-            for t in self._waiting(module, version):
+            for t in self._waiting(module, version, linked=False):
                 del self._pending[t.module]
                 emit("follow_skipped", self.sandbox_id, module=t.module, version=t.version)
 
@@ -686,6 +804,14 @@ class Follower:
             self.thread.join(timeout=5)
         if self.lock.acquire(timeout=60):
             self.lock.release()
+
+
+class _Failed(Exception):
+    """Teacher versions that failed here together: what to say, if that is final."""
+
+    def __init__(self, text: str, why: str, lines: list[str]) -> None:
+        super().__init__(why)
+        self.text, self.why, self.lines = text, why, lines
 
 
 def _told(fn: Callable[..., Any], old: int, new: int) -> Callable[[Any, Any, Any], Any]:

@@ -314,8 +314,9 @@ class SandboxMagics(Magics):
         except SyntaxError as exc:
             raise MagicError(f"the state handler cell does not compile: line {exc.lineno}: "
                              f"{exc.msg}") from None
-        funcs = [(k, v) for k, v in ns.items() if callable(v) and getattr(v, "__module__", None)
-                 == "__sandbox_state_handler__" and not k.startswith("_")]
+        funcs = [(k, v) for k, v in ns.items() if callable(v) and not isinstance(v, type)
+                 and getattr(v, "__module__", None) == "__sandbox_state_handler__"
+                 and not k.startswith("_")]
         if not funcs:
             raise MagicError("the cell defines no function; define "
                              "def migrate(old_state, old_version, new_version): ...")
@@ -327,7 +328,7 @@ class SandboxMagics(Magics):
             pass
         self.pending_handlers[(args.sandbox_id, args.module)] = fn
         target = f"{args.sandbox_id}.{args.module}" if args.module else args.sandbox_id
-        print(f"state handler {fn.__name__!r} will migrate state at the next reload of "
+        print(f"state handler {name!r} will migrate state at the next reload of "
               f"{target}")
 
     @cell_magic
