@@ -53,7 +53,7 @@ while time.time() < deadline:
         if f.applied.get("counter") == last:
             held.inc()
             out.write(json.dumps([time.time(), f"migrated {vars(held).get('migrated_from')}"])
-                      + "\n")
+                      + "\\n")
             break
 """
 
