@@ -279,7 +279,9 @@ def test_a_catch_up_loads_modules_that_belong_together_as_one(tmp_path, clean):
     assert f.failed == {} and sm.get_sandbox("stu").modules["a"].f() == 3
 
 
-def test_a_handler_cell_binding_another_name_goes_along(tmp_path, clean, capsys):
+def teacher_in_ipython(tmp_path):
+    """A teacher's sandbox made and published by the magics; a student following it,
+    holding a counter at 1."""
     from IPython import get_ipython
     from IPython.testing.globalipapp import start_ipython
 
@@ -290,6 +292,11 @@ def test_a_handler_cell_binding_another_name_goes_along(tmp_path, clean, capsys)
     f = classroom.follow("stu", tmp_path, auto=True, teacher="tch")
     held = sm.get_sandbox("stu").Counter()
     held.inc()
+    return ip, f, held
+
+
+def test_a_handler_cell_binding_another_name_goes_along(tmp_path, clean, capsys):
+    ip, f, held = teacher_in_ipython(tmp_path)
     ip.run_cell_magic("sandbox_state_handler", "tch counter",
                       "def make(field):\n"
                       "    def inner(state, old_version, new_version):\n"
@@ -333,16 +340,7 @@ def test_a_changes_check_runs_while_its_modules_are_as_it_left_them(tmp_path, cl
 
 
 def test_a_handler_by_module_from_a_cell_and_skip_of_one_module(tmp_path, clean, capsys):
-    from IPython import get_ipython
-    from IPython.testing.globalipapp import start_ipython
-
-    ip = start_ipython() or get_ipython()
-    ip.run_line_magic("load_ext", "sandbox_magic")
-    ip.run_cell_magic("sandbox_reload", "tch counter", COUNTER.format(step=1))
-    ip.run_line_magic("sandbox_publish", f"tch {tmp_path}")
-    f = classroom.follow("stu", tmp_path, auto=True, teacher="tch")
-    held = sm.get_sandbox("stu").Counter()
-    held.inc()
+    ip, f, held = teacher_in_ipython(tmp_path)
     ip.run_cell_magic("sandbox_state_handler", "tch counter",
                       "def copy(state, old_version, new_version):\n"
                       "    return {**state, 'count': state['n']}\n\n"
